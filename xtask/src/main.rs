@@ -1,0 +1,462 @@
+//! `cargo xtask <command>`: the project's automation, in Rust so it runs wherever cargo does.
+//!
+//! Every command is documented in `cargo xtask --help`; the README's test command is
+//! `cargo xtask test`.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Project automation for scan-engine-operator.
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Build (once) the pinned control-plane binaries: etcd, kube-apiserver,
+    /// kube-controller-manager, kubectl and helm.
+    ///
+    /// They are compiled from Go modules into a cache outside the repository (Go is
+    /// required). When KUBEBUILDER_ASSETS names a directory that already holds etcd and
+    /// kube-apiserver, that directory is used instead and nothing is built. Prints the
+    /// directory holding the binaries; use it as KUBEBUILDER_ASSETS for the control-plane tests.
+    K8sBins {
+        /// Print only the directory (for `export KUBEBUILDER_ASSETS=$(cargo xtask k8s-bins --print-dir)`).
+        #[arg(long)]
+        print_dir: bool,
+    },
+    /// Regenerate the CRD manifests in crds/ from the Rust types (runs the operator's `crdgen`).
+    Crds {
+        /// Extra arguments passed to crdgen.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
+    /// Run the test tiers (the README's test command) and print a summary table.
+    ///
+    /// Tiers, in order:
+    ///   unit           cargo test of every crate but the integration suite, rustfmt and clippy;
+    ///   system         console and engines as real processes over loopback, and in network
+    ///                  namespaces (the latter needs root and iproute2);
+    ///   control-plane  a real etcd, kube-apiserver and kube-controller-manager (built from
+    ///                  pinned Go modules by `k8s-bins`), with the operator, console and engines
+    ///                  as local processes.
+    ///
+    /// Exits non-zero if any tier fails. A tier whose test file does not exist yet is reported
+    /// as "not present".
+    Test {
+        /// Which tier to run.
+        #[arg(long, value_enum, default_value_t = Tier::All)]
+        tier: Tier,
+        /// Stop at the first failing step instead of running the remaining tiers.
+        #[arg(long)]
+        fail_fast: bool,
+    },
+    /// Run the demo: a local cluster, the operator, a console and engines in both directions,
+    /// then print the engine table (not implemented yet).
+    Demo,
+    /// Run the benchmarks (not implemented yet).
+    Bench {
+        /// Arguments for the benchmark runner.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Tier {
+    Unit,
+    System,
+    ControlPlane,
+    All,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Cmd::K8sBins { print_dir } => {
+            let dir = k8s_bins()?;
+            if print_dir {
+                println!("{}", dir.display());
+            } else {
+                println!("control-plane binaries are in {}", dir.display());
+                println!("export KUBEBUILDER_ASSETS={}", dir.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Crds { args } => {
+            let mut cmd = cargo();
+            cmd.args(["run", "--quiet", "-p", "scan-engine-operator", "--bin", "crdgen", "--"])
+                .args(args)
+                .current_dir(workspace_root());
+            let status = cmd.status().context("running crdgen through cargo")?;
+            if !status.success() {
+                bail!("crdgen failed ({status})");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Test { tier, fail_fast } => test(tier, fail_fast),
+        Cmd::Demo => {
+            eprintln!("cargo xtask demo: not implemented yet");
+            Ok(ExitCode::FAILURE)
+        }
+        Cmd::Bench { .. } => {
+            eprintln!("cargo xtask bench: not implemented yet");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// The workspace root: the parent of this crate's directory.
+fn workspace_root() -> PathBuf {
+    let manifest_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest_dir.parent().map(Path::to_path_buf).unwrap_or(manifest_dir)
+}
+
+/// The cargo that runs us (so toolchain overrides carry through).
+fn cargo() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+        .unwrap_or(false)
+}
+
+/// Runs `xtask/scripts/k8s-bins.sh`, streaming its progress, and returns the directory that
+/// holds the binaries.
+fn k8s_bins() -> Result<PathBuf> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/k8s-bins.sh");
+    let assets_ready = std::env::var_os("KUBEBUILDER_ASSETS")
+        .map(PathBuf::from)
+        .is_some_and(|dir| dir.join("etcd").is_file() && dir.join("kube-apiserver").is_file());
+    if !assets_ready && !on_path("go") {
+        // The script checks too; say it here before anything starts, and say what to do.
+        bail!(
+            "Go is not installed, and it is needed to build etcd, kube-apiserver, \
+             kube-controller-manager, kubectl and helm from their pinned Go modules.\n\
+             Install Go >= 1.24 (e.g. `apt-get install golang` or https://go.dev/dl), or set \
+             KUBEBUILDER_ASSETS to a directory that already holds these binaries."
+        );
+    }
+    // The script prints progress on stderr (inherited, so it streams) and the directory on the
+    // last line of stdout.
+    let mut child = Command::new("bash")
+        .arg(&script)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("starting {}", script.display()))?;
+    let stdout = child.stdout.take().context("capturing the script's stdout")?;
+    let mut last = String::new();
+    for line in BufReader::new(stdout).lines() {
+        let line = line.context("reading the script's output")?;
+        if !line.trim().is_empty() {
+            last = line.trim().to_owned();
+        }
+    }
+    let status = child.wait().with_context(|| format!("waiting for {}", script.display()))?;
+    if !status.success() {
+        bail!("{} failed ({status}); its messages are above", script.display());
+    }
+    let dir = PathBuf::from(&last);
+    if !dir.join("kube-apiserver").is_file() || !dir.join("etcd").is_file() {
+        bail!(
+            "{} finished but {} does not hold etcd and kube-apiserver",
+            script.display(),
+            dir.display()
+        );
+    }
+    Ok(dir)
+}
+
+// ---------------------------------------------------------------------------------------------
+// cargo xtask test
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Outcome {
+    Passed,
+    Failed(String),
+    NotPresent(String),
+    Skipped(String),
+}
+
+impl Outcome {
+    fn is_failure(&self) -> bool {
+        matches!(self, Outcome::Failed(_))
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Outcome::Passed => f.write_str("pass"),
+            Outcome::Failed(why) => write!(f, "FAIL ({why})"),
+            Outcome::NotPresent(why) => write!(f, "not present ({why})"),
+            Outcome::Skipped(why) => write!(f, "SKIPPED ({why})"),
+        }
+    }
+}
+
+struct Row {
+    tier: &'static str,
+    step: String,
+    took: Duration,
+    outcome: Outcome,
+}
+
+struct Runner {
+    root: PathBuf,
+    rows: Vec<Row>,
+    fail_fast: bool,
+    in_ci: bool,
+}
+
+impl Runner {
+    fn failed(&self) -> bool {
+        self.rows.iter().any(|row| row.outcome.is_failure())
+    }
+
+    fn stop(&self) -> bool {
+        self.fail_fast && self.failed()
+    }
+
+    fn record(&mut self, tier: &'static str, step: impl Into<String>, took: Duration, outcome: Outcome) {
+        let step = step.into();
+        eprintln!("xtask: [{tier}] {step}: {outcome} in {:.1}s", took.as_secs_f64());
+        self.rows.push(Row { tier, step, took, outcome });
+    }
+
+    /// Runs one command as a step of a tier, streaming its output.
+    fn step(&mut self, tier: &'static str, step: &str, mut cmd: Command) -> bool {
+        if self.stop() {
+            return false;
+        }
+        eprintln!("\nxtask: [{tier}] {step}: {}", describe(&cmd));
+        cmd.current_dir(&self.root).stdin(Stdio::null());
+        let start = Instant::now();
+        let outcome = match cmd.status() {
+            Ok(status) if status.success() => Outcome::Passed,
+            Ok(status) => Outcome::Failed(status.to_string()),
+            Err(err) => Outcome::Failed(format!("could not start: {err}")),
+        };
+        let ok = outcome == Outcome::Passed;
+        self.record(tier, step, start.elapsed(), outcome);
+        ok
+    }
+
+    fn test_file(&self, name: &str) -> Option<PathBuf> {
+        let path = self.root.join("tests/tests").join(format!("{name}.rs"));
+        path.is_file().then_some(path)
+    }
+
+    fn unit(&mut self) {
+        let mut test = cargo();
+        test.args(["test", "--workspace", "--exclude", "scan-engine-tests"]);
+        self.step("unit", "cargo test (all crates but the integration suite)", test);
+        let mut fmt = cargo();
+        fmt.args(["fmt", "--all", "--", "--check"]);
+        self.step("unit", "cargo fmt --check", fmt);
+        let mut clippy = cargo();
+        clippy.args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]);
+        self.step("unit", "cargo clippy -D warnings", clippy);
+    }
+
+    fn system(&mut self) {
+        let system = self.test_file("system");
+        let netns = self.test_file("netns");
+        if system.is_none() && netns.is_none() {
+            self.record(
+                "system",
+                "tests/tests/system.rs, tests/tests/netns.rs",
+                Duration::ZERO,
+                Outcome::NotPresent("no system test files yet".into()),
+            );
+            return;
+        }
+        let mut build = cargo();
+        build.args(["build", "-p", "security-console", "-p", "scan-engine"]);
+        if !self.step("system", "build console and engine", build) {
+            return;
+        }
+        if system.is_some() {
+            self.step("system", "loopback (tests/tests/system.rs)", integration_test("system"));
+        } else {
+            self.record(
+                "system",
+                "loopback (tests/tests/system.rs)",
+                Duration::ZERO,
+                Outcome::NotPresent("tests/tests/system.rs does not exist yet".into()),
+            );
+        }
+        let step = "network namespaces (tests/tests/netns.rs)";
+        if netns.is_none() {
+            self.record(
+                "system",
+                step,
+                Duration::ZERO,
+                Outcome::NotPresent("tests/tests/netns.rs does not exist yet".into()),
+            );
+            return;
+        }
+        match netns_prerequisites() {
+            Ok(()) => {
+                self.step("system", step, integration_test("netns"));
+            }
+            Err(why) if self.in_ci => {
+                self.record("system", step, Duration::ZERO, Outcome::Failed(format!("{why} (required in CI)")));
+            }
+            Err(why) => {
+                eprintln!("xtask: WARNING: network-namespace tests not run: {why}");
+                self.record("system", step, Duration::ZERO, Outcome::Skipped(why));
+            }
+        }
+    }
+
+    fn control_plane(&mut self) {
+        let tier = "control-plane";
+        if self.test_file("control_plane").is_none() {
+            self.record(
+                tier,
+                "tests/tests/control_plane.rs",
+                Duration::ZERO,
+                Outcome::NotPresent("tests/tests/control_plane.rs does not exist yet".into()),
+            );
+            return;
+        }
+        if self.stop() {
+            return;
+        }
+        eprintln!("\nxtask: [{tier}] control-plane binaries: xtask/scripts/k8s-bins.sh");
+        let start = Instant::now();
+        let bins = match k8s_bins() {
+            Ok(dir) => {
+                self.record(tier, "control-plane binaries (k8s-bins)", start.elapsed(), Outcome::Passed);
+                dir
+            }
+            Err(err) => {
+                eprintln!("error: {err:#}");
+                self.record(
+                    tier,
+                    "control-plane binaries (k8s-bins)",
+                    start.elapsed(),
+                    Outcome::Failed(format!("{err:#}").lines().next().unwrap_or_default().to_owned()),
+                );
+                return;
+            }
+        };
+        let mut build = cargo();
+        build.args(["build", "-p", "scan-engine-operator", "-p", "security-console", "-p", "scan-engine"]);
+        if !self.step(tier, "build operator, console and engine", build) {
+            return;
+        }
+        let mut test = integration_test("control_plane");
+        test.env("KUBEBUILDER_ASSETS", &bins);
+        self.step(tier, "control plane (tests/tests/control_plane.rs)", test);
+    }
+
+    fn summary(&self) {
+        let width = self.rows.iter().map(|row| row.tier.len() + row.step.len() + 3).max().unwrap_or(10);
+        println!("\n{:<width$}  {:>8}  result", "tier / step", "seconds");
+        println!("{}", "-".repeat(width + 20));
+        let mut total = Duration::ZERO;
+        for row in &self.rows {
+            total += row.took;
+            let name = format!("{} / {}", row.tier, row.step);
+            println!("{name:<width$}  {:>8.1}  {}", row.took.as_secs_f64(), row.outcome);
+        }
+        println!("{}", "-".repeat(width + 20));
+        println!("{:<width$}  {:>8.1}", "total", total.as_secs_f64());
+        for tier in ["unit", "system", "control-plane"] {
+            let rows: Vec<&Row> = self.rows.iter().filter(|row| row.tier == tier).collect();
+            if rows.is_empty() {
+                continue;
+            }
+            let secs: f64 = rows.iter().map(|row| row.took.as_secs_f64()).sum();
+            let verdict = if rows.iter().any(|row| row.outcome.is_failure()) {
+                "FAIL"
+            } else if rows.iter().all(|row| matches!(row.outcome, Outcome::NotPresent(_))) {
+                "not present"
+            } else if rows.iter().any(|row| matches!(row.outcome, Outcome::Skipped(_))) {
+                "pass (with skipped steps)"
+            } else {
+                "pass"
+            };
+            println!("tier {tier:<14} {secs:>8.1}s  {verdict}");
+        }
+        let passed = self.rows.iter().filter(|row| row.outcome == Outcome::Passed).count();
+        let failed = self.rows.iter().filter(|row| row.outcome.is_failure()).count();
+        let skipped = self.rows.len() - passed - failed;
+        println!("xtask: {passed} passed, {failed} failed, {skipped} skipped");
+    }
+}
+
+fn integration_test(name: &str) -> Command {
+    let mut cmd = cargo();
+    cmd.args(["test", "-p", "scan-engine-tests", "--test", name, "--", "--test-threads=1"]);
+    cmd
+}
+
+/// Network-namespace tests need root and the `ip` tool.
+fn netns_prerequisites() -> std::result::Result<(), String> {
+    let uid = Command::new("id")
+        .arg("-u")
+        .output()
+        .ok()
+        .and_then(|out| String::from_utf8(out.stdout).ok())
+        .map(|s| s.trim().to_owned());
+    if uid.as_deref() != Some("0") {
+        return Err("network-namespace tests need root".into());
+    }
+    if !on_path("ip") {
+        return Err("network-namespace tests need the `ip` tool (iproute2)".into());
+    }
+    Ok(())
+}
+
+fn describe(cmd: &Command) -> String {
+    let mut words = vec![cmd.get_program().to_string_lossy().into_owned()];
+    words.extend(cmd.get_args().map(|arg| arg.to_string_lossy().into_owned()));
+    words.join(" ")
+}
+
+fn test(tier: Tier, fail_fast: bool) -> Result<ExitCode> {
+    let mut runner = Runner {
+        root: workspace_root(),
+        rows: Vec::new(),
+        fail_fast,
+        in_ci: std::env::var("CI").is_ok_and(|v| v == "true" || v == "1"),
+    };
+    if matches!(tier, Tier::Unit | Tier::All) {
+        runner.unit();
+    }
+    if matches!(tier, Tier::System | Tier::All) {
+        runner.system();
+    }
+    if matches!(tier, Tier::ControlPlane | Tier::All) {
+        runner.control_plane();
+    }
+    runner.summary();
+    Ok(if runner.failed() { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
