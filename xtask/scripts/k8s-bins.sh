@@ -4,7 +4,17 @@
 #
 # Honours KUBEBUILDER_ASSETS: when it names a directory that already holds etcd and
 # kube-apiserver, nothing is built and that directory is printed.
+#
+# Usage: k8s-bins.sh [--check] [BINARY...]   (default: every binary below)
+#   --check  build nothing: print the directory if the binaries are there, else exit 3.
+# Concurrent runs are serialised with a lock in the cache directory.
 set -euo pipefail
+
+check_only=0
+if [[ "${1:-}" == "--check" ]]; then
+  check_only=1
+  shift
+fi
 
 # --- pinned versions: the one place they are set -----------------------------------------
 KUBE_VERSION="${KUBE_VERSION:-v1.34.4}"     # last minor whose kubelet runs on cgroup v1 by default
@@ -13,7 +23,7 @@ HELM_VERSION="${HELM_VERSION:-v3.19.5}"
 KUBE_BINS_DEFAULT="kube-apiserver kube-controller-manager kubectl"
 # ----------------------------------------------------------------------------------------------
 
-want="${1:-$KUBE_BINS_DEFAULT etcd helm}"
+want="${*:-$KUBE_BINS_DEFAULT etcd helm}"
 
 if [[ -n "${KUBEBUILDER_ASSETS:-}" && -x "$KUBEBUILDER_ASSETS/etcd" && -x "$KUBEBUILDER_ASSETS/kube-apiserver" ]]; then
   echo "using binaries from KUBEBUILDER_ASSETS=$KUBEBUILDER_ASSETS" >&2
@@ -21,15 +31,37 @@ if [[ -n "${KUBEBUILDER_ASSETS:-}" && -x "$KUBEBUILDER_ASSETS/etcd" && -x "$KUBE
   exit 0
 fi
 
+cache="${SEO_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/scan-engine-operator}"
+bin="$cache/k8s-$KUBE_VERSION-etcd-$ETCD_VERSION-helm-$HELM_VERSION/bin"
+
+missing=""
+for name in $want; do
+  [[ -x "$bin/$name" ]] || missing+=" $name"
+done
+if [[ -z "$missing" ]]; then
+  echo "$bin"
+  exit 0
+fi
+if [[ "$check_only" == 1 ]]; then
+  echo "error: not built yet:$missing (expected in $bin)" >&2
+  exit 3
+fi
+
 if ! command -v go >/dev/null 2>&1; then
   echo "error: Go is required to build etcd, kube-apiserver and helm (install Go >= 1.24, or set KUBEBUILDER_ASSETS to a directory holding the binaries)" >&2
   exit 2
 fi
 
-cache="${SEO_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/scan-engine-operator}"
-bin="$cache/k8s-$KUBE_VERSION-etcd-$ETCD_VERSION-helm-$HELM_VERSION/bin"
 work="$cache/go-wrappers"
 mkdir -p "$bin" "$work"
+# One build at a time: a second run waits, then finds the binaries built.
+if command -v flock >/dev/null 2>&1; then
+  exec 9>"$cache/.build.lock"
+  if ! flock -n 9; then
+    echo "another build of the control-plane binaries is running; waiting for it" >&2
+    flock 9
+  fi
+fi
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-buildvcs=false
 
 minor="${KUBE_VERSION#v1.}"; minor="${minor%%.*}"

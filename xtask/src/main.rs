@@ -3,6 +3,10 @@
 //! Every command is documented in `cargo xtask --help`; the README's test command is
 //! `cargo xtask test`.
 
+mod chart;
+mod cluster;
+mod images;
+
 use std::ffi::OsString;
 use std::fmt;
 use std::io::{BufRead, BufReader};
@@ -64,6 +68,19 @@ enum Cmd {
     /// Run the demo: a local cluster, the operator, a console and engines in both directions,
     /// then print the engine table (not implemented yet).
     Demo,
+    /// Build the three images (scan-engine-operator, scan-engine, security-console) from
+    /// host-built release binaries, without pulling anything, and save them to
+    /// target/images/*.tar; starts dockerd when it is not running. `--check` inspects them
+    /// instead (non-root user, starts on a read-only root).
+    Images(images::ImagesArgs),
+    /// Regenerate the chart's CRD templates from crds/ (`--check`: fail when stale).
+    ChartCrds(chart::ChartCrdsArgs),
+    /// Print the chart's RBAC (ServiceAccount, roles, bindings) as rendered by `helm template`.
+    ChartRbac(chart::ChartRbacArgs),
+    /// Run a real single-node Kubernetes cluster on this host (root): `up`, `down`, `status`.
+    ///
+    /// Everything is built from pinned sources or installed by the command; see docs/cluster.md.
+    Cluster(cluster::ClusterArgs),
     /// Run the benchmarks (not implemented yet).
     Bench {
         /// Arguments for the benchmark runner.
@@ -119,6 +136,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             eprintln!("cargo xtask demo: not implemented yet");
             Ok(ExitCode::FAILURE)
         }
+        Cmd::Images(args) => images::images(&workspace_root(), &args).map(|()| ExitCode::SUCCESS),
+        Cmd::ChartCrds(args) => chart::chart_crds(&workspace_root(), &args).map(|()| ExitCode::SUCCESS),
+        Cmd::ChartRbac(args) => chart::chart_rbac(&workspace_root(), &args).map(|()| ExitCode::SUCCESS),
+        Cmd::Cluster(args) => cluster::cluster(&workspace_root(), &args),
         Cmd::Bench { .. } => {
             eprintln!("cargo xtask bench: not implemented yet");
             Ok(ExitCode::FAILURE)
