@@ -336,8 +336,8 @@ pub fn check(images: &[Image]) -> Result<()> {
         let user = parts.next().unwrap_or_default();
         let entrypoint = parts.next().unwrap_or_default();
         let size: u64 = parts.next().and_then(|s| s.parse().ok()).unwrap_or(0);
-        if !user_is_nonroot(user) {
-            failures.push(format!("{tag}: runs as `{user}`, not as a non-root user"));
+        if !user_is_nonroot(user) || user != NONROOT {
+            failures.push(format!("{tag}: runs as `{user}`, not as the non-root user {NONROOT}"));
             continue;
         }
         let run = docker()
