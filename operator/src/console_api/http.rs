@@ -1,0 +1,507 @@
+//! The real console API client: reqwest over rustls.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use reqwest::{Method, StatusCode};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+use super::{
+    ApiError, ApiErrorKind, ApiResult, Call, ConsoleApi, ConsoleApiFactory, ConsoleConnection, ConsoleInfo, Engine,
+    NewEngine, SecretString,
+};
+
+/// Retries of idempotent calls.
+#[derive(Clone, Copy, Debug)]
+pub struct RetryPolicy {
+    /// Attempts in total (1 = no retry).
+    pub attempts: u32,
+    /// Delay before the first retry; doubled for each further one.
+    pub base_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self { attempts: 3, base_delay: Duration::from_millis(250) }
+    }
+}
+
+/// Timeouts and retries of every client the factory builds.
+#[derive(Clone, Copy, Debug)]
+pub struct HttpSettings {
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+    pub retry: RetryPolicy,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(20),
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+/// Builds [`HttpConsoleApi`] clients.
+#[derive(Clone, Debug, Default)]
+pub struct HttpConsoleApiFactory {
+    pub settings: HttpSettings,
+}
+
+impl ConsoleApiFactory for HttpConsoleApiFactory {
+    fn connect(&self, connection: ConsoleConnection) -> ApiResult<Arc<dyn ConsoleApi>> {
+        Ok(Arc::new(HttpConsoleApi::new(connection, self.settings)?))
+    }
+}
+
+/// A console API client for one console.
+pub struct HttpConsoleApi {
+    http: reqwest::Client,
+    base: String,
+    console: String,
+    username: String,
+    password: SecretString,
+    retry: RetryPolicy,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct ErrorBody {
+    message: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, rename_all = "camelCase")]
+struct Page {
+    number: u64,
+    total_pages: u64,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct EnginePage {
+    resources: Vec<Engine>,
+    page: Option<Page>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct Created {
+    id: i64,
+}
+
+const PAGE_SIZE: u32 = 500;
+const MAX_PAGES: u64 = 1000;
+
+impl HttpConsoleApi {
+    pub fn new(conn: ConsoleConnection, settings: HttpSettings) -> ApiResult<Self> {
+        let config_error = |m: String| ApiError {
+            console: conn.console.clone(),
+            url: conn.url.clone(),
+            call: Call::Info,
+            kind: ApiErrorKind::Config(m),
+        };
+        let parsed = reqwest::Url::parse(&conn.url).map_err(|e| config_error(format!("bad URL: {e}")))?;
+        if parsed.scheme() != "https" && parsed.scheme() != "http" {
+            return Err(config_error("URL scheme must be https".into()));
+        }
+        let mut builder = reqwest::Client::builder()
+            .use_rustls_tls()
+            .tls_built_in_root_certs(false)
+            .connect_timeout(settings.connect_timeout)
+            .timeout(settings.request_timeout)
+            .redirect(reqwest::redirect::Policy::none());
+        if let Some(pem) = &conn.ca_bundle {
+            let certs = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| config_error(format!("CA bundle is not valid PEM: {}", chain(&e))))?;
+            if certs.is_empty() {
+                return Err(config_error("CA bundle holds no certificate".into()));
+            }
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        if conn.insecure_skip_tls_verify {
+            builder = builder.danger_accept_invalid_certs(true);
+        }
+        let http = builder.build().map_err(|e| config_error(format!("cannot build HTTP client: {}", chain(&e))))?;
+        Ok(Self {
+            http,
+            base: conn.url.trim_end_matches('/').to_string(),
+            console: conn.console,
+            username: conn.username,
+            password: conn.password,
+            retry: settings.retry,
+        })
+    }
+
+    fn error(&self, call: Call, kind: ApiErrorKind) -> ApiError {
+        ApiError { console: self.console.clone(), url: self.base.clone(), call, kind }
+    }
+
+    /// Sends one request, retrying transport errors, 429 and 5xx when `idempotent`.
+    async fn send(
+        &self,
+        call: Call,
+        method: Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+        idempotent: bool,
+    ) -> ApiResult<(StatusCode, Vec<u8>)> {
+        let attempts = if idempotent { self.retry.attempts.max(1) } else { 1 };
+        let mut delay = self.retry.base_delay;
+        let mut last = None;
+        for attempt in 1..=attempts {
+            if attempt > 1 {
+                tokio::time::sleep(delay).await;
+                delay = delay.saturating_mul(2);
+            }
+            let mut req = self
+                .http
+                .request(method.clone(), format!("{}/api/3/{}", self.base, path))
+                .basic_auth(&self.username, Some(self.password.expose()))
+                .header(reqwest::header::ACCEPT, "application/json");
+            if let Some(b) = body {
+                req = req.json(b);
+            }
+            match req.send().await {
+                Ok(resp) => {
+                    let status = resp.status();
+                    match resp.bytes().await {
+                        Ok(bytes) => {
+                            if (status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS) && attempt < attempts {
+                                tracing::debug!(console = %self.console, call = call.as_str(), %status, attempt, "retrying console call");
+                                last = Some(self.status_error(call, status, &bytes));
+                                continue;
+                            }
+                            return Ok((status, bytes.to_vec()));
+                        }
+                        Err(e) => last = Some(self.error(call, ApiErrorKind::Transport(chain(&e.without_url())))),
+                    }
+                }
+                Err(e) => last = Some(self.error(call, ApiErrorKind::Transport(chain(&e.without_url())))),
+            }
+            tracing::debug!(console = %self.console, call = call.as_str(), attempt, "console call failed");
+        }
+        Err(last.unwrap_or_else(|| self.error(call, ApiErrorKind::Transport("no attempt made".into()))))
+    }
+
+    fn status_error(&self, call: Call, status: StatusCode, body: &[u8]) -> ApiError {
+        let message = serde_json::from_slice::<ErrorBody>(body).map(|b| b.message).unwrap_or_default();
+        self.error(call, ApiErrorKind::Status { code: status.as_u16(), message })
+    }
+
+    fn decode<T: DeserializeOwned>(&self, call: Call, body: &[u8]) -> ApiResult<T> {
+        // Never echo the body: it may be the shared secret.
+        serde_json::from_slice(body).map_err(|e| {
+            self.error(call, ApiErrorKind::Decode(format!("{:?} error at line {} column {}", e.classify(), e.line(), e.column())))
+        })
+    }
+
+    async fn get_json<T: DeserializeOwned>(&self, call: Call, path: &str) -> ApiResult<Option<T>> {
+        let (status, body) = self.send(call, Method::GET, path, None, true).await?;
+        if status == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !status.is_success() {
+            return Err(self.status_error(call, status, &body));
+        }
+        self.decode(call, &body).map(Some)
+    }
+
+    async fn expect_success(&self, call: Call, method: Method, path: &str, idempotent: bool) -> ApiResult<Vec<u8>> {
+        let (status, body) = self.send(call, method, path, None, idempotent).await?;
+        if !status.is_success() {
+            return Err(self.status_error(call, status, &body));
+        }
+        Ok(body)
+    }
+}
+
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+impl ConsoleApi for HttpConsoleApi {
+    fn info(&self) -> BoxFuture<'_, ApiResult<ConsoleInfo>> {
+        Box::pin(async move {
+            let call = Call::Info;
+            self.get_json(call, "administration/info")
+                .await?
+                .ok_or_else(|| self.error(call, ApiErrorKind::Status { code: 404, message: String::new() }))
+        })
+    }
+
+    fn list_engines(&self) -> BoxFuture<'_, ApiResult<Vec<Engine>>> {
+        Box::pin(async move {
+            let call = Call::ListEngines;
+            let mut engines = Vec::new();
+            let mut page = 0u64;
+            loop {
+                let path = format!("scan_engines?page={page}&size={PAGE_SIZE}");
+                let body: EnginePage = self
+                    .get_json(call, &path)
+                    .await?
+                    .ok_or_else(|| self.error(call, ApiErrorKind::Status { code: 404, message: String::new() }))?;
+                let count = body.resources.len();
+                engines.extend(body.resources);
+                match body.page {
+                    Some(p) if p.number + 1 < p.total_pages && count > 0 && page + 1 < MAX_PAGES => page += 1,
+                    _ => break,
+                }
+            }
+            Ok(engines)
+        })
+    }
+
+    fn get_engine(&self, id: i64) -> BoxFuture<'_, ApiResult<Option<Engine>>> {
+        Box::pin(async move { self.get_json(Call::GetEngine, &format!("scan_engines/{id}")).await })
+    }
+
+    fn create_engine<'a>(&'a self, engine: &'a NewEngine) -> BoxFuture<'a, ApiResult<i64>> {
+        Box::pin(async move {
+            let call = Call::CreateEngine;
+            let body = serde_json::to_value(engine).map_err(|e| self.error(call, ApiErrorKind::Decode(e.to_string())))?;
+            let (status, resp) = self.send(call, Method::POST, "scan_engines", Some(&body), false).await?;
+            if !status.is_success() {
+                return Err(self.status_error(call, status, &resp));
+            }
+            Ok(self.decode::<Created>(call, &resp)?.id)
+        })
+    }
+
+    fn delete_engine(&self, id: i64) -> BoxFuture<'_, ApiResult<()>> {
+        Box::pin(async move {
+            let call = Call::DeleteEngine;
+            let (status, body) = self.send(call, Method::DELETE, &format!("scan_engines/{id}"), None, true).await?;
+            if status.is_success() {
+                return Ok(());
+            }
+            if status == StatusCode::NOT_FOUND {
+                // A 404 may come from a proxy or a wrong base path: only believe it once the
+                // engine itself is confirmed gone.
+                return match self.get_engine(id).await? {
+                    None => Ok(()),
+                    Some(_) => Err(self.error(
+                        call,
+                        ApiErrorKind::Inconsistent(format!("delete answered 404 but engine {id} still exists")),
+                    )),
+                };
+            }
+            Err(self.status_error(call, status, &body))
+        })
+    }
+
+    fn refresh_engine(&self, id: i64) -> BoxFuture<'_, ApiResult<Engine>> {
+        Box::pin(async move {
+            let call = Call::RefreshEngine;
+            let body = self.expect_success(call, Method::POST, &format!("scan_engines/{id}/refresh"), true).await?;
+            self.decode(call, &body)
+        })
+    }
+
+    fn shared_secret(&self) -> BoxFuture<'_, ApiResult<Option<SecretString>>> {
+        Box::pin(async move {
+            Ok(self.get_json::<String>(Call::SharedSecret, "scan_engines/shared_secret").await?.map(SecretString::new))
+        })
+    }
+
+    fn create_shared_secret(&self) -> BoxFuture<'_, ApiResult<SecretString>> {
+        Box::pin(async move {
+            let call = Call::CreateSharedSecret;
+            let body = self.expect_success(call, Method::POST, "scan_engines/shared_secret", true).await?;
+            self.decode::<String>(call, &body).map(SecretString::new)
+        })
+    }
+
+    fn revoke_shared_secret(&self) -> BoxFuture<'_, ApiResult<()>> {
+        Box::pin(async move {
+            let call = Call::RevokeSharedSecret;
+            let (status, body) = self.send(call, Method::DELETE, "scan_engines/shared_secret", None, true).await?;
+            if status.is_success() || status == StatusCode::NOT_FOUND {
+                return Ok(());
+            }
+            Err(self.status_error(call, status, &body))
+        })
+    }
+
+    fn shared_secret_ttl(&self) -> BoxFuture<'_, ApiResult<Option<u64>>> {
+        Box::pin(async move { self.get_json(Call::SharedSecretTtl, "scan_engines/shared_secret/time_to_live").await })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The client against a small local HTTP console (plain HTTP on loopback).
+
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use axum::extract::{Path, State};
+    use axum::http::StatusCode as AxStatus;
+    use axum::routing::{delete, get, post};
+    use axum::{Json, Router};
+    use serde_json::json;
+
+    use super::*;
+
+    #[derive(Default)]
+    struct Counters {
+        flaky: AtomicUsize,
+        creates: AtomicUsize,
+    }
+
+    async fn serve(router: Router) -> String {
+        let listener = match tokio::net::TcpListener::bind("127.0.0.1:0").await {
+            Ok(l) => l,
+            Err(e) => panic!("bind: {e}"),
+        };
+        let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        format!("http://{addr}")
+    }
+
+    fn client(url: String) -> HttpConsoleApi {
+        let conn = ConsoleConnection {
+            console: "ns/console".into(),
+            url,
+            username: "admin".into(),
+            password: SecretString::new("pw"),
+            ca_bundle: None,
+            insecure_skip_tls_verify: false,
+        };
+        let settings = HttpSettings {
+            retry: RetryPolicy { attempts: 3, base_delay: Duration::from_millis(1) },
+            ..HttpSettings::default()
+        };
+        match HttpConsoleApi::new(conn, settings) {
+            Ok(c) => c,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    fn router(counters: Arc<Counters>) -> Router {
+        Router::new()
+            .route(
+                "/api/3/administration/info",
+                get(|State(c): State<Arc<Counters>>| async move {
+                    // Fails twice, then answers: retried because GET is idempotent.
+                    if c.flaky.fetch_add(1, Ordering::SeqCst) < 2 {
+                        return (AxStatus::SERVICE_UNAVAILABLE, Json(json!({"status": 503, "message": "busy"})));
+                    }
+                    (
+                        AxStatus::OK,
+                        Json(json!({"version": {"semantic": "0.1.0", "extra": 1},
+                            "engineCommunication": {"certificateFingerprint": "sha256:ab", "port": 40815},
+                            "unknownTopLevel": true})),
+                    )
+                }),
+            )
+            .route(
+                "/api/3/scan_engines",
+                get(|| async {
+                    Json(json!({"resources": [{"id": 7, "name": "a.ns", "status": "active", "productVersion": "0.1.0", "links": []}],
+                        "page": {"number": 0, "size": 500, "totalResources": 1, "totalPages": 1}, "links": []}))
+                })
+                .post(|State(c): State<Arc<Counters>>| async move {
+                    c.creates.fetch_add(1, Ordering::SeqCst);
+                    (AxStatus::INTERNAL_SERVER_ERROR, Json(json!({"status": 500, "message": "boom"})))
+                }),
+            )
+            .route(
+                "/api/3/scan_engines/{id}",
+                get(|Path(id): Path<i64>| async move {
+                    if id == 7 {
+                        (AxStatus::OK, Json(json!({"id": 7, "name": "a.ns", "status": "active"})))
+                    } else {
+                        (AxStatus::NOT_FOUND, Json(json!({"status": 404, "message": "not found"})))
+                    }
+                })
+                .delete(|| async { (AxStatus::NOT_FOUND, Json(json!({"status": 404, "message": "not found"}))) }),
+            )
+            .route(
+                "/api/3/scan_engines/shared_secret",
+                get(|| async { Json(json!("s3cr3t-value")) }).post(|| async { Json(json!(12345)) }),
+            )
+            .route("/api/3/scan_engines/shared_secret/time_to_live", get(|| async { Json(json!(1800)) }))
+            .route("/api/3/unused", delete(|| async { "" }).post(|| async { "" }))
+            .with_state(counters)
+    }
+
+    #[tokio::test]
+    async fn talks_to_a_console() {
+        let counters = Arc::new(Counters::default());
+        let api = client(serve(router(counters.clone())).await);
+
+        let info = api.info().await.unwrap_or_default();
+        assert_eq!(info.version.semantic.as_deref(), Some("0.1.0"));
+        assert_eq!(
+            info.engine_communication.and_then(|e| e.certificate_fingerprint).as_deref(),
+            Some("sha256:ab")
+        );
+        assert_eq!(counters.flaky.load(Ordering::SeqCst), 3, "two retries then success");
+
+        let engines = api.list_engines().await.unwrap_or_default();
+        assert_eq!(engines.len(), 1);
+        assert_eq!(engines[0].product_version.as_deref(), Some("0.1.0"));
+
+        // 404 on delete with the engine still there is not "deleted".
+        let err = api.delete_engine(7).await.err();
+        assert!(matches!(err.as_ref().map(|e| &e.kind), Some(ApiErrorKind::Inconsistent(_))), "{err:?}");
+        // 404 on delete and on GET: gone.
+        assert!(api.delete_engine(8).await.is_ok());
+
+        // Create is not idempotent: exactly one attempt, and the error names console and call.
+        let err = api
+            .create_engine(&NewEngine { name: "b".into(), address: "b.ns.svc".into(), port: 40814 })
+            .await
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert_eq!(counters.creates.load(Ordering::SeqCst), 1);
+        assert!(err.contains("ns/console") && err.contains("POST /api/3/scan_engines") && err.contains("HTTP 500: boom"), "{err}");
+
+        let secret = api.shared_secret().await.ok().flatten();
+        assert_eq!(secret.as_ref().map(SecretString::expose), Some("s3cr3t-value"));
+        assert_eq!(api.shared_secret_ttl().await.ok().flatten(), Some(1800));
+
+        // A malformed secret answer must not echo the body.
+        let err = api.create_shared_secret().await.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("unexpected response") && !err.contains("12345"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn unreachable_console_is_a_transport_error() {
+        let api = client("http://127.0.0.1:1".into());
+        let err = api.info().await.err();
+        assert!(err.as_ref().is_some_and(ApiError::is_unreachable), "{err:?}");
+        let text = err.map(|e| e.to_string()).unwrap_or_default();
+        assert!(!text.contains("pw"));
+    }
+
+    #[test]
+    fn bad_ca_bundle_is_a_config_error() {
+        let conn = ConsoleConnection {
+            console: "ns/console".into(),
+            url: "https://console:3780".into(),
+            username: "admin".into(),
+            password: SecretString::new("pw"),
+            ca_bundle: Some(b"not a pem".to_vec()),
+            insecure_skip_tls_verify: false,
+        };
+        let err = HttpConsoleApi::new(conn, HttpSettings::default()).err();
+        assert!(matches!(err.map(|e| e.kind), Some(ApiErrorKind::Config(_))));
+    }
+}

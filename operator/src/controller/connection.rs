@@ -1,0 +1,113 @@
+//! How the operator reaches a console's REST API.
+//!
+//! - managed: `https://<c>-console.<ns>.svc:3780`, user and password from the
+//!   `<c>-console-admin` Secret, trusting the CA in `<c>-console-ca` (`ca.crt`);
+//! - external: `spec.external.url`, credentials from `credentialsSecretRef`, and trust from
+//!   `caBundle`, `caBundleRef` or the explicit `insecureSkipTlsVerify`.
+
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::{Client, ResourceExt};
+
+use super::apply::get_opt;
+use super::names;
+use crate::console_api::{ConsoleConnection, SecretString};
+use crate::crd::console::{CaBundleKind, ExternalConsole};
+use crate::crd::Console;
+use crate::{Error, Result};
+
+/// Port of the console REST API.
+pub const API_PORT: i32 = 3780;
+/// Port of the console's engine listener.
+pub const ENGINE_LISTENER_PORT: i32 = 40815;
+
+/// URL of a managed console's API.
+pub fn managed_url(name: &str, namespace: &str) -> String {
+    format!("https://{}.{namespace}.svc:{API_PORT}", names::console_objects(name))
+}
+
+/// Where reverse engines dial a managed console.
+pub fn managed_engine_listener(name: &str, namespace: &str) -> String {
+    format!("{}.{namespace}.svc:{ENGINE_LISTENER_PORT}", names::console_engine_service(name))
+}
+
+/// `namespace/name` of a Console.
+pub fn console_id(console: &Console) -> String {
+    format!("{}/{}", console.namespace().unwrap_or_default(), console.name_any())
+}
+
+fn secret_value(secret: &Secret, key: &str) -> Option<String> {
+    if let Some(v) = secret.data.as_ref().and_then(|d| d.get(key)) {
+        return String::from_utf8(v.0.clone()).ok();
+    }
+    secret.string_data.as_ref().and_then(|d| d.get(key)).cloned()
+}
+
+async fn required_secret(client: &Client, namespace: &str, name: &str, purpose: &str) -> Result<Secret> {
+    get_opt::<Secret>(client, namespace, name)
+        .await?
+        .ok_or_else(|| Error::MissingReference(format!("Secret {namespace}/{name} ({purpose}) does not exist")))
+}
+
+fn required_key(secret: &Secret, key: &str, purpose: &str) -> Result<String> {
+    secret_value(secret, key).filter(|v| !v.is_empty()).ok_or_else(|| {
+        Error::MissingReference(format!(
+            "Secret {}/{} has no key {key} ({purpose})",
+            secret.namespace().unwrap_or_default(),
+            secret.name_any()
+        ))
+    })
+}
+
+/// Resolves the connection settings of a Console (reads the Secrets/ConfigMaps it names).
+pub async fn resolve(client: &Client, console: &Console) -> Result<ConsoleConnection> {
+    let ns = console.namespace().unwrap_or_default();
+    let name = console.name_any();
+    if let Some(external) = &console.spec.external {
+        return resolve_external(client, console, &ns, external).await;
+    }
+    let admin = required_secret(client, &ns, &names::console_admin_secret(&name), "console admin credentials").await?;
+    let ca = required_secret(client, &ns, &names::console_ca_secret(&name), "console API CA").await?;
+    Ok(ConsoleConnection {
+        console: console_id(console),
+        url: managed_url(&name, &ns),
+        username: required_key(&admin, "username", "API user")?,
+        password: SecretString::new(required_key(&admin, "password", "API password")?),
+        ca_bundle: Some(required_key(&ca, "ca.crt", "API CA certificate")?.into_bytes()),
+        insecure_skip_tls_verify: false,
+    })
+}
+
+async fn resolve_external(
+    client: &Client,
+    console: &Console,
+    ns: &str,
+    external: &ExternalConsole,
+) -> Result<ConsoleConnection> {
+    let creds_ref = &external.credentials_secret_ref;
+    let creds = required_secret(client, ns, &creds_ref.name, "console API credentials").await?;
+    let username = required_key(&creds, creds_ref.username_key.as_deref().unwrap_or("username"), "API user")?;
+    let password = required_key(&creds, creds_ref.password_key.as_deref().unwrap_or("password"), "API password")?;
+    let ca_bundle = if let Some(pem) = &external.ca_bundle {
+        Some(pem.clone().into_bytes())
+    } else if let Some(r) = &external.ca_bundle_ref {
+        let key = r.key.as_deref().unwrap_or("ca.crt");
+        let pem = match r.kind {
+            CaBundleKind::Secret => required_key(&required_secret(client, ns, &r.name, "CA bundle").await?, key, "CA bundle")?,
+            CaBundleKind::ConfigMap => get_opt::<ConfigMap>(client, ns, &r.name)
+                .await?
+                .and_then(|cm| cm.data.and_then(|d| d.get(key).cloned()))
+                .ok_or_else(|| Error::MissingReference(format!("ConfigMap {ns}/{} has no key {key} (CA bundle)", r.name)))?,
+        };
+        Some(pem.into_bytes())
+    } else {
+        None
+    };
+    Ok(ConsoleConnection {
+        console: console_id(console),
+        url: external.url.clone(),
+        username,
+        password: SecretString::new(password),
+        ca_bundle,
+        insecure_skip_tls_verify: external.insecure_skip_tls_verify.unwrap_or(false),
+    })
+}

@@ -1,0 +1,168 @@
+//! The Console reconciler:
+//!
+//! 1. **managed**: create the admin, CA and API TLS Secrets once ([`secrets`]), then build
+//!    ([`build`]) and server-side apply the StatefulSet, Services and NetworkPolicy;
+//! 2. **connect** to the console API ([`crate::controller::connection`]);
+//! 3. **observe**: version and fingerprint (`administration/info`), engines by state;
+//! 4. **shared secret**: keep a valid one in the Console's Secret ([`shared_secret`]);
+//! 5. **status** ([`status`]), written only when it changed.
+
+pub mod build;
+pub mod secrets;
+pub mod shared_secret;
+pub mod status;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::ResourceExt;
+use tracing::{Instrument, warn};
+
+use self::status::Observed;
+use super::apply::{apply, apply_status};
+use super::{Context, connection, object_key, owner_reference};
+use crate::crd::Console;
+use crate::{Error, Result};
+
+/// Requeue while a console is not reachable yet.
+const RETRY: Duration = Duration::from_secs(10);
+
+pub async fn reconcile(console: Arc<Console>, ctx: Arc<Context>) -> Result<Action> {
+    let ns = console.namespace().unwrap_or_default();
+    let name = console.name_any();
+    let span = tracing::info_span!("reconcile", kind = "Console", namespace = %ns, name = %name);
+    async move {
+        let _timer = ctx.metrics.reconcile_started("Console");
+        let result = reconcile_inner(&console, &ctx, &ns, &name).await;
+        if result.is_ok() {
+            ctx.reset_backoff(&object_key(console.as_ref()));
+        }
+        result
+    }
+    .instrument(span)
+    .await
+}
+
+pub fn error_policy(console: Arc<Console>, error: &Error, ctx: Arc<Context>) -> Action {
+    warn!(namespace = %console.namespace().unwrap_or_default(), name = %console.name_any(), error = %error, "Console reconcile failed");
+    ctx.metrics.reconcile_failed("Console", error);
+    ctx.failure_backoff(object_key(console.as_ref()))
+}
+
+fn reason_of(error: &Error) -> String {
+    match error {
+        Error::ConsoleApi(e) => e.reason().into(),
+        Error::MissingReference(_) => "MissingReference".into(),
+        Error::Kube { .. } => "KubernetesApiError".into(),
+        _ => "ReconcileError".into(),
+    }
+}
+
+async fn reconcile_inner(console: &Console, ctx: &Context, ns: &str, name: &str) -> Result<Action> {
+    let owner = owner_reference(console).ok_or_else(|| Error::InvalidSpec("Console has no uid yet".into()))?;
+    let mut observed = Observed::default();
+
+    if let Some(managed) = &console.spec.managed {
+        let inputs = build::Inputs { name, namespace: ns, spec: managed, owner: owner.clone(), settings: &ctx.settings };
+        let created = secrets::ensure(&ctx.client, &inputs).await?;
+        if !created.is_empty() {
+            ctx.event(console, EventType::Normal, "SecretsCreated", "Deploy", format!("created Secrets {}", created.join(", "))).await;
+        }
+        let build::Desired { statefulset, api_service, engine_service, network_policy } = build::desired(&inputs);
+        apply(&ctx.client, &network_policy).await?;
+        apply(&ctx.client, &api_service).await?;
+        apply(&ctx.client, &engine_service).await?;
+        apply(&ctx.client, &statefulset).await?;
+        observed.url = Some(connection::managed_url(name, ns));
+        observed.engine_listener = Some(connection::managed_engine_listener(name, ns));
+    } else if let Some(external) = &console.spec.external {
+        observed.url = Some(external.url.clone());
+        observed.engine_listener = external.engine_listener_address.clone();
+    }
+
+    match observe(console, ctx, ns, name, owner, &mut observed).await {
+        Ok(check_again_in) => {
+            let now = ctx.now();
+            write_status(ctx, console, &observed, now).await?;
+            Ok(Action::requeue(ctx.settings.refresh_interval.min(check_again_in)))
+        }
+        Err(err) => {
+            observed.problem = Some((reason_of(&err), err.to_string()));
+            let now = ctx.now();
+            write_status(ctx, console, &observed, now).await?;
+            if matches!(err, Error::ConsoleApi(_)) && console.is_managed() && observed.info.is_none() {
+                // A managed console that is still starting: not a failure yet.
+                return Ok(Action::requeue(RETRY));
+            }
+            Err(err)
+        }
+    }
+}
+
+/// Talks to the console; fills `observed`; returns when the shared secret needs a look again.
+async fn observe(
+    console: &Console,
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+    owner: k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference,
+    observed: &mut Observed,
+) -> Result<Duration> {
+    let conn = connection::resolve(&ctx.client, console).await?;
+    let api = ctx.consoles.connect(conn)?;
+    let info = api.info().await?;
+    if observed.engine_listener.is_none()
+        && let Some(url) = &observed.url
+        && let Ok(parsed) = reqwest::Url::parse(url)
+        && let Some(host) = parsed.host_str()
+    {
+        let port = info.engine_communication.as_ref().and_then(|e| e.port).unwrap_or(40815);
+        observed.engine_listener = Some(format!("{host}:{port}"));
+    }
+    observed.info = Some(info);
+    observed.engines = Some(api.list_engines().await?);
+    let margin = console
+        .spec
+        .shared_secret
+        .as_ref()
+        .and_then(|s| s.renew_before.as_deref())
+        .and_then(|d| humantime::parse_duration(d).ok())
+        .unwrap_or(ctx.settings.secret_renewal_margin);
+    let outcome = shared_secret::ensure(&ctx.client, api.as_ref(), name, ns, owner, margin, ctx.now()).await?;
+    if outcome.renewed {
+        ctx.event(
+            console,
+            EventType::Normal,
+            "SharedSecretRenewed",
+            "RenewSharedSecret",
+            format!(
+                "new pairing shared secret in Secret {} (value not shown), valid until {}",
+                outcome.status.secret_name,
+                outcome.status.expires_at.as_ref().map_or("unknown".into(), |t| t.0.to_string())
+            ),
+        )
+        .await;
+    }
+    observed.shared_secret = Some(outcome.status);
+    Ok(outcome.check_again_in)
+}
+
+async fn write_status(ctx: &Context, console: &Console, observed: &Observed, now: k8s_openapi::jiff::Timestamp) -> Result<()> {
+    let new = status::compute(console, observed, now);
+    if !status::changed(console.status.as_ref(), &new) {
+        return Ok(());
+    }
+    let was_ready = console.status.as_ref().is_some_and(|s| crate::crd::conditions::is_true(&s.conditions, crate::crd::conditions::READY));
+    let is_ready = crate::crd::conditions::is_true(&new.conditions, crate::crd::conditions::READY);
+    apply_status(&ctx.client, console, &new).await?;
+    if was_ready != is_ready {
+        let (type_, reason) = if is_ready { (EventType::Normal, "Ready") } else { (EventType::Warning, "NotReady") };
+        let note = crate::crd::conditions::find(&new.conditions, crate::crd::conditions::READY)
+            .map(|c| c.message.clone())
+            .unwrap_or_default();
+        ctx.event(console, type_, reason, "Refresh", note).await;
+    }
+    Ok(())
+}

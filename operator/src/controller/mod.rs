@@ -1,0 +1,218 @@
+//! The reconcilers and what they share.
+//!
+//! - [`console`]: `Console` → managed console objects, API connection, shared secret, status;
+//! - [`scan_engine`]: `ScanEngine` → engine pod, Service, NetworkPolicy, console registration, status;
+//! - [`Context`]: what every reconcile gets (client, event recorder, metrics, console API
+//!   factory, clock, settings).
+
+pub mod apply;
+pub mod connection;
+pub mod console;
+pub mod names;
+pub mod scan_engine;
+#[cfg(test)]
+pub(crate) mod fixtures;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use k8s_openapi::jiff::Timestamp;
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Client, Resource, ResourceExt};
+
+use crate::console_api::ConsoleApiFactory;
+use crate::metrics::Metrics;
+
+/// A clock, injectable so tests are deterministic.
+pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
+
+/// Settings of the reconcilers (from the command line).
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// How often an engine's and a console's status is refreshed from the console.
+    pub refresh_interval: Duration,
+    /// Renew the pairing shared secret when less than this is left (Console may override).
+    pub secret_renewal_margin: Duration,
+    /// Namespace the operator runs in (managed console policies admit it on 3780).
+    pub operator_namespace: String,
+    /// Labels of the operator's pods (managed console policies admit them on 3780).
+    pub operator_pod_labels: std::collections::BTreeMap<String, String>,
+    /// Product version of consoles and engines when a spec names none.
+    pub default_version: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            refresh_interval: Duration::from_secs(60),
+            secret_renewal_margin: Duration::from_secs(15 * 60),
+            operator_namespace: "scan-engine-operator".into(),
+            operator_pod_labels: [("app.kubernetes.io/name".to_string(), "scan-engine-operator".to_string())].into(),
+            default_version: crate::VERSION.into(),
+        }
+    }
+}
+
+/// What every reconcile gets.
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    pub consoles: Arc<dyn ConsoleApiFactory>,
+    pub clock: Clock,
+    pub settings: Settings,
+    /// Consecutive failures per object, for error backoff.
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        metrics: Arc<Metrics>,
+        consoles: Arc<dyn ConsoleApiFactory>,
+        clock: Clock,
+        settings: Settings,
+    ) -> Self {
+        let reporter = Reporter {
+            controller: names::MANAGER.into(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            metrics,
+            consoles,
+            clock,
+            settings,
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn now(&self) -> Timestamp {
+        (self.clock)()
+    }
+
+    /// Publishes an event about `obj`; failures are logged, never fatal.
+    pub async fn event<K>(&self, obj: &K, type_: EventType, reason: &str, action: &str, note: String)
+    where
+        K: Resource<DynamicType = ()>,
+    {
+        let ev = Event { type_, reason: reason.into(), note: Some(note), action: action.into(), secondary: None };
+        if let Err(e) = self.recorder.publish(&ev, &obj.object_ref(&())).await {
+            tracing::warn!(error = %e, reason, "cannot publish event");
+        }
+    }
+
+    /// Backoff after a failed reconcile: 5s doubling up to 5 minutes.
+    pub fn failure_backoff(&self, key: String) -> Action {
+        let mut failures = match self.failures.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        let n = failures.entry(key).or_insert(0);
+        *n = n.saturating_add(1);
+        let secs = 5u64.saturating_mul(1u64 << (*n - 1).min(6)).min(300);
+        Action::requeue(Duration::from_secs(secs))
+    }
+
+    /// Forgets the failures of an object after a successful reconcile.
+    pub fn reset_backoff(&self, key: &str) {
+        if let Ok(mut failures) = self.failures.lock() {
+            failures.remove(key);
+        }
+    }
+}
+
+/// `kind/namespace/name`, for backoff bookkeeping and logs.
+pub fn object_key<K: Resource<DynamicType = ()>>(obj: &K) -> String {
+    format!("{}/{}/{}", K::kind(&()), obj.namespace().unwrap_or_default(), obj.name_any())
+}
+
+/// A controller owner reference to `obj` (children are garbage collected with it).
+pub fn owner_reference<K: Resource<DynamicType = ()>>(obj: &K) -> Option<OwnerReference> {
+    obj.controller_owner_ref(&())
+}
+
+/// Runs both controllers on `namespaces` (all namespaces when empty) until `shutdown`.
+pub async fn run(
+    ctx: Arc<Context>,
+    namespaces: Vec<String>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + Clone + 'static,
+) {
+    use futures::StreamExt;
+    use k8s_openapi::api::apps::v1::StatefulSet;
+    use k8s_openapi::api::core::v1::{Secret, Service};
+    use k8s_openapi::api::networking::v1::NetworkPolicy;
+    use kube::Api;
+    use kube::runtime::Controller;
+    use kube::runtime::reflector::ObjectRef;
+    use kube::runtime::watcher::Config;
+
+    use crate::crd::{Console, ScanEngine};
+
+    let scopes: Vec<Option<String>> = if namespaces.is_empty() { vec![None] } else { namespaces.into_iter().map(Some).collect() };
+    let mut tasks = Vec::new();
+    for scope in scopes {
+        let client = ctx.client.clone();
+        let api = |client: Client| -> (Api<ScanEngine>, Api<Console>) {
+            match &scope {
+                Some(ns) => (Api::namespaced(client.clone(), ns), Api::namespaced(client, ns)),
+                None => (Api::all(client.clone()), Api::all(client)),
+            }
+        };
+        let (engines, consoles) = api(client.clone());
+        macro_rules! child {
+            ($k:ty) => {
+                match &scope {
+                    Some(ns) => Api::<$k>::namespaced(client.clone(), ns),
+                    None => Api::<$k>::all(client.clone()),
+                }
+            };
+        }
+        let managed = Config::default().labels(&format!("{}={}", names::MANAGED_BY_LABEL, names::MANAGER));
+
+        let engine_controller = Controller::new(engines, Config::default().any_semantic());
+        let store = engine_controller.store();
+        let engine_task = engine_controller
+            .owns(child!(StatefulSet), managed.clone())
+            .owns(child!(Service), managed.clone())
+            .owns(child!(NetworkPolicy), managed.clone())
+            .watches(consoles.clone(), Config::default(), move |console: Console| {
+                let ns = console.namespace();
+                let name = console.name_any();
+                store
+                    .state()
+                    .into_iter()
+                    .filter(|se| se.namespace() == ns && se.spec.console_ref.name == name)
+                    .map(|se| ObjectRef::from_obj(se.as_ref()))
+                    .collect::<Vec<_>>()
+            })
+            .graceful_shutdown_on(shutdown.clone())
+            .run(scan_engine::reconcile, scan_engine::error_policy, ctx.clone())
+            .for_each(|res| async move {
+                if let Err(e) = res {
+                    tracing::debug!(error = %e, "ScanEngine controller event");
+                }
+            });
+        let console_task = Controller::new(consoles, Config::default().any_semantic())
+            .owns(child!(StatefulSet), managed.clone())
+            .owns(child!(Service), managed.clone())
+            .owns(child!(NetworkPolicy), managed.clone())
+            .owns(child!(Secret), managed)
+            .graceful_shutdown_on(shutdown.clone())
+            .run(console::reconcile, console::error_policy, ctx.clone())
+            .for_each(|res| async move {
+                if let Err(e) = res {
+                    tracing::debug!(error = %e, "Console controller event");
+                }
+            });
+        tasks.push(tokio::spawn(engine_task));
+        tasks.push(tokio::spawn(console_task));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+}

@@ -1,0 +1,268 @@
+//! The `Console` custom resource: a Security Console that ScanEngines pair with.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Affinity, ResourceRequirements, Toleration};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::scan_engine::ServiceType;
+
+/// A Security Console that ScanEngines pair with.
+///
+/// Either `managed` (the operator deploys the project's console: a StatefulSet with a
+/// PersistentVolumeClaim, a Service for the REST API on 3780 and one for the engine listener on
+/// 40815) or `external` (an existing console reached through its REST API). For both, the
+/// operator keeps a valid pairing shared secret in a Secret it owns and renews it before it
+/// expires.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[kube(
+    group = "scanengine.dev",
+    version = "v1alpha1",
+    kind = "Console",
+    namespaced,
+    doc = "A Security Console that ScanEngines pair with: managed (deployed by the operator) or external (an existing console reached over its REST API).",
+    status = "ConsoleStatus",
+    shortname = "con",
+    category = "scanning",
+    printcolumn(name = "Type", type_ = "string", json_path = ".status.type", description = "Managed or External"),
+    printcolumn(name = "URL", type_ = "string", json_path = ".status.url", priority = 1),
+    printcolumn(name = "Version", type_ = "string", json_path = ".status.version"),
+    printcolumn(name = "Engines", type_ = "integer", json_path = ".status.engines.total"),
+    printcolumn(name = "Active", type_ = "integer", json_path = ".status.engines.active"),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[x_kube(validation = Rule::new("has(self.managed) != has(self.external)").message("exactly one of spec.managed or spec.external must be set"))]
+#[x_kube(validation = Rule::new("has(self.managed) == has(oldSelf.managed)").message("spec.managed and spec.external cannot be swapped on an existing Console: create a new Console instead"))]
+#[serde(rename_all = "camelCase")]
+pub struct ConsoleSpec {
+    /// Deploy and run the project's security console in this namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub managed: Option<ManagedConsole>,
+
+    /// Use an existing console reachable over HTTPS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external: Option<ExternalConsole>,
+
+    /// How the operator keeps the console's pairing shared secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared_secret: Option<SharedSecretSpec>,
+}
+
+/// A console the operator deploys itself.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ManagedConsole {
+    /// Container image of the console. Defaults to `security-console:<operator version>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+
+    /// Product version, used as the image tag when `image` is not set. Engines must run the
+    /// same version as their console or the console reports them Incompatible.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+
+    /// Persistent storage for the console's database and engine-communication identity.
+    /// Immutable: a new size or class would orphan the existing volume.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("spec.managed.storage is immutable"))]
+    pub storage: Option<StorageSpec>,
+
+    /// Compute resources of the console container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+
+    /// Node selector of the console pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_selector: Option<BTreeMap<String, String>>,
+
+    /// Tolerations of the console pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerations: Option<Vec<Toleration>>,
+
+    /// Affinity of the console pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+
+    /// Service type of the engine listener (40815), for reverse-paired engines outside the
+    /// cluster. Defaults to ClusterIP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine_listener_service_type: Option<ServiceType>,
+}
+
+/// A PersistentVolumeClaim request.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct StorageSpec {
+    /// Requested size, e.g. `1Gi`. Defaults to `1Gi`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<Quantity>,
+
+    /// StorageClass of the claim; the cluster default when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
+}
+
+/// An existing console reached through its REST API.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(validation = Rule::new("(has(self.caBundle) ? 1 : 0) + (has(self.caBundleRef) ? 1 : 0) + ((has(self.insecureSkipTlsVerify) && self.insecureSkipTlsVerify) ? 1 : 0) == 1").message("exactly one of spec.external.caBundle, spec.external.caBundleRef or spec.external.insecureSkipTlsVerify: true must be set"))]
+#[serde(rename_all = "camelCase")]
+pub struct ExternalConsole {
+    /// Base URL of the console's REST API, e.g. `https://console.example.com:3780`.
+    #[x_kube(validation = Rule::new("self.startsWith('https://')").message("spec.external.url must be an https:// URL"))]
+    #[schemars(length(min = 1, max = 2048))]
+    pub url: String,
+
+    /// Secret in the Console's namespace holding the API user and password.
+    pub credentials_secret_ref: CredentialsSecretRef,
+
+    /// PEM-encoded CA certificates that sign the console's API certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle: Option<String>,
+
+    /// A Secret or ConfigMap key in the Console's namespace holding the PEM CA bundle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle_ref: Option<CaBundleRef>,
+
+    /// Skip verification of the console's API certificate. Only for tests and demos.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub insecure_skip_tls_verify: Option<bool>,
+
+    /// `host:port` that reverse (EngineToConsole) engines dial. Defaults to the URL's host and
+    /// the engine-communication port the console reports (40815).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^[^\\\\s/]+:[0-9]{1,5}$')").message("spec.external.engineListenerAddress must be host:port"))]
+    #[schemars(length(max = 512))]
+    pub engine_listener_address: Option<String>,
+
+    /// CIDRs the console connects from when it dials ConsoleToEngine engines. Used in the
+    /// engines' NetworkPolicies; when empty, engine ports admit any source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_cidrs: Option<Vec<String>>,
+}
+
+/// Reference to a Secret holding API credentials.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct CredentialsSecretRef {
+    /// Name of the Secret.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Key of the user name. Defaults to `username`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username_key: Option<String>,
+    /// Key of the password. Defaults to `password`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_key: Option<String>,
+}
+
+/// Kind of object holding a CA bundle.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum CaBundleKind {
+    #[default]
+    Secret,
+    ConfigMap,
+}
+
+/// Reference to a key of a Secret or ConfigMap holding a PEM CA bundle.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct CaBundleRef {
+    /// `Secret` or `ConfigMap`. Defaults to Secret.
+    #[serde(default)]
+    pub kind: CaBundleKind,
+    /// Name of the object.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Key holding the bundle. Defaults to `ca.crt`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
+/// Pairing shared secret settings.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct SharedSecretSpec {
+    /// Renew the shared secret when less than this is left of its life (a Go-style duration such
+    /// as `15m`). Defaults to the operator's `--secret-renewal-margin`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^([0-9]+(s|m|h))+$')").message("spec.sharedSecret.renewBefore must be a duration such as 15m or 1h30m"))]
+    #[schemars(length(max = 32))]
+    pub renew_before: Option<String>,
+}
+
+/// Observed state of a Console.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ConsoleStatus {
+    /// The generation of the spec this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// `Managed` or `External`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub r#type: Option<String>,
+
+    /// URL of the console's REST API the operator uses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+
+    /// Product version the console reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+
+    /// `host:port` reverse-paired engines dial.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine_listener_address: Option<String>,
+
+    /// SHA-256 fingerprint of the console's engine-communication certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_fingerprint: Option<String>,
+
+    /// Engines known to the console, by communication state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engines: Option<EngineCounts>,
+
+    /// Where the pairing shared secret is kept (never the value).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared_secret: Option<SharedSecretStatus>,
+
+    /// Conditions: Ready, ApiReachable, SharedSecretReady.
+    #[serde(default)]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+}
+
+/// Engine counts by communication state as the console reports them.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct EngineCounts {
+    pub total: i64,
+    pub active: i64,
+    pub unknown: i64,
+    pub pending_authorization: i64,
+    pub incompatible: i64,
+    pub down: i64,
+}
+
+/// Where the pairing shared secret lives.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct SharedSecretStatus {
+    /// Name of the Secret (key `shared-secret`) in the Console's namespace.
+    pub secret_name: String,
+    /// When the console stops accepting the secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Time>,
+}
+
+impl Console {
+    /// Whether the operator deploys this console.
+    pub fn is_managed(&self) -> bool {
+        self.spec.managed.is_some()
+    }
+}

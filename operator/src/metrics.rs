@@ -1,0 +1,149 @@
+//! Prometheus metrics, served on `/metrics` in the OpenMetrics text format.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::Error;
+use crate::crd::EngineState;
+
+/// Content type of `/metrics`.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FailureLabels {
+    kind: String,
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    state: String,
+}
+
+/// The operator's metrics.
+pub struct Metrics {
+    registry: Registry,
+    reconciles: Family<KindLabels, Counter>,
+    failures: Family<FailureLabels, Counter>,
+    duration: Family<KindLabels, Histogram>,
+    engines: Family<StateLabels, Gauge>,
+    leader: Gauge,
+    engine_states: Mutex<HashMap<String, EngineState>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Observes a reconcile's duration when dropped.
+pub struct ReconcileTimer<'a> {
+    metrics: &'a Metrics,
+    kind: &'static str,
+    start: Instant,
+}
+
+impl Drop for ReconcileTimer<'_> {
+    fn drop(&mut self) {
+        self.metrics
+            .duration
+            .get_or_create(&KindLabels { kind: self.kind.into() })
+            .observe(self.start.elapsed().as_secs_f64());
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("scan_engine_operator");
+        let reconciles = Family::<KindLabels, Counter>::default();
+        let failures = Family::<FailureLabels, Counter>::default();
+        let duration = Family::<KindLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.01, 2.0, 12))
+        });
+        let engines = Family::<StateLabels, Gauge>::default();
+        let leader = Gauge::default();
+        registry.register("reconciles", "Reconciles started", reconciles.clone());
+        registry.register("reconcile_failures", "Reconciles failed, by reason", failures.clone());
+        registry.register("reconcile_duration_seconds", "Duration of reconciles", duration.clone());
+        registry.register("engines", "ScanEngines by communication state", engines.clone());
+        registry.register("leader", "1 when this replica holds the leader lease", leader.clone());
+        for state in EngineState::ALL {
+            engines.get_or_create(&StateLabels { state: state.as_str().into() }).set(0);
+        }
+        Self { registry, reconciles, failures, duration, engines, leader, engine_states: Mutex::new(HashMap::new()) }
+    }
+
+    /// Counts a reconcile and times it until the returned guard drops.
+    pub fn reconcile_started(&self, kind: &'static str) -> ReconcileTimer<'_> {
+        self.reconciles.get_or_create(&KindLabels { kind: kind.into() }).inc();
+        ReconcileTimer { metrics: self, kind, start: Instant::now() }
+    }
+
+    pub fn reconcile_failed(&self, kind: &'static str, error: &Error) {
+        self.failures
+            .get_or_create(&FailureLabels { kind: kind.into(), reason: error.metric_label().into() })
+            .inc();
+    }
+
+    /// Records (or, with `None`, forgets) the state of one engine.
+    pub fn set_engine_state(&self, key: &str, state: Option<EngineState>) {
+        let mut states = match self.engine_states.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        match state {
+            Some(s) => states.insert(key.to_string(), s),
+            None => states.remove(key),
+        };
+        for s in EngineState::ALL {
+            let n = states.values().filter(|v| **v == s).count();
+            self.engines.get_or_create(&StateLabels { state: s.as_str().into() }).set(n as i64);
+        }
+    }
+
+    pub fn set_leader(&self, leader: bool) {
+        self.leader.set(i64::from(leader));
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposes_reconciles_failures_and_engine_states() {
+        let m = Metrics::new();
+        drop(m.reconcile_started("ScanEngine"));
+        m.reconcile_failed("ScanEngine", &Error::InvalidSpec("x".into()));
+        m.set_engine_state("ScanEngine/ns/a", Some(EngineState::Active));
+        m.set_engine_state("ScanEngine/ns/b", Some(EngineState::Active));
+        m.set_engine_state("ScanEngine/ns/b", None);
+        let text = m.encode().unwrap_or_default();
+        assert!(text.contains("scan_engine_operator_reconciles_total{kind=\"ScanEngine\"} 1"), "{text}");
+        assert!(text.contains("scan_engine_operator_reconcile_failures_total{kind=\"ScanEngine\",reason=\"invalid_spec\"} 1"), "{text}");
+        assert!(text.contains("scan_engine_operator_engines{state=\"Active\"} 1"), "{text}");
+        assert!(text.contains("scan_engine_operator_reconcile_duration_seconds_count{kind=\"ScanEngine\"} 1"), "{text}");
+        assert!(text.ends_with("# EOF\n"));
+    }
+}

@@ -1,0 +1,135 @@
+//! Wiring of the binary: logging, client, HTTP server, leader election, controllers and
+//! graceful shutdown on SIGTERM/SIGINT.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::Context as _;
+use tokio::sync::watch;
+
+use crate::cli::Cli;
+use crate::console_api::http::{HttpConsoleApiFactory, HttpSettings};
+use crate::controller::{self, Context, Settings};
+use crate::http::{self as server, HttpState};
+use crate::leader::LeaderElector;
+use crate::metrics::Metrics;
+use crate::telemetry;
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn termination() {
+    #[cfg(unix)]
+    {
+        if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+type Stop = futures::future::Shared<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + Sync>>>;
+
+/// A cloneable future that resolves once a stop is requested.
+fn waiter(rx: &watch::Receiver<bool>) -> Stop {
+    let mut rx = rx.clone();
+    let fut: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + Sync>> = Box::pin(async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    });
+    futures::FutureExt::shared(fut)
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    telemetry::init(cli.log_format, &cli.log_filter).map_err(anyhow::Error::msg)?;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let pod_labels = cli.pod_labels().map_err(anyhow::Error::msg)?;
+
+    let client = kube::Client::try_default().await.context("cannot reach the Kubernetes API server")?;
+    let metrics = Arc::new(Metrics::new());
+    let ready = Arc::new(AtomicBool::new(false));
+    let (stop_tx, stop_rx) = watch::channel(false);
+
+    let http_state = HttpState { metrics: metrics.clone(), ready: ready.clone() };
+    let http = tokio::spawn(server::serve(cli.listen, http_state, waiter(&stop_rx)));
+
+    let stop = stop_tx.clone();
+    tokio::spawn(async move {
+        termination().await;
+        tracing::info!("termination signal: shutting down");
+        let _ = stop.send(true);
+    });
+
+    let identity = cli
+        .pod_name
+        .clone()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| format!("scan-engine-operator-{}", std::process::id()));
+    ready.store(true, Ordering::SeqCst);
+
+    let elector = cli.leader_election.then(|| {
+        LeaderElector::new(client.clone(), &cli.operator_namespace, &cli.lease_name, &identity, cli.lease_duration)
+    });
+    if let Some(elector) = &elector {
+        tracing::info!(lease = %cli.lease_name, %identity, "waiting for the leader Lease");
+        let mut stop_wait = stop_rx.clone();
+        tokio::select! {
+            _ = elector.acquire() => {}
+            _ = stop_wait.wait_for(|s| *s) => {
+                let _ = http.await;
+                return Ok(());
+            }
+        }
+        tracing::info!("leading");
+        metrics.set_leader(true);
+    }
+
+    let settings = Settings {
+        refresh_interval: cli.refresh_interval,
+        secret_renewal_margin: cli.secret_renewal_margin,
+        operator_namespace: cli.operator_namespace.clone(),
+        operator_pod_labels: pod_labels,
+        default_version: crate::VERSION.into(),
+    };
+    let factory = HttpConsoleApiFactory {
+        settings: HttpSettings { request_timeout: cli.console_timeout, ..HttpSettings::default() },
+    };
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        metrics.clone(),
+        Arc::new(factory),
+        Arc::new(k8s_openapi::jiff::Timestamp::now),
+        settings,
+    ));
+
+    let mut lost = false;
+    let controllers = controller::run(ctx, cli.watch_namespaces.clone(), waiter(&stop_rx));
+    match &elector {
+        Some(elector) => {
+            tokio::pin!(controllers);
+            tokio::select! {
+                _ = &mut controllers => {}
+                _ = elector.keep() => {
+                    lost = true;
+                    let _ = stop_tx.send(true);
+                    controllers.await;
+                }
+            }
+        }
+        None => controllers.await,
+    }
+    let _ = stop_tx.send(true);
+    if let Some(elector) = &elector {
+        metrics.set_leader(false);
+        if !lost {
+            elector.release().await;
+        }
+    }
+    let _ = http.await;
+    if lost {
+        anyhow::bail!("lost the leader Lease");
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
