@@ -189,11 +189,18 @@ impl ControlPlane {
     /// process under test (`KUBECONFIG=…`) to run it with exactly that account's RBAC.
     pub fn service_account_kubeconfig(&self, namespace: &str, name: &str) -> PathBuf {
         let user = Self::service_account_user(namespace, name);
-        let path = self
-            .dir
-            .path()
-            .join(format!("kubeconfig-sa-{}-{}", sanitize(namespace), sanitize(name)));
-        let text = kubeconfig_yaml(&self.server, &self.ca_pem, "admin", &self.admin_cert, Some(&user));
+        let path = self.dir.path().join(format!(
+            "kubeconfig-sa-{}-{}",
+            sanitize(namespace),
+            sanitize(name)
+        ));
+        let text = kubeconfig_yaml(
+            &self.server,
+            &self.ca_pem,
+            "admin",
+            &self.admin_cert,
+            Some(&user),
+        );
         fs::write(&path, text).expect("writing a ServiceAccount kubeconfig");
         path
     }
@@ -222,7 +229,11 @@ impl ControlPlane {
         if base.is_empty() {
             base = "test".into();
         }
-        let name = format!("{base}-{}-{}", std::process::id() % 100_000, COUNTER.fetch_add(1, Ordering::Relaxed));
+        let name = format!(
+            "{base}-{}-{}",
+            std::process::id() % 100_000,
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
         let api: Api<Namespace> = Api::all(self.client());
         let mut ns = Namespace::default();
         ns.metadata.name = Some(name.clone());
@@ -258,7 +269,8 @@ impl ControlPlane {
             .collect();
         files.sort();
         for file in files {
-            let text = fs::read_to_string(&file).unwrap_or_else(|err| panic!("reading {}: {err}", file.display()));
+            let text = fs::read_to_string(&file)
+                .unwrap_or_else(|err| panic!("reading {}: {err}", file.display()));
             for doc in serde_yaml::Deserializer::from_str(&text) {
                 let value = <serde_yaml::Value as serde::Deserialize>::deserialize(doc)
                     .unwrap_or_else(|err| panic!("parsing {}: {err}", file.display()));
@@ -271,14 +283,19 @@ impl ControlPlane {
                 let ssapply = kube::api::PatchParams::apply("scan-engine-tests").force();
                 api.patch(&name, &ssapply, &kube::api::Patch::Apply(&crd))
                     .await
-                    .unwrap_or_else(|err| panic!("installing CRD {name} from {}: {err}", file.display()));
+                    .unwrap_or_else(|err| {
+                        panic!("installing CRD {name} from {}: {err}", file.display())
+                    });
                 names.push(name);
             }
         }
         for name in &names {
             let deadline = Instant::now() + Duration::from_secs(30);
             loop {
-                let crd = api.get(name).await.unwrap_or_else(|err| panic!("reading CRD {name}: {err}"));
+                let crd = api
+                    .get(name)
+                    .await
+                    .unwrap_or_else(|err| panic!("reading CRD {name}: {err}"));
                 let established = crd
                     .status
                     .and_then(|s| s.conditions)
@@ -288,7 +305,10 @@ impl ControlPlane {
                 if established {
                     break;
                 }
-                assert!(Instant::now() < deadline, "CRD {name} not Established within 30s");
+                assert!(
+                    Instant::now() < deadline,
+                    "CRD {name} not Established within 30s"
+                );
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
@@ -345,10 +365,14 @@ impl Drop for TestNamespace {
         let kubeconfig = self.kubeconfig.clone();
         let (done_tx, done_rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
             if let Ok(runtime) = runtime {
                 runtime.block_on(async {
-                    if let Ok(config) = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await
+                    if let Ok(config) =
+                        Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+                            .await
                         && let Ok(client) = Client::try_from(config)
                     {
                         let api: Api<Namespace> = Api::all(client);
@@ -408,6 +432,7 @@ struct Pki {
     admin: (String, String),
     controller_manager: (String, String),
     service_account_key_pem: String,
+    service_account_pub_pem: String,
 }
 
 fn pki() -> Result<Pki> {
@@ -425,14 +450,23 @@ fn pki() -> Result<Pki> {
     ];
     let ca = CertifiedIssuer::self_signed(ca_params, ca_key)?;
 
-    let leaf = |cn: &str, org: Option<&str>, sans: Vec<String>, usage: ExtendedKeyUsagePurpose| -> Result<(String, String)> {
+    let leaf = |cn: &str,
+                org: Option<&str>,
+                sans: Vec<String>,
+                usage: ExtendedKeyUsagePurpose|
+     -> Result<(String, String)> {
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::new(sans)?;
         params.distinguished_name.push(DnType::CommonName, cn);
         if let Some(org) = org {
-            params.distinguished_name.push(DnType::OrganizationName, org);
+            params
+                .distinguished_name
+                .push(DnType::OrganizationName, org);
         }
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
         params.extended_key_usages = vec![usage];
         let cert = params.signed_by(&key, &ca)?;
         Ok((cert.pem(), key.serialize_pem()))
@@ -453,7 +487,12 @@ fn pki() -> Result<Pki> {
         .to_vec(),
         ExtendedKeyUsagePurpose::ServerAuth,
     )?;
-    let admin = leaf("admin", Some("system:masters"), Vec::new(), ExtendedKeyUsagePurpose::ClientAuth)?;
+    let admin = leaf(
+        "admin",
+        Some("system:masters"),
+        Vec::new(),
+        ExtendedKeyUsagePurpose::ClientAuth,
+    )?;
     // With --use-service-account-credentials=false every controller acts as the controller
     // manager itself, so it needs more than the system:kube-controller-manager role grants.
     let controller_manager = leaf(
@@ -462,14 +501,15 @@ fn pki() -> Result<Pki> {
         Vec::new(),
         ExtendedKeyUsagePurpose::ClientAuth,
     )?;
-    let service_account_key_pem = KeyPair::generate()?.serialize_pem();
+    let service_account_key = KeyPair::generate()?;
     Ok(Pki {
         ca_pem: ca.pem(),
         ca_key_pem,
         serving,
         admin,
         controller_manager,
-        service_account_key_pem,
+        service_account_key_pem: service_account_key.serialize_pem(),
+        service_account_pub_pem: service_account_key.public_key_pem(),
     })
 }
 
@@ -516,9 +556,15 @@ fn write(path: &Path, text: &str) -> Result<()> {
     fs::write(path, text).with_context(|| format!("writing {}", path.display()))
 }
 
-async fn start(bin_dir: PathBuf, logs: TestLogs, options: &ControlPlaneOptions) -> Result<ControlPlane> {
+async fn start(
+    bin_dir: PathBuf,
+    logs: TestLogs,
+    options: &ControlPlaneOptions,
+) -> Result<ControlPlane> {
     let deadline = Instant::now() + options.ready_timeout;
-    let dir = tempfile::Builder::new().prefix("scan-engine-cp-").tempdir()?;
+    let dir = tempfile::Builder::new()
+        .prefix("scan-engine-cp-")
+        .tempdir()?;
     let p = |name: &str| dir.path().join(name);
     let pki = pki().context("generating certificates")?;
     write(&p("ca.crt"), &pki.ca_pem)?;
@@ -526,6 +572,7 @@ async fn start(bin_dir: PathBuf, logs: TestLogs, options: &ControlPlaneOptions) 
     write(&p("apiserver.crt"), &pki.serving.0)?;
     write(&p("apiserver.key"), &pki.serving.1)?;
     write(&p("sa.key"), &pki.service_account_key_pem)?;
+    write(&p("sa.pub"), &pki.service_account_pub_pem)?;
 
     let ports = free_ports(3);
     let (etcd_client, etcd_peer, apiserver_port) = (ports[0], ports[1], ports[2]);
@@ -559,13 +606,24 @@ async fn start(bin_dir: PathBuf, logs: TestLogs, options: &ControlPlaneOptions) 
         .arg(format!("--secure-port={apiserver_port}"))
         .arg(format!("--cert-dir={}", p("apiserver-certs").display()))
         .arg(format!("--tls-cert-file={}", p("apiserver.crt").display()))
-        .arg(format!("--tls-private-key-file={}", p("apiserver.key").display()))
+        .arg(format!(
+            "--tls-private-key-file={}",
+            p("apiserver.key").display()
+        ))
         .arg(format!("--client-ca-file={}", p("ca.crt").display()))
         .arg("--authorization-mode=RBAC")
         .arg("--service-account-issuer=https://kubernetes.default.svc.cluster.local")
-        .arg(format!("--service-account-key-file={}", p("sa.key").display()))
-        .arg(format!("--service-account-signing-key-file={}", p("sa.key").display()))
-        .arg(format!("--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}"))
+        .arg(format!(
+            "--service-account-key-file={}",
+            p("sa.pub").display()
+        ))
+        .arg(format!(
+            "--service-account-signing-key-file={}",
+            p("sa.key").display()
+        ))
+        .arg(format!(
+            "--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}"
+        ))
         .arg("--enable-admission-plugins=NamespaceLifecycle,ServiceAccount")
         .arg("--allow-privileged=true")
         .arg("--endpoint-reconciler-type=none")
@@ -576,10 +634,12 @@ async fn start(bin_dir: PathBuf, logs: TestLogs, options: &ControlPlaneOptions) 
     let admin_yaml = kubeconfig_yaml(&server, &pki.ca_pem, "admin", &pki.admin, None);
     let admin_kubeconfig_path = p("kubeconfig-admin");
     write(&admin_kubeconfig_path, &admin_yaml)?;
-    let admin_kubeconfig = Kubeconfig::from_yaml(&admin_yaml).context("parsing the admin kubeconfig")?;
-    let admin_config = Config::from_custom_kubeconfig(admin_kubeconfig.clone(), &KubeConfigOptions::default())
-        .await
-        .context("admin client configuration")?;
+    let admin_kubeconfig =
+        Kubeconfig::from_yaml(&admin_yaml).context("parsing the admin kubeconfig")?;
+    let admin_config =
+        Config::from_custom_kubeconfig(admin_kubeconfig.clone(), &KubeConfigOptions::default())
+            .await
+            .context("admin client configuration")?;
     let admin = Client::try_from(admin_config.clone()).context("admin client")?;
 
     // Ready: /readyz answers 200 (it checks etcd, RBAC bootstrap roles, priority levels, …).
@@ -621,9 +681,14 @@ async fn start(bin_dir: PathBuf, logs: TestLogs, options: &ControlPlaneOptions) 
             .arg("--leader-elect=false")
             .arg("--use-service-account-credentials=false")
             .arg("--secure-port=0")
-            .arg(format!("--service-account-private-key-file={}", p("sa.key").display()))
+            .arg(format!(
+                "--service-account-private-key-file={}",
+                p("sa.key").display()
+            ))
             .arg(format!("--root-ca-file={}", p("ca.crt").display()))
-            .arg(format!("--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}"))
+            .arg(format!(
+                "--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}"
+            ))
             .try_spawn()
             .context("starting kube-controller-manager")?;
         // Ready: the ServiceAccount controller has created `default` in `default`.

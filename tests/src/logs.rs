@@ -65,9 +65,13 @@ impl TestLogs {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        let keep = std::env::var("SCAN_ENGINE_TEST_KEEP_LOGS").is_ok_and(|v| v == "1" || v == "true");
+        let keep =
+            std::env::var("SCAN_ENGINE_TEST_KEEP_LOGS").is_ok_and(|v| v == "1" || v == "true");
         if std::thread::panicking() {
-            eprintln!("\n==== test failed: logs kept in {} ====", self.dir.display());
+            eprintln!(
+                "\n==== test failed: logs kept in {} ====",
+                self.dir.display()
+            );
             print_tails(&self.dir);
         } else if keep {
             eprintln!("logs kept in {}", self.dir.display());
@@ -116,7 +120,13 @@ pub fn current_test_name() -> String {
 pub fn sanitize(name: &str) -> String {
     let s: String = name
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     s.trim_matches('_').chars().take(80).collect()
 }

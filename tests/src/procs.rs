@@ -100,11 +100,17 @@ pub fn free_loopback_addr() -> SocketAddr {
 /// `n` distinct free ports, all held open while they are chosen.
 pub fn free_ports(n: usize) -> Vec<u16> {
     let listeners: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("no free TCP port on 127.0.0.1"))
+        .map(|_| {
+            TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("no free TCP port on 127.0.0.1")
+        })
         .collect();
     listeners
         .iter()
-        .map(|l| l.local_addr().expect("local address of a bound listener").port())
+        .map(|l| {
+            l.local_addr()
+                .expect("local address of a bound listener")
+                .port()
+        })
         .collect()
 }
 
@@ -336,7 +342,11 @@ impl Proc {
     /// Panics, with the end of its logs, when the process has exited.
     pub fn assert_running(&mut self) {
         if let Some(status) = self.try_wait() {
-            panic!("{} exited unexpectedly ({status})\n{}", self.name, self.log_tail());
+            panic!(
+                "{} exited unexpectedly ({status})\n{}",
+                self.name,
+                self.log_tail()
+            );
         }
     }
 
@@ -401,7 +411,11 @@ impl Proc {
                 return status;
             }
             if Instant::now() >= deadline {
-                panic!("{} still runs after {timeout:?}\n{}", self.name, self.log_tail());
+                panic!(
+                    "{} still runs after {timeout:?}\n{}",
+                    self.name,
+                    self.log_tail()
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -473,7 +487,9 @@ impl Drop for Proc {
             eprintln!(
                 "{} {how} ({}); logs: {} {}",
                 self.name,
-                status.map(|s| s.to_string()).unwrap_or_else(|| "status unknown".into()),
+                status
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|| "status unknown".into()),
                 self.stdout_path.display(),
                 self.stderr_path.display()
             );

@@ -25,7 +25,10 @@ async fn control_plane_runs_with_rbac_and_controllers() {
 
     // The pinned version is the one running.
     let version = client.apiserver_version().await.expect("GET /version");
-    assert_eq!(version.git_version, "v1.34.4", "unexpected API server version: {version:?}");
+    assert_eq!(
+        version.git_version, "v1.34.4",
+        "unexpected API server version: {version:?}"
+    );
 
     // A namespace of our own, and a ConfigMap in it.
     let ns = cp.namespace().await;
@@ -45,7 +48,11 @@ async fn control_plane_runs_with_rbac_and_controllers() {
         api_version: "v1".into(),
         kind: "ConfigMap".into(),
         name: "owner".into(),
-        uid: owner.metadata.uid.clone().expect("a created object has a uid"),
+        uid: owner
+            .metadata
+            .uid
+            .clone()
+            .expect("a created object has a uid"),
         ..OwnerReference::default()
     }]);
     cms.create(&PostParams::default(), &dependent)
@@ -55,7 +62,12 @@ async fn control_plane_runs_with_rbac_and_controllers() {
         .await
         .expect("deleting the owner");
     let deadline = Instant::now() + Duration::from_secs(60);
-    while cms.get_opt("dependent").await.expect("reading the dependent").is_some() {
+    while cms
+        .get_opt("dependent")
+        .await
+        .expect("reading the dependent")
+        .is_some()
+    {
         assert!(
             Instant::now() < deadline,
             "the garbage collector did not delete the dependent ConfigMap within 60s"
@@ -70,7 +82,9 @@ async fn control_plane_runs_with_rbac_and_controllers() {
         .await
         .expect_err("a ServiceAccount without RBAC must not list Secrets");
     match &err {
-        kube::Error::Api(status) => assert_eq!(status.code, 403, "expected Forbidden, got {status:?}"),
+        kube::Error::Api(status) => {
+            assert_eq!(status.code, 403, "expected Forbidden, got {status:?}")
+        }
         other => panic!("expected Forbidden, got {other:?}"),
     }
     // … while the admin may.
@@ -104,7 +118,9 @@ async fn service_account_kubeconfig_carries_the_impersonation() {
     };
     assert_eq!(status.code, 403);
     assert!(
-        status.message.contains(&format!("system:serviceaccount:{}:operator", ns.name())),
+        status
+            .message
+            .contains(&format!("system:serviceaccount:{}:operator", ns.name())),
         "the API server should name the impersonated ServiceAccount: {}",
         status.message
     );

@@ -104,9 +104,16 @@ fn selected(args: &ImagesArgs) -> Result<Vec<Image>> {
     args.only
         .iter()
         .map(|n| {
-            IMAGES.iter().copied().find(|i| i.name == n).with_context(|| {
-                format!("unknown image {n}; known: {}", IMAGES.map(|i| i.name).join(", "))
-            })
+            IMAGES
+                .iter()
+                .copied()
+                .find(|i| i.name == n)
+                .with_context(|| {
+                    format!(
+                        "unknown image {n}; known: {}",
+                        IMAGES.map(|i| i.name).join(", ")
+                    )
+                })
         })
         .collect()
 }
@@ -124,7 +131,9 @@ pub fn images(root: &Path, args: &ImagesArgs) -> Result<()> {
     if !args.no_cargo_build {
         let start = Instant::now();
         let mut cargo = crate::cargo();
-        cargo.args(["build", "--release", "--locked"]).current_dir(root);
+        cargo
+            .args(["build", "--release", "--locked"])
+            .current_dir(root);
         for image in &images {
             cargo.args(["-p", image.package, "--bin", image.binary]);
         }
@@ -133,7 +142,10 @@ pub fn images(root: &Path, args: &ImagesArgs) -> Result<()> {
         if !status.success() {
             bail!("cargo build --release failed ({status})");
         }
-        eprintln!("xtask: release binaries built in {:.0}s", start.elapsed().as_secs_f64());
+        eprintln!(
+            "xtask: release binaries built in {:.0}s",
+            start.elapsed().as_secs_f64()
+        );
     }
 
     for image in &images {
@@ -143,7 +155,16 @@ pub fn images(root: &Path, args: &ImagesArgs) -> Result<()> {
         let tag = tag(image);
         let mut build = docker();
         build
-            .args(["build", "--target", "prebuilt", "--build-arg", "RUNTIME_IMAGE=scratch", "--tag", &tag, "--file"])
+            .args([
+                "build",
+                "--target",
+                "prebuilt",
+                "--build-arg",
+                "RUNTIME_IMAGE=scratch",
+                "--tag",
+                &tag,
+                "--file",
+            ])
             .arg(root.join(image.dockerfile))
             .arg(&context);
         eprintln!("xtask: {}", crate::describe(&build));
@@ -164,7 +185,10 @@ pub fn images(root: &Path, args: &ImagesArgs) -> Result<()> {
             }
             eprintln!("xtask: saved {tag} to {}", archive.display());
         }
-        eprintln!("xtask: {tag} built in {:.1}s", start.elapsed().as_secs_f64());
+        eprintln!(
+            "xtask: {tag} built in {:.1}s",
+            start.elapsed().as_secs_f64()
+        );
     }
     check(&images)
 }
@@ -198,12 +222,17 @@ pub fn ensure_docker(root: &Path) -> Result<()> {
     // overlay2 first; vfs works where overlay mounts are not allowed (nested containers).
     for driver in [None, Some("vfs")] {
         let log_path = dir.join("dockerd.log");
-        let log = fs::File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
+        let log = fs::File::create(&log_path)
+            .with_context(|| format!("creating {}", log_path.display()))?;
         let mut cmd = Command::new("dockerd");
         if let Some(driver) = driver {
             cmd.args(["--storage-driver", driver]);
         }
-        eprintln!("xtask: the Docker daemon is not running; starting `{}` (log: {})", crate::describe(&cmd), log_path.display());
+        eprintln!(
+            "xtask: the Docker daemon is not running; starting `{}` (log: {})",
+            crate::describe(&cmd),
+            log_path.display()
+        );
         let mut child = cmd
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -213,7 +242,10 @@ pub fn ensure_docker(root: &Path) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
             if docker_reachable() {
-                eprintln!("xtask: dockerd is up (pid {}; it keeps running)", child.id());
+                eprintln!(
+                    "xtask: dockerd is up (pid {}; it keeps running)",
+                    child.id()
+                );
                 return Ok(());
             }
             if child.try_wait()?.is_some() {
@@ -237,11 +269,22 @@ pub fn assemble_rootfs(root: &Path, image: &Image, context: &Path) -> Result<()>
     let rootfs = context.join("rootfs");
     let binary = root.join("target/release").join(image.binary);
     if !binary.is_file() {
-        bail!("{} does not exist; build it with `cargo build --release -p {}`", binary.display(), image.package);
+        bail!(
+            "{} does not exist; build it with `cargo build --release -p {}`",
+            binary.display(),
+            image.package
+        );
     }
-    copy_into(&binary, &rootfs, Path::new("/usr/local/bin").join(image.binary).as_path())?;
+    copy_into(
+        &binary,
+        &rootfs,
+        Path::new("/usr/local/bin").join(image.binary).as_path(),
+    )?;
 
-    let out = Command::new("ldd").arg(&binary).output().context("running ldd")?;
+    let out = Command::new("ldd")
+        .arg(&binary)
+        .output()
+        .context("running ldd")?;
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     for lib in shared_libraries(&text)? {
         copy_into(Path::new(&lib), &rootfs, Path::new(&lib))?;
@@ -270,7 +313,8 @@ pub fn assemble_rootfs(root: &Path, image: &Image, context: &Path) -> Result<()>
 #[cfg(unix)]
 fn set_mode(path: &Path, mode: u32) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
-    fs::set_permissions(path, fs::Permissions::from_mode(mode)).with_context(|| format!("chmod {}", path.display()))
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        .with_context(|| format!("chmod {}", path.display()))
 }
 
 #[cfg(not(unix))]
@@ -284,7 +328,8 @@ fn copy_into(src: &Path, rootfs: &Path, dest: &Path) -> Result<()> {
     if let Some(parent) = target.parent() {
         fs::create_dir_all(parent)?;
     }
-    fs::copy(src, &target).with_context(|| format!("copying {} to {}", src.display(), target.display()))?;
+    fs::copy(src, &target)
+        .with_context(|| format!("copying {} to {}", src.display(), target.display()))?;
     Ok(())
 }
 
@@ -293,7 +338,10 @@ fn copy_into(src: &Path, rootfs: &Path, dest: &Path) -> Result<()> {
 pub fn shared_libraries(ldd: &str) -> Result<Vec<String>> {
     let mut libs = Vec::new();
     for line in ldd.lines().map(str::trim) {
-        if line.is_empty() || line.contains("statically linked") || line.contains("not a dynamic executable") {
+        if line.is_empty()
+            || line.contains("statically linked")
+            || line.contains("not a dynamic executable")
+        {
             continue;
         }
         if line.contains("not found") {
@@ -324,11 +372,20 @@ pub fn check(images: &[Image]) -> Result<()> {
     for image in images {
         let tag = tag(image);
         let out = docker()
-            .args(["image", "inspect", "--format", "{{.Config.User}}|{{json .Config.Entrypoint}}|{{.Size}}", &tag])
+            .args([
+                "image",
+                "inspect",
+                "--format",
+                "{{.Config.User}}|{{json .Config.Entrypoint}}|{{.Size}}",
+                &tag,
+            ])
             .output()
             .context("running docker image inspect")?;
         if !out.status.success() {
-            failures.push(format!("{tag}: not found ({})", String::from_utf8_lossy(&out.stderr).trim()));
+            failures.push(format!(
+                "{tag}: not found ({})",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
             continue;
         }
         let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
@@ -337,11 +394,21 @@ pub fn check(images: &[Image]) -> Result<()> {
         let entrypoint = parts.next().unwrap_or_default();
         let size: u64 = parts.next().and_then(|s| s.parse().ok()).unwrap_or(0);
         if !user_is_nonroot(user) || user != NONROOT {
-            failures.push(format!("{tag}: runs as `{user}`, not as the non-root user {NONROOT}"));
+            failures.push(format!(
+                "{tag}: runs as `{user}`, not as the non-root user {NONROOT}"
+            ));
             continue;
         }
         let run = docker()
-            .args(["run", "--rm", "--read-only", "--network", "none", "--cap-drop", "ALL"])
+            .args([
+                "run",
+                "--rm",
+                "--read-only",
+                "--network",
+                "none",
+                "--cap-drop",
+                "ALL",
+            ])
             .args(["--security-opt", "no-new-privileges", &tag, "--version"])
             .output()
             .context("running docker run")?;
@@ -375,7 +442,11 @@ mod tests {
         let libs = shared_libraries(ldd).unwrap_or_default();
         assert_eq!(
             libs,
-            ["/lib/x86_64-linux-gnu/libgcc_s.so.1", "/lib/x86_64-linux-gnu/libc.so.6", "/lib64/ld-linux-x86-64.so.2"]
+            [
+                "/lib/x86_64-linux-gnu/libgcc_s.so.1",
+                "/lib/x86_64-linux-gnu/libc.so.6",
+                "/lib64/ld-linux-x86-64.so.2"
+            ]
         );
         assert!(shared_libraries("\tnot a dynamic executable\n").is_ok_and(|l| l.is_empty()));
         assert!(shared_libraries("\tlibfoo.so => not found\n").is_err());
@@ -397,11 +468,32 @@ mod tests {
         let root = crate::workspace_root();
         for image in IMAGES {
             let text = fs::read_to_string(root.join(image.dockerfile)).unwrap_or_default();
-            assert!(text.contains("ARG RUST_IMAGE=rust:1-bookworm"), "{}", image.dockerfile);
-            assert!(text.contains(" AS prebuilt"), "{}: no prebuilt stage", image.dockerfile);
-            assert!(text.contains(" AS builder"), "{}: no builder stage", image.dockerfile);
-            assert_eq!(text.matches(&format!("USER {NONROOT}")).count(), 2, "{}", image.dockerfile);
-            assert!(text.contains(&format!("/usr/local/bin/{}", image.binary)), "{}", image.dockerfile);
+            assert!(
+                text.contains("ARG RUST_IMAGE=rust:1-bookworm"),
+                "{}",
+                image.dockerfile
+            );
+            assert!(
+                text.contains(" AS prebuilt"),
+                "{}: no prebuilt stage",
+                image.dockerfile
+            );
+            assert!(
+                text.contains(" AS builder"),
+                "{}: no builder stage",
+                image.dockerfile
+            );
+            assert_eq!(
+                text.matches(&format!("USER {NONROOT}")).count(),
+                2,
+                "{}",
+                image.dockerfile
+            );
+            assert!(
+                text.contains(&format!("/usr/local/bin/{}", image.binary)),
+                "{}",
+                image.dockerfile
+            );
         }
     }
 }

@@ -122,9 +122,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Cmd::Crds { args } => {
             let mut cmd = cargo();
-            cmd.args(["run", "--quiet", "-p", "scan-engine-operator", "--bin", "crdgen", "--"])
-                .args(args)
-                .current_dir(workspace_root());
+            cmd.args([
+                "run",
+                "--quiet",
+                "-p",
+                "scan-engine-operator",
+                "--bin",
+                "crdgen",
+                "--",
+            ])
+            .args(args)
+            .current_dir(workspace_root());
             let status = cmd.status().context("running crdgen through cargo")?;
             if !status.success() {
                 bail!("crdgen failed ({status})");
@@ -137,8 +145,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::FAILURE)
         }
         Cmd::Images(args) => images::images(&workspace_root(), &args).map(|()| ExitCode::SUCCESS),
-        Cmd::ChartCrds(args) => chart::chart_crds(&workspace_root(), &args).map(|()| ExitCode::SUCCESS),
-        Cmd::ChartRbac(args) => chart::chart_rbac(&workspace_root(), &args).map(|()| ExitCode::SUCCESS),
+        Cmd::ChartCrds(args) => {
+            chart::chart_crds(&workspace_root(), &args).map(|()| ExitCode::SUCCESS)
+        }
+        Cmd::ChartRbac(args) => {
+            chart::chart_rbac(&workspace_root(), &args).map(|()| ExitCode::SUCCESS)
+        }
         Cmd::Cluster(args) => cluster::cluster(&workspace_root(), &args),
         Cmd::Bench { .. } => {
             eprintln!("cargo xtask bench: not implemented yet");
@@ -150,7 +162,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
 /// The workspace root: the parent of this crate's directory.
 fn workspace_root() -> PathBuf {
     let manifest_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    manifest_dir.parent().map(Path::to_path_buf).unwrap_or(manifest_dir)
+    manifest_dir
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or(manifest_dir)
 }
 
 /// The cargo that runs us (so toolchain overrides carry through).
@@ -189,7 +204,10 @@ fn k8s_bins() -> Result<PathBuf> {
         .stderr(Stdio::inherit())
         .spawn()
         .with_context(|| format!("starting {}", script.display()))?;
-    let stdout = child.stdout.take().context("capturing the script's stdout")?;
+    let stdout = child
+        .stdout
+        .take()
+        .context("capturing the script's stdout")?;
     let mut last = String::new();
     for line in BufReader::new(stdout).lines() {
         let line = line.context("reading the script's output")?;
@@ -197,9 +215,14 @@ fn k8s_bins() -> Result<PathBuf> {
             last = line.trim().to_owned();
         }
     }
-    let status = child.wait().with_context(|| format!("waiting for {}", script.display()))?;
+    let status = child
+        .wait()
+        .with_context(|| format!("waiting for {}", script.display()))?;
     if !status.success() {
-        bail!("{} failed ({status}); its messages are above", script.display());
+        bail!(
+            "{} failed ({status}); its messages are above",
+            script.display()
+        );
     }
     let dir = PathBuf::from(&last);
     if !dir.join("kube-apiserver").is_file() || !dir.join("etcd").is_file() {
@@ -263,10 +286,24 @@ impl Runner {
         self.fail_fast && self.failed()
     }
 
-    fn record(&mut self, tier: &'static str, step: impl Into<String>, took: Duration, outcome: Outcome) {
+    fn record(
+        &mut self,
+        tier: &'static str,
+        step: impl Into<String>,
+        took: Duration,
+        outcome: Outcome,
+    ) {
         let step = step.into();
-        eprintln!("xtask: [{tier}] {step}: {outcome} in {:.1}s", took.as_secs_f64());
-        self.rows.push(Row { tier, step, took, outcome });
+        eprintln!(
+            "xtask: [{tier}] {step}: {outcome} in {:.1}s",
+            took.as_secs_f64()
+        );
+        self.rows.push(Row {
+            tier,
+            step,
+            took,
+            outcome,
+        });
     }
 
     /// Runs one command as a step of a tier, streaming its output.
@@ -295,12 +332,23 @@ impl Runner {
     fn unit(&mut self) {
         let mut test = cargo();
         test.args(["test", "--workspace", "--exclude", "scan-engine-tests"]);
-        self.step("unit", "cargo test (all crates but the integration suite)", test);
+        self.step(
+            "unit",
+            "cargo test (all crates but the integration suite)",
+            test,
+        );
         let mut fmt = cargo();
         fmt.args(["fmt", "--all", "--", "--check"]);
         self.step("unit", "cargo fmt --check", fmt);
         let mut clippy = cargo();
-        clippy.args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]);
+        clippy.args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]);
         self.step("unit", "cargo clippy -D warnings", clippy);
     }
 
@@ -322,7 +370,11 @@ impl Runner {
             return;
         }
         if system.is_some() {
-            self.step("system", "loopback (tests/tests/system.rs)", integration_test("system"));
+            self.step(
+                "system",
+                "loopback (tests/tests/system.rs)",
+                integration_test("system"),
+            );
         } else {
             self.record(
                 "system",
@@ -346,7 +398,12 @@ impl Runner {
                 self.step("system", step, integration_test("netns"));
             }
             Err(why) if self.in_ci => {
-                self.record("system", step, Duration::ZERO, Outcome::Failed(format!("{why} (required in CI)")));
+                self.record(
+                    "system",
+                    step,
+                    Duration::ZERO,
+                    Outcome::Failed(format!("{why} (required in CI)")),
+                );
             }
             Err(why) => {
                 eprintln!("xtask: WARNING: network-namespace tests not run: {why}");
@@ -373,7 +430,12 @@ impl Runner {
         let start = Instant::now();
         let bins = match k8s_bins() {
             Ok(dir) => {
-                self.record(tier, "control-plane binaries (k8s-bins)", start.elapsed(), Outcome::Passed);
+                self.record(
+                    tier,
+                    "control-plane binaries (k8s-bins)",
+                    start.elapsed(),
+                    Outcome::Passed,
+                );
                 dir
             }
             Err(err) => {
@@ -382,13 +444,27 @@ impl Runner {
                     tier,
                     "control-plane binaries (k8s-bins)",
                     start.elapsed(),
-                    Outcome::Failed(format!("{err:#}").lines().next().unwrap_or_default().to_owned()),
+                    Outcome::Failed(
+                        format!("{err:#}")
+                            .lines()
+                            .next()
+                            .unwrap_or_default()
+                            .to_owned(),
+                    ),
                 );
                 return;
             }
         };
         let mut build = cargo();
-        build.args(["build", "-p", "scan-engine-operator", "-p", "security-console", "-p", "scan-engine"]);
+        build.args([
+            "build",
+            "-p",
+            "scan-engine-operator",
+            "-p",
+            "security-console",
+            "-p",
+            "scan-engine",
+        ]);
         if !self.step(tier, "build operator, console and engine", build) {
             return;
         }
@@ -398,14 +474,23 @@ impl Runner {
     }
 
     fn summary(&self) {
-        let width = self.rows.iter().map(|row| row.tier.len() + row.step.len() + 3).max().unwrap_or(10);
+        let width = self
+            .rows
+            .iter()
+            .map(|row| row.tier.len() + row.step.len() + 3)
+            .max()
+            .unwrap_or(10);
         println!("\n{:<width$}  {:>8}  result", "tier / step", "seconds");
         println!("{}", "-".repeat(width + 20));
         let mut total = Duration::ZERO;
         for row in &self.rows {
             total += row.took;
             let name = format!("{} / {}", row.tier, row.step);
-            println!("{name:<width$}  {:>8.1}  {}", row.took.as_secs_f64(), row.outcome);
+            println!(
+                "{name:<width$}  {:>8.1}  {}",
+                row.took.as_secs_f64(),
+                row.outcome
+            );
         }
         println!("{}", "-".repeat(width + 20));
         println!("{:<width$}  {:>8.1}", "total", total.as_secs_f64());
@@ -417,17 +502,31 @@ impl Runner {
             let secs: f64 = rows.iter().map(|row| row.took.as_secs_f64()).sum();
             let verdict = if rows.iter().any(|row| row.outcome.is_failure()) {
                 "FAIL"
-            } else if rows.iter().all(|row| matches!(row.outcome, Outcome::NotPresent(_))) {
+            } else if rows
+                .iter()
+                .all(|row| matches!(row.outcome, Outcome::NotPresent(_)))
+            {
                 "not present"
-            } else if rows.iter().any(|row| matches!(row.outcome, Outcome::Skipped(_))) {
+            } else if rows
+                .iter()
+                .any(|row| matches!(row.outcome, Outcome::Skipped(_)))
+            {
                 "pass (with skipped steps)"
             } else {
                 "pass"
             };
             println!("tier {tier:<14} {secs:>8.1}s  {verdict}");
         }
-        let passed = self.rows.iter().filter(|row| row.outcome == Outcome::Passed).count();
-        let failed = self.rows.iter().filter(|row| row.outcome.is_failure()).count();
+        let passed = self
+            .rows
+            .iter()
+            .filter(|row| row.outcome == Outcome::Passed)
+            .count();
+        let failed = self
+            .rows
+            .iter()
+            .filter(|row| row.outcome.is_failure())
+            .count();
         let skipped = self.rows.len() - passed - failed;
         println!("xtask: {passed} passed, {failed} failed, {skipped} skipped");
     }
@@ -435,7 +534,15 @@ impl Runner {
 
 fn integration_test(name: &str) -> Command {
     let mut cmd = cargo();
-    cmd.args(["test", "-p", "scan-engine-tests", "--test", name, "--", "--test-threads=1"]);
+    cmd.args([
+        "test",
+        "-p",
+        "scan-engine-tests",
+        "--test",
+        name,
+        "--",
+        "--test-threads=1",
+    ]);
     cmd
 }
 
@@ -479,5 +586,9 @@ fn test(tier: Tier, fail_fast: bool) -> Result<ExitCode> {
         runner.control_plane();
     }
     runner.summary();
-    Ok(if runner.failed() { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if runner.failed() {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
