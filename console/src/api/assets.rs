@@ -1,0 +1,30 @@
+//! `GET /api/3/assets`: what scans found.
+
+use axum::extract::State;
+use serde_json::json;
+
+use super::{ApiResult, ok, page};
+use crate::app::App;
+
+/// Every asset with its open services.
+pub async fn list(State(app): State<App>) -> ApiResult {
+    let assets = app.store.assets().await?;
+    let resources = assets
+        .into_iter()
+        .map(|a| {
+            let services: Vec<_> = a
+                .services
+                .into_iter()
+                .map(|s| json!({"port": s.port, "protocol": s.protocol, "banner": s.banner}))
+                .collect();
+            json!({
+                "id": a.id,
+                "ip": a.ip,
+                "hostName": a.host_name,
+                "services": services,
+                "links": [],
+            })
+        })
+        .collect();
+    ok(page(resources, "/api/3/assets"))
+}

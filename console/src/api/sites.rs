@@ -1,0 +1,159 @@
+//! `/api/3/sites`, `/api/3/sites/{id}/scans` and `/api/3/scans/{id}`.
+
+use axum::{
+    extract::{Path, State},
+    http::StatusCode,
+};
+use serde_json::{Value, json};
+
+use super::{ApiError, ApiResult, Body, ok, page, parse_id, reply, required_text, self_links};
+use crate::{
+    app::App,
+    clock::rfc3339,
+    scans::{self, StartError},
+    store::{NewSite, ScanRecord, SiteRecord},
+};
+
+fn site_json(s: &SiteRecord) -> Value {
+    json!({
+        "id": s.id,
+        "name": s.name,
+        "scanEngine": s.engine_id,
+        "engineId": s.engine_id,
+        "scan": {"assets": {"includedTargets": {"addresses": s.targets}}},
+        "ports": s.ports,
+        "timeoutMs": s.timeout_ms,
+        "links": self_links(&format!("/api/3/sites/{}", s.id)),
+    })
+}
+
+fn scan_json(s: &ScanRecord) -> Value {
+    json!({
+        "id": s.id,
+        "siteId": s.site_id,
+        "engineId": s.engine_id,
+        "status": s.status.as_str(),
+        "assets": s.assets,
+        "progress": {"done": s.done, "total": s.total},
+        "message": s.message,
+        "startTime": rfc3339(s.started_at),
+        "endTime": s.finished_at.map(rfc3339),
+        "links": self_links(&format!("/api/3/scans/{}", s.id)),
+    })
+}
+
+/// Every site.
+pub async fn list(State(app): State<App>) -> ApiResult {
+    let sites = app.store.sites().await?;
+    ok(page(sites.iter().map(site_json).collect(), "/api/3/sites"))
+}
+
+/// One site.
+pub async fn get(State(app): State<App>, Path(id): Path<String>) -> ApiResult {
+    let id = parse_id(&id, "id")?;
+    let site = app
+        .store
+        .site(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("site {id} does not exist")))?;
+    ok(site_json(&site))
+}
+
+fn targets(body: &Body) -> Result<Vec<String>, ApiError> {
+    const FIELD: &str = "scan.assets.includedTargets.addresses";
+    let addresses = body
+        .0
+        .get("scan")
+        .and_then(|v| v.get("assets"))
+        .and_then(|v| v.get("includedTargets"))
+        .and_then(|v| v.get("addresses"))
+        .ok_or_else(|| ApiError::bad_request(format!("{FIELD} is required")))?;
+    let list = addresses
+        .as_array()
+        .ok_or_else(|| ApiError::bad_request(format!("{FIELD} must be an array of strings")))?;
+    if list.is_empty() {
+        return Err(ApiError::bad_request(format!("{FIELD} must name at least one target")));
+    }
+    list.iter()
+        .map(|v| {
+            v.as_str()
+                .map(str::trim)
+                .filter(|s| !s.is_empty() && s.len() <= 255 && !s.chars().any(|c| c.is_whitespace() || c.is_control()))
+                .map(str::to_owned)
+                .ok_or_else(|| ApiError::bad_request(format!("{FIELD} must hold addresses, CIDR blocks or host names")))
+        })
+        .collect()
+}
+
+fn ports(body: &Body) -> Result<Vec<u16>, ApiError> {
+    match body.0.get("ports") {
+        None | Some(Value::Null) => Ok(scans::DEFAULT_PORTS.to_vec()),
+        Some(Value::Array(list)) if !list.is_empty() => list
+            .iter()
+            .map(|v| {
+                v.as_u64()
+                    .filter(|p| (1..=65535).contains(p))
+                    .map(|p| p as u16)
+                    .ok_or_else(|| ApiError::bad_request("ports must hold integers from 1 to 65535"))
+            })
+            .collect(),
+        Some(_) => Err(ApiError::bad_request("ports must be a non-empty array of integers from 1 to 65535")),
+    }
+}
+
+/// Creates a site.
+pub async fn create(State(app): State<App>, body: Body) -> ApiResult {
+    let name = required_text(body.string("name")?, "name")?;
+    let engine_id = body
+        .integer("engineId", 1..=i64::MAX)?
+        .ok_or_else(|| ApiError::bad_request("engineId is required"))?;
+    if app.store.engine(engine_id).await?.is_none() {
+        return Err(ApiError::bad_request(format!("engineId: scan engine {engine_id} does not exist")));
+    }
+    let targets = targets(&body)?;
+    let ports = ports(&body)?;
+    let timeout_ms = body
+        .integer("timeoutMs", 1..=600_000)?
+        .map(|t| t as u64)
+        .unwrap_or(scans::DEFAULT_TIMEOUT_MS);
+    let id = app
+        .store
+        .create_site(NewSite {
+            name,
+            engine_id,
+            targets,
+            ports,
+            timeout_ms,
+        })
+        .await?;
+    Ok(reply(
+        StatusCode::CREATED,
+        &json!({"id": id, "links": self_links(&format!("/api/3/sites/{id}"))}),
+    ))
+}
+
+/// Starts a scan of a site on its engine (or on `engineId`); 409 when that engine is not active.
+pub async fn start_scan(State(app): State<App>, Path(id): Path<String>, body: Body) -> ApiResult {
+    let site_id = parse_id(&id, "id")?;
+    let engine_override = body.integer("engineId", 1..=i64::MAX)?;
+    match scans::start(&app, site_id, engine_override).await {
+        Ok(scan_id) => Ok(reply(
+            StatusCode::CREATED,
+            &json!({"id": scan_id, "links": self_links(&format!("/api/3/scans/{scan_id}"))}),
+        )),
+        Err(StartError::NoSite(id)) => Err(ApiError::not_found(format!("site {id} does not exist"))),
+        Err(StartError::EngineNotReady(message)) => Err(ApiError::conflict(message)),
+        Err(StartError::Console(e)) => Err(e.into()),
+    }
+}
+
+/// One scan.
+pub async fn get_scan(State(app): State<App>, Path(id): Path<String>) -> ApiResult {
+    let id = parse_id(&id, "id")?;
+    let scan = app
+        .store
+        .scan(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("scan {id} does not exist")))?;
+    ok(scan_json(&scan))
+}

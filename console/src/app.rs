@@ -1,0 +1,221 @@
+//! The console as a whole: its shared state ([`Console`]) and start-up ([`run`]).
+
+use std::{path::Path, sync::Arc, time::Duration};
+
+use scan_engine_protocol::{Identity, tls, version};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    api::Credentials,
+    cli::Cli,
+    clock::Clock,
+    engines::{Registry, Supervisors, Thresholds, listener},
+    error::{Error, Result},
+    shared_secret::SharedSecrets,
+    store::{Direction, Store},
+};
+
+/// Tunables, from the command line.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub ping_interval: Duration,
+    pub unknown_after: Duration,
+    pub down_after: Duration,
+    pub shared_secret_ttl: Duration,
+    /// Bound on each step of a connection's admission (TLS, hello, pairing).
+    pub handshake_timeout: Duration,
+    /// The version advertised to engines.
+    pub product_version: String,
+    /// The name in our `Hello`.
+    pub console_name: String,
+    /// The engine listener's port, reported by `administration/info`.
+    pub engine_port: u16,
+}
+
+impl Settings {
+    /// State thresholds.
+    pub fn thresholds(&self) -> Thresholds {
+        Thresholds {
+            unknown_after: self.unknown_after,
+            down_after: self.down_after,
+        }
+    }
+}
+
+/// Everything the tasks of a running console share.
+#[derive(Debug)]
+pub struct Console {
+    pub settings: Settings,
+    pub store: Store,
+    pub clock: Clock,
+    pub identity: Arc<Identity>,
+    pub client_config: Arc<rustls::ClientConfig>,
+    pub secrets: SharedSecrets,
+    pub sessions: Registry,
+    pub supervisors: Supervisors,
+    pub credentials: Credentials,
+    /// Cancelled on SIGTERM/SIGINT; every task watches it.
+    pub shutdown: CancellationToken,
+}
+
+/// Shared handle to the console.
+pub type App = Arc<Console>;
+
+impl Console {
+    /// Assembles a console from its parts (no task is started).
+    pub fn new(settings: Settings, store: Store, clock: Clock, identity: Identity, credentials: Credentials) -> Result<App> {
+        let client_config = tls::client_config(&identity)?;
+        let secrets = SharedSecrets::new(store.clone(), clock.clone(), settings.shared_secret_ttl);
+        Ok(Arc::new(Console {
+            settings,
+            store,
+            clock,
+            identity: Arc::new(identity),
+            client_config,
+            secrets,
+            sessions: Registry::default(),
+            supervisors: Supervisors::default(),
+            credentials,
+            shutdown: CancellationToken::new(),
+        }))
+    }
+
+    /// Starts a supervisor for every stored console-to-engine engine.
+    pub async fn start_supervisors(self: &Arc<Self>) -> Result<usize> {
+        let engines = self.store.engines().await?;
+        let mut n = 0;
+        for e in engines.iter().filter(|e| e.direction == Direction::ConsoleToEngine) {
+            self.supervisors.start(self, e.id);
+            n += 1;
+        }
+        Ok(n)
+    }
+}
+
+fn read_secret_file(path: &Path, what: &str) -> Result<String> {
+    let value = std::fs::read_to_string(path).map_err(|source| Error::File {
+        path: path.to_owned(),
+        source,
+    })?;
+    let value = value.trim().to_owned();
+    if value.is_empty() {
+        return Err(Error::InvalidFile {
+            path: path.to_owned(),
+            problem: format!("the {what} file is empty"),
+        });
+    }
+    Ok(value)
+}
+
+async fn bind(addr: &str) -> Result<TcpListener> {
+    TcpListener::bind(addr).await.map_err(|source| Error::Listen {
+        addr: addr.to_owned(),
+        source,
+    })
+}
+
+/// Runs the console until SIGTERM or SIGINT.
+pub async fn run(cli: Cli) -> Result<()> {
+    cli.validate().map_err(Error::Config)?;
+    let (product_version, overridden) = version::product_version();
+    if overridden {
+        tracing::warn!(
+            %product_version,
+            env = version::TEST_ONLY_VERSION_ENV,
+            "TEST-ONLY OVERRIDE ACTIVE: the advertised product version comes from the environment; never use this in production"
+        );
+    }
+    let password = read_secret_file(&cli.admin_password_file, "admin password")?;
+    std::fs::create_dir_all(&cli.data_dir).map_err(|source| Error::File {
+        path: cli.data_dir.clone(),
+        source,
+    })?;
+    let identity = Identity::load_or_generate(&cli.data_dir, "console", "security-console")?;
+    let api_tls = crate::tls::server_config(&cli)?;
+    let store = Store::open(&cli.data_dir.join("console.db"))?;
+    let clock = Clock::system();
+    let failed = store
+        .fail_running_scans(None, "the console restarted during the scan".into(), clock.now())
+        .await?;
+    if failed > 0 {
+        tracing::warn!(scans = failed, "scans interrupted by a console restart marked as failed");
+    }
+
+    let engine_listener = bind(&cli.engine_listen).await?;
+    let api_listener = bind(&cli.api_listen).await?;
+    let engine_addr = engine_listener.local_addr().map_err(|source| Error::Listen {
+        addr: cli.engine_listen.clone(),
+        source,
+    })?;
+    let api_addr = api_listener.local_addr().map_err(|source| Error::Listen {
+        addr: cli.api_listen.clone(),
+        source,
+    })?;
+
+    let settings = Settings {
+        ping_interval: cli.ping_interval,
+        unknown_after: cli.unknown_after,
+        down_after: cli.down_after,
+        shared_secret_ttl: cli.shared_secret_ttl,
+        handshake_timeout: Duration::from_secs(10),
+        product_version: product_version.clone(),
+        console_name: "security-console".into(),
+        engine_port: engine_addr.port(),
+    };
+    let app = Console::new(settings, store, clock, identity, Credentials::new(cli.admin_user.clone(), password))?;
+    tracing::info!(
+        fingerprint = %app.identity.fingerprint(),
+        %product_version,
+        data_dir = %cli.data_dir.display(),
+        "security console starting"
+    );
+    let supervised = app.start_supervisors().await?;
+    tracing::info!(engines = supervised, "supervising console-to-engine engines");
+
+    let engine_task = tokio::spawn(listener::serve(app.clone(), engine_listener));
+    let api_task = tokio::spawn(crate::tls::serve(api_listener, api_tls, crate::api::router(app.clone()), app.shutdown.clone()));
+    tracing::info!("listening api={api_addr} engine={engine_addr}");
+
+    let signal = shutdown_signal();
+    tokio::pin!(signal);
+    tokio::select! {
+        s = &mut signal => tracing::info!(signal = s, "shutting down"),
+        r = &mut Box::pin(async { engine_task.await }) => {
+            app.shutdown.cancel();
+            return match r {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(e),
+                Err(e) => Err(Error::Config(format!("engine listener stopped: {e}"))),
+            };
+        }
+    }
+    app.shutdown.cancel();
+    // Give open connections a moment to close politely.
+    let _ = tokio::time::timeout(Duration::from_secs(5), api_task).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+            (Ok(mut term), Ok(mut int)) => tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            },
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+                "SIGINT"
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        "SIGINT"
+    }
+}
