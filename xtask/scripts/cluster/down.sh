@@ -2,7 +2,7 @@
 # `cargo xtask cluster down`: removes everything `up.sh` made — processes, pod sandboxes, mounts,
 # cgroups, the CNI bridge and veths, iptables chains and rules, ipsets, sysctls it changed, and
 # the state directory — but keeps the binary cache. Safe to run when nothing (or only part) runs.
-set -euo pipefail
+set -uo pipefail   # no -e: every step is best effort, the last one checks what is left
 # shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 need_root
@@ -84,7 +84,7 @@ remove_chains() {
     # CNI-<hash> chains made by the bridge plugin carry a comment naming the network
     chains="$(awk '/^:(KUBE-|SEO-|CNI-HOSTPORT-|CNI-DN-)/{print substr($1,2)}' <<<"$dump")"
     chains+=$'\n'"$(grep -E "^-A CNI-[0-9a-f]+ .*name: \\\\?\"$CLUSTER_NAME\\\\?\"" <<<"$dump" | awk '{print $2}' | sort -u)"
-    chains="$(grep -v '^$' <<<"$chains" | sort -u)" || true
+    chains="$(grep -v '^$' <<<"$chains" | sort -u)"
     [[ -n $chains ]] || continue
     local re; re="$(paste -sd'|' <<<"$chains")"
     # rules in other chains that jump to ours
@@ -96,8 +96,7 @@ remove_chains() {
     for c in $chains; do "$cmd" -w -t "$table" -X "$c" 2>/dev/null || true; done
   done
 }
-remove_chains iptables
-remove_chains ip6tables
+for cmd in iptables ip6tables iptables-legacy ip6tables-legacy; do remove_chains "$cmd"; done
 if command -v ipset >/dev/null; then
   for s in $(ipset list -n 2>/dev/null | grep "^$CHAIN_PREFIX" || true); do ipset destroy "$s" 2>/dev/null || true; done
 fi
@@ -109,7 +108,15 @@ if [[ -f $saved ]]; then
   v="$(sed -n 's/^ip_forward=//p' "$saved")"; [[ -n $v ]] && sysctl -qw "net.ipv4.ip_forward=$v"
   v="$(sed -n 's/^bridge_nf=//p' "$saved")"; [[ -n $v && -e /proc/sys/net/bridge/bridge-nf-call-iptables ]] && sysctl -qw "net.bridge.bridge-nf-call-iptables=$v"
   for p in $(sed -n 's/^created_if_present=//p' "$saved"); do
-    if [[ -e $p ]]; then log "removing $p (made by the cluster)"; rm -rf "$p"; fi
+    [[ -e $p ]] || continue
+    case "$p" in
+      # only kubelet and this cluster's containerd (CNI result cache) write there
+      /var/lib/kubelet | /var/lib/cni) log "removing $p (made by the cluster)"; rm -rf "$p" ;;
+      # kubelet's links to the pod logs
+      /var/log/containers) find "$p" -maxdepth 1 -type l -lname "$STATE_DIR/*" -delete; rmdir "$p" 2>/dev/null && log "removed $p" ;;
+      # anything else only when empty: another program may have started to use it
+      *) rmdir "$p" 2>/dev/null && log "removed empty $p" || log "leaving $p: not empty" ;;
+    esac
   done
 fi
 remaining="$(awk -v d="$STATE_DIR" 'index($5, d) == 1' /proc/self/mountinfo | wc -l)"

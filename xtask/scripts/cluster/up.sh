@@ -101,7 +101,7 @@ record_host_state() {
     echo "ip_forward=$(cat /proc/sys/net/ipv4/ip_forward)"
     echo "bridge_nf=$(cat /proc/sys/net/bridge/bridge-nf-call-iptables 2>/dev/null || echo 0)"
     local p
-    for p in /var/lib/cni /var/log/containers /var/log/pods /run/containerd /var/run/netns /etc/cni /opt/cni /opt/containerd /var/lib/kubelet; do
+    for p in /var/lib/cni /var/lib/kubelet /var/log/containers /var/log/pods /run/containerd /etc/cni /opt/cni /opt/containerd; do
       [[ -e $p ]] || echo "created_if_present=$p"
     done
   } >"$saved.tmp"
@@ -214,9 +214,12 @@ disabled_plugins = ["io.containerd.nri.v1.nri", "io.containerd.tracing.processor
 
 [plugins.'io.containerd.cri.v1.runtime']
   enable_cdi = false
-  netns_mounts_under_state = true
+  netns_mounts_under_state_dir = true
+  # never ask for a lower oom_score_adj than containerd's own (lowering needs CAP_SYS_RESOURCE,
+  # which containers and some VMs do not grant)
+  restrict_oom_score_adj = true
   [plugins.'io.containerd.cri.v1.runtime'.cni]
-    bin_dir = "$CNI_BIN"
+    bin_dirs = ["$CNI_BIN"]
     conf_dir = "$STATE_DIR/cni/net.d"
     max_conf_num = 1
   [plugins.'io.containerd.cri.v1.runtime'.containerd]
@@ -225,6 +228,7 @@ disabled_plugins = ["io.containerd.nri.v1.nri", "io.containerd.tracing.processor
       runtime_type = "io.containerd.runc.v2"
       [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options]
         BinaryName = "$RUNC_BIN/runc"
+        Root = "$STATE_DIR/containerd/runc"
         SystemdCgroup = false
 EOF
   PATH="$CONTAINERD_BIN:$RUNC_BIN:$PATH" start_daemon containerd "$CONTAINERD_BIN/containerd" --config "$STATE_DIR/containerd/config.toml"
