@@ -20,3 +20,6 @@ pub mod store;
 pub mod tls;
 
 pub use error::{Error, Result};
+
+#[cfg(test)]
+pub mod testing;

@@ -17,3 +17,6 @@ pub mod supervisor;
 pub use registry::Registry;
 pub use state::{EngineStatus, Thresholds};
 pub use supervisor::Supervisors;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,369 @@
+//! Pairing and sessions against in-process fake engines built from the protocol crate.
+
+use std::time::Duration;
+
+use scan_engine_protocol::{
+    Identity, Message,
+    messages::{RejectReason, Role},
+    session::Session,
+    tls,
+};
+use tokio::{io::AsyncWriteExt, net::TcpListener};
+use tokio_rustls::TlsAcceptor;
+
+use crate::{
+    clock::Clock,
+    engines::{EngineStatus, state},
+    store::{Direction, Outcome},
+    testing::{self, VERSION},
+};
+
+async fn status_of(app: &crate::app::App, id: i64) -> EngineStatus {
+    let e = app.store.engine(id).await.unwrap().unwrap();
+    state::status(&e, app.clock.now(), &app.settings.thresholds())
+}
+
+#[tokio::test]
+async fn a_wrong_secret_is_refused_and_registers_nothing() {
+    let app = testing::app();
+    let addr = testing::start_listener(&app).await;
+    app.secrets.current_or_new().await.unwrap();
+    let id = Identity::generate("e1").unwrap();
+    let (_s, answer) = testing::pair(addr, &id, "e1", "WRONG-SECRET").await;
+    assert!(
+        matches!(answer, Message::Rejected { reason: RejectReason::InvalidSecret, .. }),
+        "{answer:?}"
+    );
+    assert!(app.store.engines().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn without_any_secret_pairing_is_refused() {
+    let app = testing::app();
+    let addr = testing::start_listener(&app).await;
+    let id = Identity::generate("e1").unwrap();
+    let (_s, answer) = testing::pair(addr, &id, "e1", "ABCD").await;
+    assert!(
+        matches!(answer, Message::Rejected { reason: RejectReason::NoSharedSecret, .. }),
+        "{answer:?}"
+    );
+    assert!(app.store.engines().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn an_expired_secret_is_refused() {
+    let app = testing::app_with(testing::settings(), Clock::manual(1_000_000_000));
+    let addr = testing::start_listener(&app).await;
+    let secret = app.secrets.current_or_new().await.unwrap();
+    app.clock.advance(Duration::from_secs(3601));
+    let id = Identity::generate("e1").unwrap();
+    let (_s, answer) = testing::pair(addr, &id, "e1", secret.value.expose()).await;
+    assert!(
+        matches!(answer, Message::Rejected { reason: RejectReason::ExpiredSecret, .. }),
+        "{answer:?}"
+    );
+    assert!(app.store.engines().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn an_unpaired_engine_without_a_secret_is_not_paired() {
+    let app = testing::app();
+    let addr = testing::start_listener(&app).await;
+    let id = Identity::generate("e1").unwrap();
+    let (mut s, _) = testing::dial(addr, &id, "e1", VERSION).await;
+    // Says nothing after hello: the console gives up after its handshake timeout.
+    let answer = s.recv(Duration::from_secs(5)).await.unwrap();
+    assert!(
+        matches!(answer, Message::Rejected { reason: RejectReason::NotPaired, .. }),
+        "{answer:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_right_secret_pairs_and_the_pinned_certificate_is_welcomed_back() {
+    let app = testing::app();
+    let addr = testing::start_listener(&app).await;
+    let secret = app.secrets.current_or_new().await.unwrap();
+    let id = Identity::generate("e1").unwrap();
+
+    let (mut s, answer) = testing::pair(addr, &id, "e1", secret.value.expose()).await;
+    let Message::Paired { engine_id } = answer else {
+        panic!("expected paired, got {answer:?}")
+    };
+    let engine = app.store.engine(engine_id as i64).await.unwrap().unwrap();
+    assert_eq!(engine.name, "e1");
+    assert_eq!(engine.direction, Direction::EngineToConsole);
+    assert_eq!(engine.port, 0);
+    assert_eq!(engine.address, "127.0.0.1");
+    assert_eq!(engine.fingerprint.as_deref(), Some(id.fingerprint().as_str()));
+    assert_eq!(engine.product_version.as_deref(), Some(VERSION));
+    testing::ping(&mut s, 1).await;
+    assert_eq!(status_of(&app, engine_id as i64).await, EngineStatus::Active);
+
+    // A second engine may use the same secret.
+    let other = Identity::generate("e2").unwrap();
+    let (_s2, answer) = testing::pair(addr, &other, "e2", secret.value.expose()).await;
+    assert!(matches!(answer, Message::Paired { .. }), "{answer:?}");
+
+    // The engine restarts: the same certificate is welcomed without a secret, even after revoke.
+    drop(s);
+    app.secrets.revoke().await.unwrap();
+    let (mut s, _) = testing::dial(addr, &id, "e1", VERSION).await;
+    let answer = s.recv(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(answer, Message::Welcome { engine_id });
+    testing::ping(&mut s, 2).await;
+    // The console can refresh it over the open session.
+    let answer_one_ping = async {
+        match s.recv(Duration::from_secs(5)).await.unwrap() {
+            Message::Ping { seq } => s.send(Message::Pong { seq }).await.unwrap(),
+            other => panic!("expected a ping, got {other:?}"),
+        }
+    };
+    let (refreshed, ()) = tokio::join!(app.sessions.ping(engine_id as i64, Duration::from_secs(5)), answer_one_ping);
+    assert_eq!(refreshed, Some(Ok(())));
+    assert_eq!(status_of(&app, engine_id as i64).await, EngineStatus::Active);
+
+    // The session ends: the engine is reported not-responding.
+    drop(s);
+    testing::eventually("not-responding after the session closed", || {
+        let app = app.clone();
+        async move { status_of(&app, engine_id as i64).await == EngineStatus::NotResponding }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn another_identity_cannot_take_a_registered_name() {
+    let app = testing::app();
+    let addr = testing::start_listener(&app).await;
+    let secret = app.secrets.current_or_new().await.unwrap();
+    let (_s, answer) = testing::pair(addr, &Identity::generate("a").unwrap(), "same", secret.value.expose()).await;
+    assert!(matches!(answer, Message::Paired { .. }));
+    let (_s, answer) = testing::pair(addr, &Identity::generate("b").unwrap(), "same", secret.value.expose()).await;
+    assert!(
+        matches!(answer, Message::Rejected { reason: RejectReason::NameTaken, .. }),
+        "{answer:?}"
+    );
+    assert_eq!(app.store.engines().await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_mismatched_version_is_marked_incompatible() {
+    let app = testing::app();
+    let addr = testing::start_listener(&app).await;
+    let secret = app.secrets.current_or_new().await.unwrap();
+    let id = Identity::generate("e1").unwrap();
+    let (s, answer) = testing::pair(addr, &id, "e1", secret.value.expose()).await;
+    let Message::Paired { engine_id } = answer else { panic!("{answer:?}") };
+    drop(s);
+
+    let (mut s, _) = testing::dial(addr, &id, "e1", "9.9.9").await;
+    let answer = s.recv(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(
+        answer,
+        Message::Incompatible {
+            console_version: VERSION.into(),
+            engine_version: "9.9.9".into()
+        }
+    );
+    testing::eventually("incompatible", || {
+        let app = app.clone();
+        async move { status_of(&app, engine_id as i64).await == EngineStatus::Incompatible }
+    })
+    .await;
+    let e = app.store.engine(engine_id as i64).await.unwrap().unwrap();
+    assert_eq!(e.product_version.as_deref(), Some("9.9.9"));
+    assert!(e.message.contains("9.9.9"), "{}", e.message);
+
+    // An unknown engine with another version is refused and not registered.
+    let (mut s, _) = testing::dial(addr, &Identity::generate("x").unwrap(), "x", "9.9.9").await;
+    assert!(matches!(s.recv(Duration::from_secs(5)).await.unwrap(), Message::Incompatible { .. }));
+    assert!(app.store.engine_by_name("x").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn garbage_and_oversized_frames_drop_only_their_own_connection() {
+    let app = testing::app();
+    let addr = testing::start_listener(&app).await;
+    let secret = app.secrets.current_or_new().await.unwrap();
+    let good = Identity::generate("good").unwrap();
+    let (mut good_session, answer) = testing::pair(addr, &good, "good", secret.value.expose()).await;
+    assert!(matches!(answer, Message::Paired { .. }));
+
+    // Plain garbage instead of TLS.
+    let mut raw = tokio::net::TcpStream::connect(addr).await.unwrap();
+    raw.write_all(b"GET / HTTP/1.1\r\n\r\n\x00\xff garbage").await.unwrap();
+
+    // A TLS peer announcing a 2 GiB frame.
+    let bad = Identity::generate("bad").unwrap();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let connector = tokio_rustls::TlsConnector::from(tls::client_config(&bad).unwrap());
+    let name = rustls::pki_types::ServerName::try_from(tls::SESSION_SERVER_NAME).unwrap();
+    let mut tls_stream = connector.connect(name, tcp).await.unwrap();
+    tls_stream.write_all(&[0x7f, 0xff, 0xff, 0xff, b'{']).await.unwrap();
+    tls_stream.flush().await.unwrap();
+
+    // A TLS peer sending a well-framed but malformed message.
+    let (mut malformed, _) = testing::dial(addr, &Identity::generate("m").unwrap(), "m", VERSION).await;
+    let _ = malformed.send(Message::Pong { seq: 1 }).await; // not a pair request
+    let answer = malformed.recv(Duration::from_secs(5)).await.unwrap();
+    assert!(matches!(answer, Message::Rejected { reason: RejectReason::NotPaired, .. }));
+
+    // The bad connections are closed by the console...
+    let mut buf = Vec::new();
+    let n = tokio::time::timeout(Duration::from_secs(5), tokio::io::AsyncReadExt::read_to_end(&mut raw, &mut buf)).await;
+    assert!(n.is_ok(), "raw garbage connection still open");
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(5), tokio::io::AsyncReadExt::read(&mut tls_stream, &mut buf)).await;
+    assert!(n.is_ok(), "oversized-frame connection not closed");
+    // ...while the good session keeps working.
+    testing::ping(&mut good_session, 7).await;
+    assert_eq!(app.store.engines().await.unwrap().len(), 1);
+}
+
+/// A console-to-engine fake engine: answers `answer` after hello and, when accepting, pings
+/// back and runs scan jobs by reporting one finding.
+async fn fake_standard_engine(answer: Message, version: &'static str) -> (std::net::SocketAddr, Identity) {
+    let identity = Identity::generate("std").unwrap();
+    let acceptor = TlsAcceptor::from(tls::server_config(&identity).unwrap());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else { return };
+            let acceptor = acceptor.clone();
+            let answer = answer.clone();
+            tokio::spawn(async move {
+                let Ok(mut s) = Session::accept(tcp, &acceptor, Duration::from_secs(5)).await else { return };
+                if s.exchange_hello(Role::Engine, version, "std", Duration::from_secs(5)).await.is_err() {
+                    return;
+                }
+                if s.send(answer.clone()).await.is_err() || answer != Message::Accepted {
+                    return;
+                }
+                while let Ok(m) = s.recv(Duration::from_secs(30)).await {
+                    let reply = match m {
+                        Message::Ping { seq } => vec![Message::Pong { seq }],
+                        Message::ScanJob(job) => vec![
+                            Message::ScanProgress { scan_id: job.scan_id, done: 1, total: 2 },
+                            Message::ScanFinding {
+                                scan_id: job.scan_id,
+                                finding: scan_engine_protocol::messages::Finding {
+                                    address: "127.0.0.1".into(),
+                                    host_name: Some("localhost".into()),
+                                    port: job.ports[0],
+                                    banner: Some("SSH-2.0-test".into()),
+                                },
+                            },
+                            Message::ScanProgress { scan_id: job.scan_id, done: 2, total: 2 },
+                            Message::ScanFinished {
+                                scan_id: job.scan_id,
+                                outcome: scan_engine_protocol::messages::ScanOutcome::Finished,
+                                message: "done".into(),
+                            },
+                        ],
+                        _ => vec![],
+                    };
+                    for r in reply {
+                        if s.send(r).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (addr, identity)
+}
+
+async fn add_standard(app: &crate::app::App, name: &str, addr: std::net::SocketAddr) -> i64 {
+    let id = app
+        .store
+        .create_standard_engine(name, &addr.ip().to_string(), addr.port(), app.clock.now())
+        .await
+        .unwrap();
+    app.supervisors.start(app, id);
+    id
+}
+
+async fn wait_status(app: &crate::app::App, id: i64, want: EngineStatus) {
+    testing::eventually(want.as_str(), || {
+        let app = app.clone();
+        async move { status_of(&app, id).await == want }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn standard_engines_pending_accepted_incompatible_and_down() {
+    let app = testing::app();
+    let (pending_addr, _) = fake_standard_engine(Message::PendingAuthorization, VERSION).await;
+    let (accepting_addr, accepting_id) = fake_standard_engine(Message::Accepted, VERSION).await;
+    let (old_addr, _) = fake_standard_engine(Message::Accepted, "0.0.1").await;
+    let closed = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap(); // dropped: refuses
+
+    let pending = add_standard(&app, "pending", pending_addr).await;
+    let accepting = add_standard(&app, "accepting", accepting_addr).await;
+    let old = add_standard(&app, "old", old_addr).await;
+    let down = add_standard(&app, "down", closed).await;
+
+    wait_status(&app, pending, EngineStatus::PendingAuthorization).await;
+    wait_status(&app, accepting, EngineStatus::Active).await;
+    wait_status(&app, old, EngineStatus::Incompatible).await;
+    wait_status(&app, down, EngineStatus::NotResponding).await;
+
+    let e = app.store.engine(accepting).await.unwrap().unwrap();
+    assert_eq!(e.fingerprint.as_deref(), Some(accepting_id.fingerprint().as_str()), "pinned on acceptance");
+    assert!(app.store.engine(down).await.unwrap().unwrap().message.contains("cannot reach"));
+    assert!(app.store.engine(pending).await.unwrap().unwrap().message.contains("consoles.xml"));
+
+    // Periodic pings keep it active over several intervals.
+    tokio::time::sleep(app.settings.ping_interval * 4).await;
+    let e = app.store.engine(accepting).await.unwrap().unwrap();
+    assert_eq!(e.outcome, Outcome::Ok, "{}", e.message);
+    assert!(app.sessions.is_connected(accepting));
+
+    // Deleting stops the supervisor and closes the session.
+    app.supervisors.stop(accepting);
+    app.sessions.close(accepting);
+    testing::eventually("session closed", || {
+        let app = app.clone();
+        async move { !app.sessions.is_connected(accepting) }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_scan_runs_over_a_standard_session_and_stores_results() {
+    let app = testing::app();
+    let (addr, _) = fake_standard_engine(Message::Accepted, VERSION).await;
+    let engine = add_standard(&app, "scanner", addr).await;
+    wait_status(&app, engine, EngineStatus::Active).await;
+    testing::eventually("session registered", || {
+        let app = app.clone();
+        async move { app.sessions.is_connected(engine) }
+    })
+    .await;
+    let site = app
+        .store
+        .create_site(crate::store::NewSite {
+            name: "lab".into(),
+            engine_id: engine,
+            targets: vec!["localhost".into()],
+            ports: vec![22],
+            timeout_ms: 100,
+        })
+        .await
+        .unwrap();
+    let scan = crate::scans::start(&app, site, None).await.unwrap();
+    testing::eventually("scan finished", || {
+        let app = app.clone();
+        async move { app.store.scan(scan).await.unwrap().unwrap().status == crate::store::ScanStatus::Finished }
+    })
+    .await;
+    let r = app.store.scan(scan).await.unwrap().unwrap();
+    assert_eq!((r.done, r.total, r.assets), (2, 2, 1));
+    let assets = app.store.assets().await.unwrap();
+    assert_eq!(assets[0].host_name.as_deref(), Some("localhost"));
+    assert_eq!(assets[0].services[0].banner.as_deref(), Some("SSH-2.0-test"));
+}
