@@ -130,3 +130,29 @@ pub fn sanitize(name: &str) -> String {
         .collect();
     s.trim_matches('_').chars().take(80).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_sanitised() {
+        assert_eq!(sanitize("module::a test/name"), "module__a_test_name");
+        assert_eq!(tail("a\nb\nc", 2), "b\nc");
+        assert_eq!(tail("a", 5), "a");
+    }
+
+    #[test]
+    fn logs_are_removed_when_the_test_passes() {
+        let logs = TestLogs::new("logs-self-test");
+        let dir = logs.dir().to_path_buf();
+        fs::write(logs.path("x.log"), "hello").expect("write");
+        let clone = logs.clone();
+        drop(logs);
+        assert!(dir.is_dir(), "still referenced");
+        drop(clone);
+        if std::env::var_os("SCAN_ENGINE_TEST_KEEP_LOGS").is_none() {
+            assert!(!dir.exists(), "removed after the last handle");
+        }
+    }
+}

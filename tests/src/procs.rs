@@ -496,3 +496,89 @@ impl Drop for Proc {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_ports_are_distinct() {
+        let ports = free_ports(5);
+        let mut unique = ports.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), 5, "{ports:?}");
+    }
+
+    #[tokio::test]
+    async fn a_process_logs_and_is_killed_with_its_group_on_drop() {
+        let logs = TestLogs::new("procs-self-test");
+        let mut proc = ProcBuilder::new("sh")
+            .name("shell")
+            .logs(&logs)
+            .args([
+                "-c",
+                "echo started; echo oops >&2; sleep 600 & echo $! > child.pid; wait",
+            ])
+            .current_dir(logs.dir())
+            .kill_grace(Duration::from_millis(200))
+            .spawn();
+        proc.wait_for_output("started", Duration::from_secs(10))
+            .await;
+        proc.wait_for_output("oops", Duration::from_secs(10)).await;
+        assert!(proc.is_running());
+        let pid_file = logs.path("child.pid");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while fs::read_to_string(&pid_file)
+            .unwrap_or_default()
+            .trim()
+            .is_empty()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the shell did not start its child"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let grandchild: i32 = fs::read_to_string(&pid_file)
+            .expect("pid file")
+            .trim()
+            .parse()
+            .expect("a pid");
+        drop(proc);
+        // The grandchild was in the group: it is gone too (give the kernel a moment to reap).
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let stat = fs::read_to_string(format!("/proc/{grandchild}/stat")).unwrap_or_default();
+            let state = stat
+                .rsplit(')')
+                .next()
+                .unwrap_or("")
+                .split_whitespace()
+                .next();
+            if stat.is_empty() || state == Some("Z") {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "grandchild {grandchild} survived: {stat}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    #[tokio::test]
+    async fn wait_for_port_sees_a_listener() {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        wait_for_port(addr, Duration::from_secs(1))
+            .await
+            .expect("listening");
+        drop(listener);
+        assert!(
+            wait_for_port(addr, Duration::from_millis(200))
+                .await
+                .is_err()
+        );
+    }
+}

@@ -337,6 +337,9 @@ impl Runner {
             "cargo test (all crates but the integration suite)",
             test,
         );
+        let mut support = cargo();
+        support.args(["test", "-p", "scan-engine-tests", "--lib"]);
+        self.step("unit", "cargo test (integration support library)", support);
         let mut fmt = cargo();
         fmt.args(["fmt", "--all", "--", "--check"]);
         self.step("unit", "cargo fmt --check", fmt);
