@@ -27,6 +27,9 @@ pub enum ClusterAction {
     Down,
     /// Show which processes run, the node and the pods; exits non-zero unless all is up.
     Status,
+    /// Check a running cluster end to end: DNS from a pod, pod-to-pod and Service traffic,
+    /// and NetworkPolicy enforcement (deny-all, then an allow rule). Prints "N passed, N failed".
+    Verify,
     /// Print the admin kubeconfig's path (the cluster need not be running).
     Kubeconfig,
 }
@@ -65,8 +68,9 @@ pub fn cluster(root: &Path, args: &ClusterArgs) -> Result<ExitCode> {
         ClusterAction::Up => "up.sh",
         ClusterAction::Down => "down.sh",
         ClusterAction::Status => "status.sh",
+        ClusterAction::Verify => "verify.sh",
     };
-    if !matches!(args.action, ClusterAction::Status) && !is_root() {
+    if matches!(args.action, ClusterAction::Up | ClusterAction::Down) && !is_root() {
         bail!(
             "`cargo xtask cluster` runs kubelet, containerd and iptables and must run as root \
              (e.g. `sudo -E cargo xtask cluster up`); users of kind can run \

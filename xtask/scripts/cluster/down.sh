@@ -115,7 +115,8 @@ if [[ -f $saved ]]; then
       # kubelet's links to the pod logs
       /var/log/containers) find "$p" -maxdepth 1 -type l -lname "$STATE_DIR/*" -delete; rmdir "$p" 2>/dev/null && log "removed $p" ;;
       # anything else only when empty: another program may have started to use it
-      *) rmdir "$p" 2>/dev/null && log "removed empty $p" || log "leaving $p: not empty" ;;
+      *) find "$p" -depth -type d -empty -delete 2>/dev/null
+         if [[ -e $p ]]; then log "leaving $p: not empty"; else log "removed $p (empty)"; fi ;;
     esac
   done
 fi

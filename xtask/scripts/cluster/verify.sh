@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# `cargo xtask cluster verify`: checks a running local cluster end to end, in a throwaway
+# namespace, with the locally built probe image:
+#   1. the node is Ready;
+#   2. a pod resolves kubernetes.default.svc.cluster.local through CoreDNS;
+#   3. a client pod reaches a server pod across the bridge, by pod IP and through a Service;
+#   4. a deny-all ingress NetworkPolicy blocks that traffic, and an allow rule lets it back in.
+# Prints one line per check and "N passed, N failed" at the end; exits non-zero on any failure.
+set -uo pipefail
+# shellcheck source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+KUBE_BIN="$(sed -n 's/^kube_bin=//p' "$STATE_DIR/cluster.env" 2>/dev/null)"
+[[ -x $KUBE_BIN/kubectl ]] || die "no local cluster: run \`cargo xtask cluster up\` first"
+NS="cluster-verify"
+passed=0 failed=0
+check() {
+  local what="$1"; shift
+  local start=$SECONDS
+  if "$@"; then echo "ok    $what ($((SECONDS - start))s)"; passed=$((passed + 1))
+  else echo "FAIL  $what ($((SECONDS - start))s)"; failed=$((failed + 1)); fi
+}
+# retry TIMEOUT CMD...: CMD succeeds within TIMEOUT seconds
+retry() { local t="$1" s=$SECONDS; shift; until "$@" >/dev/null 2>&1; do ((SECONDS - s < t)) || return 1; sleep 1; done; }
+# blocked TIMEOUT CMD...: CMD keeps failing, first after the policy is applied (up to TIMEOUT s)
+blocked() { local t="$1" s=$SECONDS; shift; while "$@" >/dev/null 2>&1; do ((SECONDS - s < t)) || return 1; sleep 1; done; }
+fails() { ! "$@" >/dev/null 2>&1; }
+in_client() { kctl -n "$NS" exec client -- /probe "$@"; }
+
+kctl delete namespace "$NS" --ignore-not-found --wait=true >/dev/null
+kctl create namespace "$NS" >/dev/null
+kctl -n "$NS" apply -f - >/dev/null <<EOF
+apiVersion: v1
+kind: Pod
+metadata: {name: server, labels: {app: server}}
+spec:
+  containers:
+  - {name: probe, image: $PROBE_IMAGE, imagePullPolicy: Never, args: [serve, ":8080"], ports: [{name: http, containerPort: 8080}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: client, labels: {app: client}}
+spec:
+  containers:
+  - {name: probe, image: $PROBE_IMAGE, imagePullPolicy: Never, args: [sleep]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: server}
+spec:
+  selector: {app: server}
+  ports: [{port: 80, targetPort: http}]
+EOF
+
+check "node Ready" kctl wait --for=condition=Ready node --all --timeout=60s
+check "probe pods Running (locally built FROM-scratch image)" kctl -n "$NS" wait --for=condition=Ready pod/server pod/client --timeout=120s
+check "CoreDNS resolves kubernetes.default.svc.$CLUSTER_DOMAIN from a pod" \
+  retry 30 in_client resolve "kubernetes.default.svc.$CLUSTER_DOMAIN"
+echo "      $(in_client resolve "kubernetes.default.svc.$CLUSTER_DOMAIN" 2>&1 | tr '\n' ' ')"
+SERVER_IP="$(kctl -n "$NS" get pod server -o jsonpath='{.status.podIP}')"
+check "client reaches server by pod IP ($SERVER_IP) across the bridge" retry 30 in_client get "http://$SERVER_IP:8080/" 2s
+check "client reaches server through its Service name" retry 30 in_client get "http://server.$NS.svc.$CLUSTER_DOMAIN/" 2s
+
+kctl -n "$NS" apply -f - >/dev/null <<EOF
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: deny-all}
+spec:
+  podSelector: {}
+  policyTypes: [Ingress]
+EOF
+check "deny-all NetworkPolicy blocks client -> server (pod IP)" blocked 20 in_client get "http://$SERVER_IP:8080/" 2s
+check "... and stays blocked" fails in_client get "http://$SERVER_IP:8080/" 2s
+check "deny-all NetworkPolicy blocks client -> server (Service)" fails in_client get "http://server.$NS.svc.$CLUSTER_DOMAIN/" 2s
+
+kctl -n "$NS" apply -f - >/dev/null <<EOF
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: allow-client}
+spec:
+  podSelector: {matchLabels: {app: server}}
+  policyTypes: [Ingress]
+  ingress:
+  - from: [{podSelector: {matchLabels: {app: client}}}]
+    ports: [{port: http}]
+EOF
+check "an allow rule (podSelector + named port) lets client -> server back in" retry 20 in_client get "http://$SERVER_IP:8080/" 2s
+
+if [[ ${KEEP:-0} != 1 ]]; then kctl delete namespace "$NS" --wait=false >/dev/null; fi
+echo "$passed passed, $failed failed"
+((failed == 0))
