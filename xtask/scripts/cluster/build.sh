@@ -42,7 +42,7 @@ go_install() {
 }
 
 build_kube() {
-  KUBE_BIN="$(nice -n 19 "$SCRIPT_DIR/../k8s-bins.sh" "kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl etcd" | tail -1)"
+  KUBE_BIN="$(nice -n 19 "$SCRIPT_DIR/../k8s-bins.sh" "kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl etcd helm" | tail -1)"
 }
 
 build_containerd() {

@@ -36,7 +36,7 @@ if [[ -n $CONTAINERD_BIN ]]; then
     fi
   done
 fi
-for pass in 1 2 3; do
+for _ in 1 2 3; do
   found=0
   while IFS= read -r procs; do
     while IFS= read -r pid; do
@@ -49,7 +49,7 @@ for pass in 1 2 3; do
 done
 # cgroups, deepest first
 for c in /sys/fs/cgroup/*/"${CGROUP_ROOT#/}"; do
-  [[ -d $c ]] && find "$c" -depth -type d -exec rmdir {} \; 2>/dev/null || true
+  if [[ -d $c ]]; then find "$c" -depth -type d -exec rmdir {} \; 2>/dev/null; fi
 done
 
 # 3. The control plane.
@@ -59,7 +59,7 @@ stop_daemon kube-apiserver 20
 stop_daemon etcd
 
 # 4. Mounts under the state directory (pod volumes, rootfs overlays, shm, network namespaces).
-for pass in 1 2 3; do
+for _ in 1 2 3; do
   mapfile -t mounts < <(awk -v d="$STATE_DIR" 'index($5, d) == 1 {print $5}' /proc/self/mountinfo | awk '{print length, $0}' | sort -rn | cut -d' ' -f2-)
   ((${#mounts[@]})) || break
   for m in "${mounts[@]}"; do umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true; done

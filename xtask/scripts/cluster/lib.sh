@@ -1,4 +1,5 @@
 # shellcheck shell=bash
+# shellcheck disable=SC2034  # the settings here are used by the scripts that source this file
 # Shared settings and helpers for the local single-node cluster (`cargo xtask cluster ...`).
 # Sourced by up.sh, down.sh, status.sh and build.sh; not meant to be run directly.
 

@@ -26,6 +26,20 @@ ensure_host_tools() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iptables ipset iproute2 openssl conntrack gcc libc6-dev pkg-config libseccomp-dev >/dev/null
 }
 
+# ports_free: every port a not-yet-running daemon will listen on is free (a clear error beats a
+# daemon that dies on "address already in use").
+ports_free() {
+  local entry name port busy=()
+  for entry in etcd:$ETCD_CLIENT_PORT etcd:$ETCD_PEER_PORT kube-apiserver:$APISERVER_PORT \
+    kube-controller-manager:10257 kube-scheduler:10259 kubelet:10250 kubelet:10248 \
+    kube-proxy:10249 kube-proxy:10256; do
+    name="${entry%%:*}" port="${entry##*:}"
+    is_running "$name" && continue
+    if [[ -n "$(ss -Hltn "sport = :$port" 2>/dev/null)" ]]; then busy+=("$port ($name)"); fi
+  done
+  ((${#busy[@]} == 0)) || die "ports already in use by another program: ${busy[*]} (SEO_APISERVER_PORT and SEO_ETCD_PORT move the first two)"
+}
+
 # --- certificates and kubeconfigs -----------------------------------------------------------------
 # sign NAME SUBJECT [SANS]: a key and a certificate signed by the cluster CA (kept if present).
 sign() {
@@ -473,6 +487,7 @@ kubeconfig "$STATE_DIR/kube-proxy.kubeconfig" kube-proxy
 kubeconfig "$STATE_DIR/kubelet.kubeconfig" kubelet-client
 kubeconfig "$STATE_DIR/netpol.kubeconfig" netpol
 
+ports_free
 setup_host_network
 start_etcd
 start_apiserver
@@ -489,4 +504,5 @@ wait_for "node $NODE_NAME Ready" 180 kctl wait --for=condition=Ready "node/$NODE
 wait_for "CoreDNS available" 180 kctl -n kube-system wait --for=condition=Available deployment/coredns --timeout=5s
 
 log "cluster up in $((SECONDS - UP_START))s (builds and checks of cached binaries: ${BUILD_SECS}s)"
+log "kubectl and helm: $KUBE_BIN; logs: $LOG_DIR"
 echo "export KUBECONFIG=$KUBECONFIG_PATH"

@@ -85,6 +85,20 @@ spec:
 EOF
 check "an allow rule (podSelector + named port) lets client -> server back in" retry 20 in_client get "http://$SERVER_IP:8080/" 2s
 
+kctl -n "$NS" apply -f - >/dev/null <<EOF
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: client-egress-dns-only}
+spec:
+  podSelector: {matchLabels: {app: client}}
+  policyTypes: [Egress]
+  egress:
+  - to: [{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: kube-system}}, podSelector: {matchLabels: {k8s-app: kube-dns}}}]
+    ports: [{port: 53, protocol: UDP}, {port: 53, protocol: TCP}]
+EOF
+check "an egress policy (DNS only) blocks client -> server" blocked 20 in_client get "http://$SERVER_IP:8080/" 2s
+check "... while DNS still resolves from the client" retry 10 in_client resolve "kubernetes.default.svc.$CLUSTER_DOMAIN"
+
 if [[ ${KEEP:-0} != 1 ]]; then kctl delete namespace "$NS" --wait=false >/dev/null; fi
 echo "$passed passed, $failed failed"
 ((failed == 0))
