@@ -43,12 +43,12 @@ for _ in 1 2 3; do
       [[ -n $pid ]] || continue
       found=1; kill -KILL "$pid" 2>/dev/null || true
     done <"$procs"
-  done < <(find /sys/fs/cgroup/*/"${CGROUP_ROOT#/}" -name cgroup.procs 2>/dev/null)
+  done < <(for c in $(cgroup_dirs); do find "$c" -name cgroup.procs 2>/dev/null; done)
   ((found)) || break
   sleep 1
 done
 # cgroups, deepest first
-for c in /sys/fs/cgroup/*/"${CGROUP_ROOT#/}"; do
+for c in $(cgroup_dirs); do
   if [[ -d $c ]]; then find "$c" -depth -type d -exec rmdir {} \; 2>/dev/null; fi
 done
 

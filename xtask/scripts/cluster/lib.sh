@@ -106,4 +106,14 @@ node_ip() {
   echo "$ip"
 }
 
+# cgroup_dirs: this cluster's cgroup root in every hierarchy kubelet uses (one per v1
+# controller mount; the single unified hierarchy on a cgroup v2 host).
+cgroup_dirs() {
+  if [[ "$(stat -fc %T /sys/fs/cgroup 2>/dev/null)" == cgroup2fs ]]; then
+    echo "/sys/fs/cgroup${CGROUP_ROOT}"
+  else
+    awk '$9 == "cgroup" {print $5}' /proc/self/mountinfo | sort -u | sed "s|\$|${CGROUP_ROOT}|"
+  fi
+}
+
 kctl() { KUBECONFIG="$KUBECONFIG_PATH" "$KUBE_BIN/kubectl" "$@"; }

@@ -43,7 +43,7 @@ ports_free() {
 # --- certificates and kubeconfigs -----------------------------------------------------------------
 # sign NAME SUBJECT [SANS]: a key and a certificate signed by the cluster CA (kept if present).
 sign() {
-  local name="$1" subj="$2" sans="${3:-}"
+  local name="$1" subj="$2" sans="${3:-}" ca="${CA:-ca}"
   [[ -f $PKI_DIR/$name.crt ]] && return 0
   openssl genrsa -out "$PKI_DIR/$name.key" 2048 2>/dev/null
   openssl req -new -key "$PKI_DIR/$name.key" -subj "$subj" -out "$PKI_DIR/$name.csr" 2>/dev/null
@@ -53,19 +53,26 @@ sign() {
     echo "keyUsage=critical,digitalSignature,keyEncipherment"
     if [[ -n $sans ]]; then echo "extendedKeyUsage=serverAuth,clientAuth"; echo "subjectAltName=$sans"; else echo "extendedKeyUsage=clientAuth"; fi
   } >"$ext"
-  openssl x509 -req -in "$PKI_DIR/$name.csr" -CA "$PKI_DIR/ca.crt" -CAkey "$PKI_DIR/ca.key" -CAcreateserial \
+  openssl x509 -req -in "$PKI_DIR/$name.csr" -CA "$PKI_DIR/$ca.crt" -CAkey "$PKI_DIR/$ca.key" -CAcreateserial \
     -days 365 -sha256 -extfile "$ext" -out "$PKI_DIR/$name.crt" 2>/dev/null
   rm -f "$PKI_DIR/$name.csr" "$ext"
 }
 
+make_ca() {
+  local name="$1" cn="$2"
+  [[ -f $PKI_DIR/$name.crt ]] && return 0
+  openssl genrsa -out "$PKI_DIR/$name.key" 2048 2>/dev/null
+  openssl req -x509 -new -key "$PKI_DIR/$name.key" -subj "/CN=$cn" -days 3650 -sha256 \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign,digitalSignature" \
+    -out "$PKI_DIR/$name.crt" 2>/dev/null
+}
+
 make_pki() {
   mkdir -p "$PKI_DIR"; chmod 700 "$PKI_DIR"
-  if [[ ! -f $PKI_DIR/ca.crt ]]; then
-    openssl genrsa -out "$PKI_DIR/ca.key" 2048 2>/dev/null
-    openssl req -x509 -new -key "$PKI_DIR/ca.key" -subj "/CN=scan-engine-operator-local-ca" -days 3650 -sha256 \
-      -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign,digitalSignature" \
-      -out "$PKI_DIR/ca.crt" 2>/dev/null
-  fi
+  make_ca ca scan-engine-operator-local-ca
+  # the aggregation layer's own CA: API servers behind the aggregator trust it for X-Remote-* headers
+  make_ca front-proxy-ca scan-engine-operator-local-front-proxy-ca
+  CA=front-proxy-ca sign front-proxy-client "/CN=front-proxy-client"
   if [[ ! -f $PKI_DIR/sa.key ]]; then
     openssl genrsa -out "$PKI_DIR/sa.key" 2048 2>/dev/null
     openssl rsa -in "$PKI_DIR/sa.key" -pubout -out "$PKI_DIR/sa.pub" 2>/dev/null
@@ -156,6 +163,10 @@ start_apiserver() {
     --kubelet-certificate-authority "$PKI_DIR/ca.crt" --kubelet-preferred-address-types InternalIP,Hostname \
     --service-account-key-file "$PKI_DIR/sa.pub" --service-account-signing-key-file "$PKI_DIR/sa.key" \
     --service-account-issuer "https://kubernetes.default.svc.$CLUSTER_DOMAIN" \
+    --requestheader-client-ca-file "$PKI_DIR/front-proxy-ca.crt" --requestheader-allowed-names front-proxy-client \
+    --requestheader-username-headers X-Remote-User --requestheader-group-headers X-Remote-Group \
+    --requestheader-extra-headers-prefix X-Remote-Extra- \
+    --proxy-client-cert-file "$PKI_DIR/front-proxy-client.crt" --proxy-client-key-file "$PKI_DIR/front-proxy-client.key" \
     --authorization-mode Node,RBAC --enable-admission-plugins NodeRestriction --allow-privileged=true \
     --profiling=false --v=1
   wait_for kube-apiserver 120 kctl get --raw /readyz
@@ -278,9 +289,7 @@ import_images() {
 
 start_kubelet() {
   local c
-  for c in /sys/fs/cgroup/*/; do
-    [[ -d $c && ! -L ${c%/} && $c != */unified/ ]] && mkdir -p "$c${CGROUP_ROOT#/}"
-  done
+  for c in $(cgroup_dirs); do mkdir -p "$c"; done
   mkdir -p "$STATE_DIR/kubelet" "$STATE_DIR/pod-logs" "$STATE_DIR/volume-plugins"
   cat >"$STATE_DIR/kubelet/config.yaml" <<EOF
 apiVersion: kubelet.config.k8s.io/v1beta1
@@ -327,6 +336,7 @@ bindAddress: 0.0.0.0
 healthzBindAddress: 127.0.0.1:10256
 metricsBindAddress: 127.0.0.1:10249
 conntrack: {maxPerCore: 0}
+nodePortAddresses: [primary]
 EOF
   start_daemon kube-proxy "$KUBE_BIN/kube-proxy" --config "$STATE_DIR/kube-proxy.yaml" --v=1
 }
