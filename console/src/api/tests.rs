@@ -1,0 +1,310 @@
+//! The API through the router, as the operator calls it.
+
+use axum::{
+    body::Body,
+    http::{Request, StatusCode, header},
+};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+use crate::{
+    app::App,
+    clock::Clock,
+    store::{Direction, NewReverseEngine},
+    testing::{self, PASSWORD, USER},
+};
+
+fn basic(user: &str, password: &str) -> String {
+    use base64::Engine as _;
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")))
+}
+
+async fn call_as(app: &App, method: &str, path: &str, body: Option<Value>, auth: Option<String>) -> (StatusCode, Value, axum::http::HeaderMap) {
+    let mut req = Request::builder().method(method).uri(path);
+    if let Some(a) = auth {
+        req = req.header(header::AUTHORIZATION, a);
+    }
+    let body = match body {
+        Some(v) => {
+            req = req.header(header::CONTENT_TYPE, "application/json");
+            Body::from(serde_json::to_vec(&v).unwrap())
+        }
+        None => Body::empty(),
+    };
+    let res = super::router(app.clone()).oneshot(req.body(body).unwrap()).await.unwrap();
+    let status = res.status();
+    let headers = res.headers().clone();
+    let bytes = axum::body::to_bytes(res.into_body(), 1 << 20).await.unwrap();
+    let value = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{path}: not JSON ({e}): {bytes:?}"))
+    };
+    (status, value, headers)
+}
+
+async fn call(app: &App, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+    let (s, v, _) = call_as(app, method, path, body, Some(basic(USER, PASSWORD))).await;
+    (s, v)
+}
+
+fn assert_error(v: &Value, status: StatusCode, needle: &str) {
+    assert_eq!(v["status"], json!(status.as_u16()), "{v}");
+    assert_eq!(v["links"], json!([]), "{v}");
+    let message = v["message"].as_str().unwrap_or_default();
+    assert!(message.contains(needle), "message {message:?} should mention {needle:?}");
+}
+
+#[tokio::test]
+async fn every_route_requires_basic_auth() {
+    let app = testing::app();
+    for (method, path) in [
+        ("GET", "/api/3/administration/info"),
+        ("GET", "/api/3/scan_engines"),
+        ("POST", "/api/3/scan_engines/shared_secret"),
+        ("GET", "/api/3/scan_engines/1"),
+        ("GET", "/api/3/assets"),
+        ("GET", "/api/3/nowhere"),
+    ] {
+        for auth in [None, Some(basic(USER, "wrong")), Some(basic("root", PASSWORD)), Some("Bearer x".into())] {
+            let (status, body, headers) = call_as(&app, method, path, None, auth.clone()).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {path} {auth:?}");
+            assert!(headers.get(header::WWW_AUTHENTICATE).unwrap().to_str().unwrap().starts_with("Basic "));
+            assert_error(&body, StatusCode::UNAUTHORIZED, "authentication");
+        }
+    }
+    // Nothing was created by the refused POST.
+    assert!(app.secrets.current().await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn info_reports_version_and_engine_fingerprint() {
+    let app = testing::app();
+    let (status, v, headers) = call_as(&app, "GET", "/api/3/administration/info", None, Some(basic(USER, PASSWORD))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers[header::CONTENT_TYPE], "application/json;charset=UTF-8");
+    assert_eq!(v["version"]["semantic"], json!(testing::VERSION));
+    assert_eq!(
+        v["engineCommunication"]["certificateFingerprint"],
+        json!(app.identity.fingerprint().as_str())
+    );
+    assert_eq!(v["engineCommunication"]["port"], json!(40815));
+}
+
+#[tokio::test]
+async fn shared_secret_lifecycle_over_the_api() {
+    let app = testing::app_with(testing::settings(), Clock::manual(1_767_225_600_000));
+    let (s, v) = call(&app, "GET", "/api/3/scan_engines/shared_secret", None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert_error(&v, StatusCode::NOT_FOUND, "shared secret");
+    let (s, _) = call(&app, "GET", "/api/3/scan_engines/shared_secret/time_to_live", None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+
+    let (s, created) = call(&app, "POST", "/api/3/scan_engines/shared_secret", None).await;
+    assert_eq!(s, StatusCode::OK);
+    let secret = created.as_str().expect("a JSON string").to_owned();
+    let (_, again) = call(&app, "POST", "/api/3/scan_engines/shared_secret", None).await;
+    assert_eq!(again, json!(secret), "POST returns the current secret while it is valid");
+    let (s, got) = call(&app, "GET", "/api/3/scan_engines/shared_secret", None).await;
+    assert_eq!((s, got), (StatusCode::OK, json!(secret)));
+
+    app.clock.advance(std::time::Duration::from_secs(600));
+    let (s, ttl) = call(&app, "GET", "/api/3/scan_engines/shared_secret/time_to_live", None).await;
+    assert_eq!((s, ttl), (StatusCode::OK, json!(3000)));
+
+    let (s, v) = call(&app, "DELETE", "/api/3/scan_engines/shared_secret", None).await;
+    assert_eq!((s, v), (StatusCode::OK, json!({"links": []})));
+    let (s, _) = call(&app, "GET", "/api/3/scan_engines/shared_secret", None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (_, fresh) = call(&app, "POST", "/api/3/scan_engines/shared_secret", None).await;
+    assert_ne!(fresh, json!(secret));
+
+    app.clock.advance(std::time::Duration::from_secs(3600));
+    let (s, _) = call(&app, "GET", "/api/3/scan_engines/shared_secret/time_to_live", None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "expired");
+}
+
+#[tokio::test]
+async fn engines_create_list_get_delete() {
+    let app = testing::app();
+    let (s, v) = call(&app, "GET", "/api/3/scan_engines", None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["resources"], json!([]));
+    assert_eq!(v["page"], json!({"number": 0, "size": 0, "totalResources": 0, "totalPages": 1}));
+
+    // A closed port: the engine will be not-responding, which is fine here.
+    let (s, created) = call(
+        &app,
+        "POST",
+        "/api/3/scan_engines",
+        Some(json!({"name": "engine-a", "address": "127.0.0.1", "port": 9})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let id = created["id"].as_i64().unwrap();
+    assert_eq!(created["links"][0]["href"], json!(format!("/api/3/scan_engines/{id}")));
+
+    let (s, e) = call(&app, "GET", &format!("/api/3/scan_engines/{id}"), None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(e["name"], json!("engine-a"));
+    assert_eq!(e["address"], json!("127.0.0.1"));
+    assert_eq!(e["port"], json!(9));
+    assert_eq!(e["direction"], json!("console-to-engine"));
+    for key in ["status", "productVersion", "lastRefreshedDate", "lastUpdatedDate", "message", "links"] {
+        assert!(e.get(key).is_some(), "engine lacks {key}: {e}");
+    }
+    assert!(
+        ["unknown", "not-responding"].contains(&e["status"].as_str().unwrap()),
+        "{e}"
+    );
+
+    let (s, v) = call(
+        &app,
+        "POST",
+        "/api/3/scan_engines",
+        Some(json!({"name": "engine-a", "address": "10.0.0.2", "port": 40814})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    assert_error(&v, StatusCode::CONFLICT, "engine-a");
+
+    let (_, list) = call(&app, "GET", "/api/3/scan_engines", None).await;
+    assert_eq!(list["resources"].as_array().unwrap().len(), 1);
+    assert_eq!(list["page"]["totalResources"], json!(1));
+
+    // Refresh dials now and records the failure in words.
+    let (s, e) = call(&app, "POST", &format!("/api/3/scan_engines/{id}/refresh"), None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(e["status"], json!("not-responding"));
+    assert!(e["message"].as_str().unwrap().contains("cannot reach"), "{e}");
+    assert!(e["lastRefreshedDate"].is_string());
+
+    let (s, v) = call(&app, "DELETE", &format!("/api/3/scan_engines/{id}"), None).await;
+    assert_eq!((s, v), (StatusCode::OK, json!({"links": []})));
+    let (s, v) = call(&app, "GET", &format!("/api/3/scan_engines/{id}"), None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert_error(&v, StatusCode::NOT_FOUND, &id.to_string());
+    let (s, _) = call(&app, "DELETE", &format!("/api/3/scan_engines/{id}"), None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _) = call(&app, "POST", "/api/3/scan_engines/999/refresh", None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn bad_input_is_a_400_naming_the_field() {
+    let app = testing::app();
+    let cases = [
+        (json!({"address": "a", "port": 1}), "name"),
+        (json!({"name": "", "address": "a", "port": 1}), "name"),
+        (json!({"name": "n", "port": 1}), "address"),
+        (json!({"name": "n", "address": "a", "port": 0}), "port"),
+        (json!({"name": "n", "address": "a", "port": 70000}), "port"),
+        (json!({"name": "n", "address": "a", "port": "x"}), "port"),
+        (json!({"name": 5, "address": "a"}), "name"),
+        (json!(["not", "an", "object"]), "JSON object"),
+    ];
+    for (body, field) in cases {
+        let (s, v) = call(&app, "POST", "/api/3/scan_engines", Some(body.clone())).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
+        assert_error(&v, StatusCode::BAD_REQUEST, field);
+    }
+    let (s, v) = call(&app, "GET", "/api/3/scan_engines/abc", None).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_error(&v, StatusCode::BAD_REQUEST, "id");
+    let (s, v) = call(&app, "GET", "/api/3/nowhere", None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert_error(&v, StatusCode::NOT_FOUND, "no such resource");
+    assert!(app.store.engines().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn reverse_engines_show_their_direction_and_address() {
+    let app = testing::app();
+    let id = app
+        .store
+        .pair_reverse_engine(NewReverseEngine {
+            name: "rev".into(),
+            address: "10.1.2.3".into(),
+            fingerprint: "sha256:00".into(),
+            cert_pem: "PEM".into(),
+            product_version: testing::VERSION.into(),
+            at: app.clock.now(),
+        })
+        .await
+        .unwrap();
+    let (_, e) = call(&app, "GET", &format!("/api/3/scan_engines/{id}"), None).await;
+    assert_eq!(e["direction"], json!(Direction::EngineToConsole.as_str()));
+    assert_eq!(e["status"], json!("active"));
+    assert_eq!(e["port"], json!(0));
+    assert_eq!(e["address"], json!("10.1.2.3"));
+    assert_eq!(e["productVersion"], json!(testing::VERSION));
+    // Refreshing an engine with no open session says so.
+    let (_, e) = call(&app, "POST", &format!("/api/3/scan_engines/{id}/refresh"), None).await;
+    assert_eq!(e["status"], json!("not-responding"));
+    assert!(e["message"].as_str().unwrap().contains("no open session"), "{e}");
+}
+
+#[tokio::test]
+async fn sites_scans_and_assets() {
+    let app = testing::app();
+    let engine = app.store.create_standard_engine("idle", "127.0.0.1", 9, app.clock.now()).await.unwrap();
+    let site_body = json!({
+        "name": "lab",
+        "engineId": engine,
+        "scan": {"assets": {"includedTargets": {"addresses": ["10.0.0.0/30", "host.example"]}}},
+        "ports": [22, 80],
+        "timeoutMs": 500
+    });
+    let (s, created) = call(&app, "POST", "/api/3/sites", Some(site_body)).await;
+    assert_eq!(s, StatusCode::CREATED, "{created}");
+    let site = created["id"].as_i64().unwrap();
+    let (s, v) = call(&app, "GET", &format!("/api/3/sites/{site}"), None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["scan"]["assets"]["includedTargets"]["addresses"], json!(["10.0.0.0/30", "host.example"]));
+    assert_eq!(v["ports"], json!([22, 80]));
+    let (_, list) = call(&app, "GET", "/api/3/sites", None).await;
+    assert_eq!(list["resources"].as_array().unwrap().len(), 1);
+
+    // The engine is not active: 409.
+    let (s, v) = call(&app, "POST", &format!("/api/3/sites/{site}/scans"), Some(json!({}))).await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    assert_error(&v, StatusCode::CONFLICT, "not active");
+    let (s, _) = call(&app, "POST", "/api/3/sites/999/scans", None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _) = call(&app, "GET", "/api/3/scans/999", None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+
+    // Bad sites name their field.
+    for (body, field) in [
+        (json!({"name": "x", "scan": {"assets": {"includedTargets": {"addresses": ["a"]}}}}), "engineId"),
+        (json!({"name": "x", "engineId": 999, "scan": {"assets": {"includedTargets": {"addresses": ["a"]}}}}), "engineId"),
+        (json!({"name": "x", "engineId": engine}), "scan.assets.includedTargets.addresses"),
+        (json!({"name": "x", "engineId": engine, "scan": {"assets": {"includedTargets": {"addresses": []}}}}), "addresses"),
+        (json!({"name": "x", "engineId": engine, "scan": {"assets": {"includedTargets": {"addresses": ["a"]}}}, "ports": [0]}), "ports"),
+        (json!({"name": "x", "engineId": engine, "scan": {"assets": {"includedTargets": {"addresses": ["a"]}}}, "timeoutMs": -1}), "timeoutMs"),
+    ] {
+        let (s, v) = call(&app, "POST", "/api/3/sites", Some(body.clone())).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
+        assert_error(&v, StatusCode::BAD_REQUEST, field);
+    }
+
+    // A scan recorded directly shows through the API.
+    let scan = app.store.create_scan(site, engine, app.clock.now()).await.unwrap();
+    app.store.scan_progress(scan, engine, 3, 8).await.unwrap();
+    app.store
+        .scan_finding(scan, engine, "10.0.0.1".into(), None, 22, Some("SSH-2.0-x".into()))
+        .await
+        .unwrap();
+    let (s, v) = call(&app, "GET", &format!("/api/3/scans/{scan}"), None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["status"], json!("running"));
+    assert_eq!(v["progress"], json!({"done": 3, "total": 8}));
+    assert_eq!(v["assets"], json!(1));
+    assert_eq!((v["siteId"].as_i64(), v["engineId"].as_i64()), (Some(site), Some(engine)));
+    let (_, assets) = call(&app, "GET", "/api/3/assets", None).await;
+    assert_eq!(
+        assets["resources"][0]["services"],
+        json!([{"port": 22, "protocol": "tcp", "banner": "SSH-2.0-x"}])
+    );
+    assert_eq!(assets["resources"][0]["ip"], json!("10.0.0.1"));
+}
