@@ -349,7 +349,7 @@ mod tests {
 
     use axum::extract::{Path, State};
     use axum::http::StatusCode as AxStatus;
-    use axum::routing::{delete, get, post};
+    use axum::routing::{delete, get};
     use axum::{Json, Router};
     use serde_json::json;
 
