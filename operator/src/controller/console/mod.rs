@@ -11,6 +11,8 @@ pub mod build;
 pub mod secrets;
 pub mod shared_secret;
 pub mod status;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 use std::time::Duration;

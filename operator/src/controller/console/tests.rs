@@ -1,0 +1,189 @@
+//! Console reconciles against a mocked API server and a fake console.
+
+use std::sync::Arc;
+
+use http::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use super::reconcile;
+use crate::console_api::fake::FakeConsole;
+use crate::controller::fixtures::{Scenario, context, drive, mock_client, not_found};
+use crate::crd::Console;
+use crate::crd::console::{ConsoleSpec, ManagedConsole};
+
+const NS: &str = "scanning";
+const SECRETS: &str = "/api/v1/namespaces/scanning/secrets";
+
+fn console() -> Console {
+    let mut c = Console::new("main", ConsoleSpec { managed: Some(ManagedConsole::default()), ..Default::default() });
+    c.metadata.namespace = Some(NS.into());
+    c.metadata.uid = Some("uid-main".into());
+    c.metadata.generation = Some(1);
+    c
+}
+
+fn created(body: &Value) -> (StatusCode, Value) {
+    (StatusCode::CREATED, body.clone())
+}
+
+fn status_patch(s: Scenario, c: &Console) -> Scenario {
+    let mut obj = serde_json::to_value(c).unwrap_or_default();
+    s.expect(
+        Method::PATCH,
+        "/apis/scanengine.dev/v1alpha1/namespaces/scanning/consoles/main/status?&force=true&fieldManager=scan-engine-operator",
+        move |body| {
+            obj["status"] = body["status"].clone();
+            (StatusCode::OK, obj)
+        },
+    )
+}
+
+fn applies(s: Scenario) -> Scenario {
+    s.apply("/apis/networking.k8s.io/v1", NS, "networkpolicies", "main-console")
+        .apply("/api/v1", NS, "services", "main-console")
+        .apply("/api/v1", NS, "services", "main-console-engines")
+        .apply("/apis/apps/v1", NS, "statefulsets", "main-console")
+}
+
+#[tokio::test]
+async fn managed_console_is_deployed_and_keeps_a_shared_secret() {
+    let fake = FakeConsole::default();
+    fake.insert_engine("a.scanning", "active", "engine-to-console");
+    fake.insert_engine("b.scanning", "pending-authorization", "console-to-engine");
+    let c = console();
+
+    // First reconcile: Secrets generated, objects applied, a shared secret made and stored.
+    let (client, handle) = mock_client();
+    let create = format!("{SECRETS}?&fieldManager=scan-engine-operator");
+    let s = Scenario::new()
+        .expect(Method::GET, format!("{SECRETS}/main-console-admin"), |_| not_found())
+        .expect(Method::POST, create.clone(), created)
+        .expect(Method::GET, format!("{SECRETS}/main-console-ca"), |_| not_found())
+        .expect(Method::GET, format!("{SECRETS}/main-console-api-tls"), |_| not_found())
+        .expect(Method::POST, create.clone(), created)
+        .expect(Method::POST, create, created)
+        .event(NS);
+    let s = applies(s)
+        .get(
+            format!("{SECRETS}/main-console-admin"),
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "main-console-admin"}, "data": {"username": "YWRtaW4=", "password": "cHc="}}),
+        )
+        .get(
+            format!("{SECRETS}/main-console-ca"),
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "main-console-ca"}, "data": {"ca.crt": "UEVN"}}),
+        )
+        .expect(Method::GET, format!("{SECRETS}/main-console-shared-secret"), |_| not_found())
+        .apply("/api/v1", NS, "secrets", "main-console-shared-secret")
+        .event(NS);
+    let s = status_patch(s, &c).event(NS);
+    let (result, seen) = drive(reconcile(Arc::new(c.clone()), context(client, &fake)), s.run(handle)).await;
+    assert!(result.is_ok(), "{result:?}");
+
+    let admin = &seen[1].body;
+    assert_eq!(admin["metadata"]["name"], "main-console-admin");
+    assert_eq!(admin["metadata"]["ownerReferences"][0]["kind"], "Console");
+    assert_eq!(seen[4].body["metadata"]["name"], "main-console-ca");
+    let tls = &seen[5].body;
+    assert_eq!(tls["metadata"]["name"], "main-console-api-tls");
+    assert!(tls["data"]["tls.crt"].is_string() && tls["data"]["tls.key"].is_string());
+
+    // The shared secret lives only in the Secret's data.
+    let stored = &seen[14].body;
+    assert_eq!(stored["data"]["shared-secret"], "ZmFrZS1zZWNyZXQtMQ==", "base64 of fake-secret-1");
+    assert_eq!(stored["metadata"]["annotations"]["scanengine.dev/expires-at"], "2026-01-01T01:00:00Z");
+    for s in &seen {
+        if !s.path.contains("main-console-shared-secret") {
+            assert!(!s.body.to_string().contains("fake-secret-1"), "secret leaked into {}", s.path);
+        }
+    }
+    assert_eq!(seen[15].body["reason"], "SharedSecretRenewed");
+
+    let status = &seen[16].body["status"];
+    assert_eq!(status["type"], "Managed");
+    assert_eq!(status["url"], "https://main-console.scanning.svc:3780");
+    assert_eq!(status["version"], "0.1.0");
+    assert_eq!(status["certificateFingerprint"], "sha256:c0ffee");
+    assert_eq!(status["engineListenerAddress"], "main-console-engines.scanning.svc:40815");
+    assert_eq!(status["engines"], json!({"total": 2, "active": 1, "unknown": 0, "pendingAuthorization": 1, "incompatible": 0, "down": 0}));
+    assert_eq!(status["sharedSecret"], json!({"secretName": "main-console-shared-secret", "expiresAt": "2026-01-01T01:00:00Z"}));
+    assert_eq!(seen[17].body["reason"], "Ready");
+
+    // Second reconcile, nothing changed: Secrets kept, no shared secret or status write.
+    let mut c2 = c;
+    c2.status = serde_json::from_value(status.clone()).ok();
+    let stored_secret = stored.clone();
+    let existing = |name: &str| json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "data": {"username": "YWRtaW4=", "password": "cHc=", "ca.crt": "UEVN"}});
+    let (client, handle) = mock_client();
+    let s = Scenario::new()
+        .get(format!("{SECRETS}/main-console-admin"), existing("main-console-admin"))
+        .get(format!("{SECRETS}/main-console-ca"), existing("main-console-ca"))
+        .get(format!("{SECRETS}/main-console-api-tls"), existing("main-console-api-tls"));
+    let s = applies(s)
+        .get(format!("{SECRETS}/main-console-admin"), existing("main-console-admin"))
+        .get(format!("{SECRETS}/main-console-ca"), existing("main-console-ca"))
+        .get(format!("{SECRETS}/main-console-shared-secret"), stored_secret);
+    let (result, seen) = drive(reconcile(Arc::new(c2), context(client, &fake)), s.run(handle)).await;
+    assert!(result.is_ok(), "{result:?}");
+    assert!(seen.iter().all(|s| s.method == Method::GET || s.path.contains("fieldManager")));
+    assert_eq!(fake.state().secrets_made, 1);
+}
+
+#[tokio::test]
+async fn shared_secret_is_renewed_before_expiry() {
+    let fake = FakeConsole::default();
+    // The console's current secret has 10 minutes left: under the 15 minute margin.
+    fake.state().secret = Some(("old-secret".into(), 600));
+    let mut c = console();
+    c.spec.managed = None;
+    c.spec.external = Some(crate::crd::console::ExternalConsole {
+        url: "https://console.example.com:3780".into(),
+        credentials_secret_ref: crate::crd::console::CredentialsSecretRef { name: "creds".into(), ..Default::default() },
+        insecure_skip_tls_verify: Some(true),
+        ..Default::default()
+    });
+    let (client, handle) = mock_client();
+    let s = Scenario::new()
+        .get(
+            format!("{SECRETS}/creds"),
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "creds"}, "data": {"username": "YWRtaW4=", "password": "cHc="}}),
+        )
+        .expect(Method::GET, format!("{SECRETS}/main-console-shared-secret"), |_| not_found())
+        .apply("/api/v1", NS, "secrets", "main-console-shared-secret")
+        .event(NS);
+    let s = status_patch(s, &c).event(NS);
+    let (result, seen) = drive(reconcile(Arc::new(c), context(client, &fake)), s.run(handle)).await;
+    assert!(result.is_ok(), "{result:?}");
+    let calls = fake.state().calls.clone();
+    assert!(calls.iter().any(|c| c == "DELETE /api/3/scan_engines/shared_secret"), "{calls:?}");
+    assert_eq!(seen[2].body["data"]["shared-secret"], "ZmFrZS1zZWNyZXQtMQ==");
+    let status = &seen[4].body["status"];
+    assert_eq!(status["type"], "External");
+    assert_eq!(status["engineListenerAddress"], "console.example.com:40815");
+    assert!(fake.state().connections.iter().any(|c| c.starts_with("scanning/main https://console.example.com:3780 admin")));
+}
+
+#[tokio::test]
+async fn unreachable_external_console_is_reported() {
+    let fake = FakeConsole::default();
+    fake.state().down = true;
+    let mut c = console();
+    c.spec.managed = None;
+    c.spec.external = Some(crate::crd::console::ExternalConsole {
+        url: "https://console.example.com:3780".into(),
+        credentials_secret_ref: crate::crd::console::CredentialsSecretRef { name: "creds".into(), ..Default::default() },
+        ca_bundle: Some("PEM".into()),
+        ..Default::default()
+    });
+    let (client, handle) = mock_client();
+    let s = Scenario::new().get(
+        format!("{SECRETS}/creds"),
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "creds"}, "data": {"username": "YWRtaW4=", "password": "cHc="}}),
+    );
+    let s = status_patch(s, &c);
+    let (result, seen) = drive(reconcile(Arc::new(c), context(client, &fake)), s.run(handle)).await;
+    assert!(result.is_err());
+    let status = &seen[1].body["status"];
+    let ready = status["conditions"].as_array().and_then(|cs| cs.iter().find(|c| c["type"] == "Ready")).cloned().unwrap_or_default();
+    assert_eq!(ready["status"], "False");
+    assert_eq!(ready["reason"], "ConsoleUnreachable");
+}
