@@ -225,6 +225,9 @@ pub fn ensure_docker(root: &Path) -> Result<()> {
         let log = fs::File::create(&log_path)
             .with_context(|| format!("creating {}", log_path.display()))?;
         let mut cmd = Command::new("dockerd");
+        // Its own process group: a Ctrl-C of this command does not stop the daemon.
+        #[cfg(unix)]
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         if let Some(driver) = driver {
             cmd.args(["--storage-driver", driver]);
         }
