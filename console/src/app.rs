@@ -64,7 +64,13 @@ pub type App = Arc<Console>;
 
 impl Console {
     /// Assembles a console from its parts (no task is started).
-    pub fn new(settings: Settings, store: Store, clock: Clock, identity: Identity, credentials: Credentials) -> Result<App> {
+    pub fn new(
+        settings: Settings,
+        store: Store,
+        clock: Clock,
+        identity: Identity,
+        credentials: Credentials,
+    ) -> Result<App> {
         let client_config = tls::client_config(&identity)?;
         let secrets = SharedSecrets::new(store.clone(), clock.clone(), settings.shared_secret_ttl);
         Ok(Arc::new(Console {
@@ -85,7 +91,10 @@ impl Console {
     pub async fn start_supervisors(self: &Arc<Self>) -> Result<usize> {
         let engines = self.store.engines().await?;
         let mut n = 0;
-        for e in engines.iter().filter(|e| e.direction == Direction::ConsoleToEngine) {
+        for e in engines
+            .iter()
+            .filter(|e| e.direction == Direction::ConsoleToEngine)
+        {
             self.supervisors.start(self, e.id);
             n += 1;
         }
@@ -109,10 +118,12 @@ fn read_secret_file(path: &Path, what: &str) -> Result<String> {
 }
 
 async fn bind(addr: &str) -> Result<TcpListener> {
-    TcpListener::bind(addr).await.map_err(|source| Error::Listen {
-        addr: addr.to_owned(),
-        source,
-    })
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Listen {
+            addr: addr.to_owned(),
+            source,
+        })
 }
 
 /// Runs the console until SIGTERM or SIGINT.
@@ -136,18 +147,27 @@ pub async fn run(cli: Cli) -> Result<()> {
     let store = Store::open(&cli.data_dir.join("console.db"))?;
     let clock = Clock::system();
     let failed = store
-        .fail_running_scans(None, "the console restarted during the scan".into(), clock.now())
+        .fail_running_scans(
+            None,
+            "the console restarted during the scan".into(),
+            clock.now(),
+        )
         .await?;
     if failed > 0 {
-        tracing::warn!(scans = failed, "scans interrupted by a console restart marked as failed");
+        tracing::warn!(
+            scans = failed,
+            "scans interrupted by a console restart marked as failed"
+        );
     }
 
     let engine_listener = bind(&cli.engine_listen).await?;
     let api_listener = bind(&cli.api_listen).await?;
-    let engine_addr = engine_listener.local_addr().map_err(|source| Error::Listen {
-        addr: cli.engine_listen.clone(),
-        source,
-    })?;
+    let engine_addr = engine_listener
+        .local_addr()
+        .map_err(|source| Error::Listen {
+            addr: cli.engine_listen.clone(),
+            source,
+        })?;
     let api_addr = api_listener.local_addr().map_err(|source| Error::Listen {
         addr: cli.api_listen.clone(),
         source,
@@ -163,7 +183,13 @@ pub async fn run(cli: Cli) -> Result<()> {
         console_name: "security-console".into(),
         engine_port: engine_addr.port(),
     };
-    let app = Console::new(settings, store, clock, identity, Credentials::new(cli.admin_user.clone(), password))?;
+    let app = Console::new(
+        settings,
+        store,
+        clock,
+        identity,
+        Credentials::new(cli.admin_user.clone(), password),
+    )?;
     tracing::info!(
         fingerprint = %app.identity.fingerprint(),
         %product_version,
@@ -171,17 +197,25 @@ pub async fn run(cli: Cli) -> Result<()> {
         "security console starting"
     );
     let supervised = app.start_supervisors().await?;
-    tracing::info!(engines = supervised, "supervising console-to-engine engines");
+    tracing::info!(
+        engines = supervised,
+        "supervising console-to-engine engines"
+    );
 
-    let engine_task = tokio::spawn(listener::serve(app.clone(), engine_listener));
-    let api_task = tokio::spawn(crate::tls::serve(api_listener, api_tls, crate::api::router(app.clone()), app.shutdown.clone()));
+    let mut engine_task = tokio::spawn(listener::serve(app.clone(), engine_listener));
+    let api_task = tokio::spawn(crate::tls::serve(
+        api_listener,
+        api_tls,
+        crate::api::router(app.clone()),
+        app.shutdown.clone(),
+    ));
     tracing::info!("listening api={api_addr} engine={engine_addr}");
 
     let signal = shutdown_signal();
     tokio::pin!(signal);
     tokio::select! {
         s = &mut signal => tracing::info!(signal = s, "shutting down"),
-        r = &mut Box::pin(async { engine_task.await }) => {
+        r = &mut engine_task => {
             app.shutdown.cancel();
             return match r {
                 Ok(Ok(())) => Ok(()),
@@ -202,7 +236,10 @@ async fn shutdown_signal() -> &'static str {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
             (Ok(mut term), Ok(mut int)) => tokio::select! {
                 _ = term.recv() => "SIGTERM",
                 _ = int.recv() => "SIGINT",

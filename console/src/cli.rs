@@ -21,24 +21,44 @@ pub enum LogFormat {
 pub struct Cli {
     /// Directory of the SQLite database (`console.db`), the engine-communication identity
     /// (`console.key`, `console.crt`) and a generated API certificate (`api.key`, `api.crt`).
-    #[arg(long, env = "SECURITY_CONSOLE_DATA_DIR", default_value = "/var/lib/security-console")]
+    #[arg(
+        long,
+        env = "SECURITY_CONSOLE_DATA_DIR",
+        default_value = "/var/lib/security-console"
+    )]
     pub data_dir: PathBuf,
 
     /// Address of the HTTPS REST API.
-    #[arg(long, env = "SECURITY_CONSOLE_API_LISTEN", default_value = "0.0.0.0:3780")]
+    #[arg(
+        long,
+        env = "SECURITY_CONSOLE_API_LISTEN",
+        default_value = "0.0.0.0:3780"
+    )]
     pub api_listen: String,
 
     /// Address where engine-to-console (reverse) engines dial in.
-    #[arg(long, env = "SECURITY_CONSOLE_ENGINE_LISTEN", default_value = "0.0.0.0:40815")]
+    #[arg(
+        long,
+        env = "SECURITY_CONSOLE_ENGINE_LISTEN",
+        default_value = "0.0.0.0:40815"
+    )]
     pub engine_listen: String,
 
     /// PEM certificate (chain) serving the API. Requires --api-tls-key-file. When absent, a
     /// self-signed certificate for --api-hostname is generated into the data directory.
-    #[arg(long, env = "SECURITY_CONSOLE_API_TLS_CERT_FILE", requires = "api_tls_key_file")]
+    #[arg(
+        long,
+        env = "SECURITY_CONSOLE_API_TLS_CERT_FILE",
+        requires = "api_tls_key_file"
+    )]
     pub api_tls_cert_file: Option<PathBuf>,
 
     /// PEM private key of --api-tls-cert-file.
-    #[arg(long, env = "SECURITY_CONSOLE_API_TLS_KEY_FILE", requires = "api_tls_cert_file")]
+    #[arg(
+        long,
+        env = "SECURITY_CONSOLE_API_TLS_KEY_FILE",
+        requires = "api_tls_cert_file"
+    )]
     pub api_tls_key_file: Option<PathBuf>,
 
     /// Names (comma separated; host names or IP addresses) of a generated API certificate.
@@ -76,7 +96,12 @@ pub struct Cli {
     pub down_after: Duration,
 
     /// Log format.
-    #[arg(long, env = "SECURITY_CONSOLE_LOG_FORMAT", value_enum, default_value = "text")]
+    #[arg(
+        long,
+        env = "SECURITY_CONSOLE_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
     pub log_format: LogFormat,
 }
 

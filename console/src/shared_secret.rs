@@ -66,7 +66,9 @@ impl SharedSecrets {
         let now = self.clock.now();
         let expires_at = now.saturating_add(self.ttl.as_millis() as i64);
         let value = generate();
-        self.store.insert_secret(value.clone(), now, expires_at).await?;
+        self.store
+            .insert_secret(value.clone(), now, expires_at)
+            .await?;
         tracing::info!(expires_at = %crate::clock::rfc3339(expires_at), "generated a new pairing shared secret");
         Ok(CurrentSecret {
             value: SharedSecret::new(value),
@@ -115,7 +117,11 @@ fn valid(records: &[SecretRecord], now: Millis) -> Option<CurrentSecret> {
 
 /// The pairing decision. Every stored secret is compared (in constant time) so that the time
 /// taken does not depend on which one, if any, matched.
-pub fn verify(records: &[SecretRecord], presented: &SharedSecret, now: Millis) -> Result<(), RejectReason> {
+pub fn verify(
+    records: &[SecretRecord],
+    presented: &SharedSecret,
+    now: Millis,
+) -> Result<(), RejectReason> {
     let mut matched: Option<&SecretRecord> = None;
     for r in records {
         if SharedSecret::new(r.value.clone()).constant_time_eq(presented) && matched.is_none() {
@@ -160,7 +166,10 @@ mod tests {
     fn generated_secrets_are_grouped_and_distinct() {
         let a = generate();
         assert_eq!(a.len(), 49);
-        assert!(a.split('-').all(|g| g.len() == 4 && g.bytes().all(|b| b.is_ascii_hexdigit())));
+        assert!(
+            a.split('-')
+                .all(|g| g.len() == 4 && g.bytes().all(|b| b.is_ascii_hexdigit()))
+        );
         assert_ne!(a, generate());
     }
 
@@ -170,7 +179,11 @@ mod tests {
         assert!(s.current().await.unwrap().is_none());
         assert!(s.time_to_live().await.unwrap().is_none());
         let first = s.current_or_new().await.unwrap();
-        assert_eq!(s.current_or_new().await.unwrap(), first, "a valid secret is reused");
+        assert_eq!(
+            s.current_or_new().await.unwrap(),
+            first,
+            "a valid secret is reused"
+        );
         assert_eq!(s.time_to_live().await.unwrap(), Some(60));
         assert_eq!(s.check(&first.value).await.unwrap(), Ok(()));
 
@@ -179,7 +192,10 @@ mod tests {
         clock.advance(Duration::from_secs(1));
         assert!(s.current().await.unwrap().is_none(), "expired");
         assert!(s.time_to_live().await.unwrap().is_none());
-        assert_eq!(s.check(&first.value).await.unwrap(), Err(RejectReason::ExpiredSecret));
+        assert_eq!(
+            s.check(&first.value).await.unwrap(),
+            Err(RejectReason::ExpiredSecret)
+        );
         assert_eq!(
             s.check(&SharedSecret::new("nope")).await.unwrap(),
             Err(RejectReason::NoSharedSecret)
@@ -187,7 +203,10 @@ mod tests {
 
         let second = s.current_or_new().await.unwrap();
         assert_ne!(second.value.expose(), first.value.expose());
-        assert_eq!(s.check(&first.value).await.unwrap(), Err(RejectReason::ExpiredSecret));
+        assert_eq!(
+            s.check(&first.value).await.unwrap(),
+            Err(RejectReason::ExpiredSecret)
+        );
         assert_eq!(
             s.check(&SharedSecret::new("nope")).await.unwrap(),
             Err(RejectReason::InvalidSecret)
@@ -200,10 +219,16 @@ mod tests {
         let c = s.current_or_new().await.unwrap();
         s.revoke().await.unwrap();
         assert!(s.current().await.unwrap().is_none());
-        assert_eq!(s.check(&c.value).await.unwrap(), Err(RejectReason::NoSharedSecret));
+        assert_eq!(
+            s.check(&c.value).await.unwrap(),
+            Err(RejectReason::NoSharedSecret)
+        );
         let fresh = s.current_or_new().await.unwrap();
         assert_ne!(fresh.value.expose(), c.value.expose());
-        assert_eq!(s.check(&c.value).await.unwrap(), Err(RejectReason::InvalidSecret));
+        assert_eq!(
+            s.check(&c.value).await.unwrap(),
+            Err(RejectReason::InvalidSecret)
+        );
     }
 
     #[test]

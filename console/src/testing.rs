@@ -62,7 +62,12 @@ pub async fn start_listener(app: &App) -> SocketAddr {
 }
 
 /// An engine-to-console fake engine: dials and says hello.
-pub async fn dial(addr: SocketAddr, id: &Identity, name: &str, version: &str) -> (Session, PeerHello) {
+pub async fn dial(
+    addr: SocketAddr,
+    id: &Identity,
+    name: &str,
+    version: &str,
+) -> (Session, PeerHello) {
     let mut s = Session::dial(
         &addr.to_string(),
         tls::client_config(id).expect("client config"),

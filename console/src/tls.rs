@@ -60,7 +60,10 @@ pub fn ensure_self_signed(dir: &Path, names: &[String]) -> Result<(PathBuf, Path
     let mut params = rcgen::CertificateParams::new(names.to_vec())?;
     params.distinguished_name.push(
         rcgen::DnType::CommonName,
-        names.first().map(String::as_str).unwrap_or("security-console"),
+        names
+            .first()
+            .map(String::as_str)
+            .unwrap_or("security-console"),
     );
     params.not_before = rcgen::date_time_ymd(2020, 1, 1);
     params.not_after = rcgen::date_time_ymd(2120, 1, 1);
@@ -115,16 +118,23 @@ fn load(cert_path: &Path, key_path: &Path) -> Result<Arc<rustls::ServerConfig>> 
     let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut key_pem.as_slice())
         .map_err(|e| invalid(key_path, format!("unreadable private key: {e}")))?
         .ok_or_else(|| invalid(key_path, "no PEM private key found".into()))?;
-    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)?;
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
 
 /// Serves `router` over HTTPS on `listener` until `shutdown`, then drains open connections.
-pub async fn serve(listener: TcpListener, config: Arc<rustls::ServerConfig>, router: Router, shutdown: CancellationToken) {
+pub async fn serve(
+    listener: TcpListener,
+    config: Arc<rustls::ServerConfig>,
+    router: Router,
+    shutdown: CancellationToken,
+) {
     let acceptor = TlsAcceptor::from(config);
     let mut connections = tokio::task::JoinSet::new();
     loop {
@@ -169,5 +179,8 @@ pub async fn serve(listener: TcpListener, config: Arc<rustls::ServerConfig>, rou
         // Reap finished connection tasks so the set does not grow.
         while connections.try_join_next().is_some() {}
     }
-    let _ = tokio::time::timeout(DRAIN_TIMEOUT, async { while connections.join_next().await.is_some() {} }).await;
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
 }

@@ -63,21 +63,32 @@ pub async fn create(State(app): State<App>, body: Body) -> ApiResult {
     let name = required_text(body.string("name")?, "name")?;
     let address = required_text(body.string("address")?, "address")?;
     if address.chars().any(char::is_whitespace) {
-        return Err(ApiError::bad_request("address must be a host name or IP address"));
+        return Err(ApiError::bad_request(
+            "address must be a host name or IP address",
+        ));
     }
     let port = body
         .integer("port", 1..=65535)?
         .unwrap_or(scan_engine_protocol::DEFAULT_ENGINE_PORT as i64) as u16;
-    let id = match app.store.create_standard_engine(&name, &address, port, app.clock.now()).await {
+    let id = match app
+        .store
+        .create_standard_engine(&name, &address, port, app.clock.now())
+        .await
+    {
         Ok(id) => id,
         Err(Error::NameTaken(name)) => {
-            return Err(ApiError::conflict(format!("a scan engine named {name:?} already exists")));
+            return Err(ApiError::conflict(format!(
+                "a scan engine named {name:?} already exists"
+            )));
         }
         Err(e) => return Err(e.into()),
     };
     tracing::info!(engine_id = id, engine = %name, %address, port, "console-to-engine engine added");
     app.supervisors.start(&app, id);
-    Ok(reply(StatusCode::CREATED, &json!({"id": id, "links": self_links(&path(id))})))
+    Ok(reply(
+        StatusCode::CREATED,
+        &json!({"id": id, "links": self_links(&path(id))}),
+    ))
 }
 
 /// Removes an engine: stops dialing it, closes its session, unpins its certificate.
@@ -108,7 +119,12 @@ pub async fn refresh(State(app): State<App>, Path(id): Path<String>) -> ApiResul
                 }
             }
             Direction::EngineToConsole => {
-                observe_failure(&app, e.id, "the engine has no open session: it has not called the console".into()).await?
+                observe_failure(
+                    &app,
+                    e.id,
+                    "the engine has no open session: it has not called the console".into(),
+                )
+                .await?
             }
         },
     }

@@ -103,7 +103,10 @@ impl ApiError {
 impl From<crate::error::Error> for ApiError {
     fn from(e: crate::error::Error) -> Self {
         tracing::error!(error = %e, "API request failed");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, format!("internal error: {e}"))
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("internal error: {e}"),
+        )
     }
 }
 
@@ -122,7 +125,15 @@ const JSON_CONTENT_TYPE: &str = "application/json;charset=UTF-8";
 /// A JSON response with the API's content type.
 pub fn reply(status: StatusCode, body: &Value) -> Response {
     let bytes = serde_json::to_vec(body).unwrap_or_else(|_| b"null".to_vec());
-    (status, [(header::CONTENT_TYPE, HeaderValue::from_static(JSON_CONTENT_TYPE))], bytes).into_response()
+    (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(JSON_CONTENT_TYPE),
+        )],
+        bytes,
+    )
+        .into_response()
 }
 
 /// `200` with `body`.
@@ -147,10 +158,9 @@ pub fn page(resources: Vec<Value>, path: &str) -> Value {
 
 /// A path id, or a 400 naming it.
 pub fn parse_id(raw: &str, what: &str) -> Result<i64, ApiError> {
-    raw.parse::<i64>()
-        .ok()
-        .filter(|id| *id > 0)
-        .ok_or_else(|| ApiError::bad_request(format!("{what} must be a positive integer, not {raw:?}")))
+    raw.parse::<i64>().ok().filter(|id| *id > 0).ok_or_else(|| {
+        ApiError::bad_request(format!("{what} must be a positive integer, not {raw:?}"))
+    })
 }
 
 /// A request body as a JSON object (an empty body reads as `{}`); a 400 when it is not one.
@@ -168,8 +178,12 @@ impl<S: Send + Sync> FromRequest<S> for Body {
         }
         match serde_json::from_slice::<Value>(&bytes) {
             Ok(Value::Object(map)) => Ok(Body(map)),
-            Ok(_) => Err(ApiError::bad_request("the request body must be a JSON object")),
-            Err(e) => Err(ApiError::bad_request(format!("the request body is not valid JSON: {e}"))),
+            Ok(_) => Err(ApiError::bad_request(
+                "the request body must be a JSON object",
+            )),
+            Err(e) => Err(ApiError::bad_request(format!(
+                "the request body is not valid JSON: {e}"
+            ))),
         }
     }
 }
@@ -185,7 +199,11 @@ impl Body {
     }
 
     /// An integer field within `range`; `None` when absent or null.
-    pub fn integer(&self, field: &str, range: std::ops::RangeInclusive<i64>) -> Result<Option<i64>, ApiError> {
+    pub fn integer(
+        &self,
+        field: &str,
+        range: std::ops::RangeInclusive<i64>,
+    ) -> Result<Option<i64>, ApiError> {
         match self.0.get(field) {
             None | Some(Value::Null) => Ok(None),
             Some(v) => v
@@ -210,19 +228,27 @@ pub fn required_text(value: Option<String>, field: &str) -> Result<String, ApiEr
         return Err(ApiError::bad_request(format!("{field} is required")));
     }
     if v.len() > 255 {
-        return Err(ApiError::bad_request(format!("{field} must be at most 255 characters")));
+        return Err(ApiError::bad_request(format!(
+            "{field} must be at most 255 characters"
+        )));
     }
     if v.chars().any(char::is_control) {
-        return Err(ApiError::bad_request(format!("{field} must not contain control characters")));
+        return Err(ApiError::bad_request(format!(
+            "{field} must not contain control characters"
+        )));
     }
     Ok(v)
 }
 
 async fn require_auth(State(app): State<App>, req: Request, next: Next) -> Response {
-    if app.credentials.admit(req.headers().get(header::AUTHORIZATION)) {
+    if app
+        .credentials
+        .admit(req.headers().get(header::AUTHORIZATION))
+    {
         return next.run(req).await;
     }
-    let mut res = ApiError::new(StatusCode::UNAUTHORIZED, "authentication required").into_response();
+    let mut res =
+        ApiError::new(StatusCode::UNAUTHORIZED, "authentication required").into_response();
     res.headers_mut().insert(
         header::WWW_AUTHENTICATE,
         HeaderValue::from_static("Basic realm=\"Security Console\", charset=\"UTF-8\""),
@@ -235,20 +261,34 @@ async fn not_found() -> ApiError {
 }
 
 async fn method_not_allowed() -> ApiError {
-    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this resource")
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method not allowed on this resource",
+    )
 }
 
 /// The API router, authentication included.
 pub fn router(app: App) -> Router {
     Router::new()
         .route("/api/3/administration/info", get(info::get))
-        .route("/api/3/scan_engines", get(engines::list).post(engines::create))
+        .route(
+            "/api/3/scan_engines",
+            get(engines::list).post(engines::create),
+        )
         .route(
             "/api/3/scan_engines/shared_secret",
-            get(shared_secret::get).post(shared_secret::create).delete(shared_secret::revoke),
+            get(shared_secret::get)
+                .post(shared_secret::create)
+                .delete(shared_secret::revoke),
         )
-        .route("/api/3/scan_engines/shared_secret/time_to_live", get(shared_secret::time_to_live))
-        .route("/api/3/scan_engines/{id}", get(engines::get).delete(engines::delete))
+        .route(
+            "/api/3/scan_engines/shared_secret/time_to_live",
+            get(shared_secret::time_to_live),
+        )
+        .route(
+            "/api/3/scan_engines/{id}",
+            get(engines::get).delete(engines::delete),
+        )
         .route("/api/3/scan_engines/{id}/refresh", post(engines::refresh))
         .route("/api/3/sites", get(sites::list).post(sites::create))
         .route("/api/3/sites/{id}", get(sites::get))

@@ -72,15 +72,25 @@ fn targets(body: &Body) -> Result<Vec<String>, ApiError> {
         .as_array()
         .ok_or_else(|| ApiError::bad_request(format!("{FIELD} must be an array of strings")))?;
     if list.is_empty() {
-        return Err(ApiError::bad_request(format!("{FIELD} must name at least one target")));
+        return Err(ApiError::bad_request(format!(
+            "{FIELD} must name at least one target"
+        )));
     }
     list.iter()
         .map(|v| {
             v.as_str()
                 .map(str::trim)
-                .filter(|s| !s.is_empty() && s.len() <= 255 && !s.chars().any(|c| c.is_whitespace() || c.is_control()))
+                .filter(|s| {
+                    !s.is_empty()
+                        && s.len() <= 255
+                        && !s.chars().any(|c| c.is_whitespace() || c.is_control())
+                })
                 .map(str::to_owned)
-                .ok_or_else(|| ApiError::bad_request(format!("{FIELD} must hold addresses, CIDR blocks or host names")))
+                .ok_or_else(|| {
+                    ApiError::bad_request(format!(
+                        "{FIELD} must hold addresses, CIDR blocks or host names"
+                    ))
+                })
         })
         .collect()
 }
@@ -94,10 +104,14 @@ fn ports(body: &Body) -> Result<Vec<u16>, ApiError> {
                 v.as_u64()
                     .filter(|p| (1..=65535).contains(p))
                     .map(|p| p as u16)
-                    .ok_or_else(|| ApiError::bad_request("ports must hold integers from 1 to 65535"))
+                    .ok_or_else(|| {
+                        ApiError::bad_request("ports must hold integers from 1 to 65535")
+                    })
             })
             .collect(),
-        Some(_) => Err(ApiError::bad_request("ports must be a non-empty array of integers from 1 to 65535")),
+        Some(_) => Err(ApiError::bad_request(
+            "ports must be a non-empty array of integers from 1 to 65535",
+        )),
     }
 }
 
@@ -108,7 +122,9 @@ pub async fn create(State(app): State<App>, body: Body) -> ApiResult {
         .integer("engineId", 1..=i64::MAX)?
         .ok_or_else(|| ApiError::bad_request("engineId is required"))?;
     if app.store.engine(engine_id).await?.is_none() {
-        return Err(ApiError::bad_request(format!("engineId: scan engine {engine_id} does not exist")));
+        return Err(ApiError::bad_request(format!(
+            "engineId: scan engine {engine_id} does not exist"
+        )));
     }
     let targets = targets(&body)?;
     let ports = ports(&body)?;
@@ -141,7 +157,9 @@ pub async fn start_scan(State(app): State<App>, Path(id): Path<String>, body: Bo
             StatusCode::CREATED,
             &json!({"id": scan_id, "links": self_links(&format!("/api/3/scans/{scan_id}"))}),
         )),
-        Err(StartError::NoSite(id)) => Err(ApiError::not_found(format!("site {id} does not exist"))),
+        Err(StartError::NoSite(id)) => {
+            Err(ApiError::not_found(format!("site {id} does not exist")))
+        }
         Err(StartError::EngineNotReady(message)) => Err(ApiError::conflict(message)),
         Err(StartError::Console(e)) => Err(e.into()),
     }

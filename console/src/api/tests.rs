@@ -16,10 +16,19 @@ use crate::{
 
 fn basic(user: &str, password: &str) -> String {
     use base64::Engine as _;
-    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")))
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    )
 }
 
-async fn call_as(app: &App, method: &str, path: &str, body: Option<Value>, auth: Option<String>) -> (StatusCode, Value, axum::http::HeaderMap) {
+async fn call_as(
+    app: &App,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+    auth: Option<String>,
+) -> (StatusCode, Value, axum::http::HeaderMap) {
     let mut req = Request::builder().method(method).uri(path);
     if let Some(a) = auth {
         req = req.header(header::AUTHORIZATION, a);
@@ -31,14 +40,20 @@ async fn call_as(app: &App, method: &str, path: &str, body: Option<Value>, auth:
         }
         None => Body::empty(),
     };
-    let res = super::router(app.clone()).oneshot(req.body(body).unwrap()).await.unwrap();
+    let res = super::router(app.clone())
+        .oneshot(req.body(body).unwrap())
+        .await
+        .unwrap();
     let status = res.status();
     let headers = res.headers().clone();
-    let bytes = axum::body::to_bytes(res.into_body(), 1 << 20).await.unwrap();
+    let bytes = axum::body::to_bytes(res.into_body(), 1 << 20)
+        .await
+        .unwrap();
     let value = if bytes.is_empty() {
         Value::Null
     } else {
-        serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{path}: not JSON ({e}): {bytes:?}"))
+        serde_json::from_slice(&bytes)
+            .unwrap_or_else(|e| panic!("{path}: not JSON ({e}): {bytes:?}"))
     };
     (status, value, headers)
 }
@@ -52,7 +67,10 @@ fn assert_error(v: &Value, status: StatusCode, needle: &str) {
     assert_eq!(v["status"], json!(status.as_u16()), "{v}");
     assert_eq!(v["links"], json!([]), "{v}");
     let message = v["message"].as_str().unwrap_or_default();
-    assert!(message.contains(needle), "message {message:?} should mention {needle:?}");
+    assert!(
+        message.contains(needle),
+        "message {message:?} should mention {needle:?}"
+    );
 }
 
 #[tokio::test]
@@ -66,10 +84,22 @@ async fn every_route_requires_basic_auth() {
         ("GET", "/api/3/assets"),
         ("GET", "/api/3/nowhere"),
     ] {
-        for auth in [None, Some(basic(USER, "wrong")), Some(basic("root", PASSWORD)), Some("Bearer x".into())] {
+        for auth in [
+            None,
+            Some(basic(USER, "wrong")),
+            Some(basic("root", PASSWORD)),
+            Some("Bearer x".into()),
+        ] {
             let (status, body, headers) = call_as(&app, method, path, None, auth.clone()).await;
             assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {path} {auth:?}");
-            assert!(headers.get(header::WWW_AUTHENTICATE).unwrap().to_str().unwrap().starts_with("Basic "));
+            assert!(
+                headers
+                    .get(header::WWW_AUTHENTICATE)
+                    .unwrap()
+                    .to_str()
+                    .unwrap()
+                    .starts_with("Basic ")
+            );
             assert_error(&body, StatusCode::UNAUTHORIZED, "authentication");
         }
     }
@@ -80,9 +110,19 @@ async fn every_route_requires_basic_auth() {
 #[tokio::test]
 async fn info_reports_version_and_engine_fingerprint() {
     let app = testing::app();
-    let (status, v, headers) = call_as(&app, "GET", "/api/3/administration/info", None, Some(basic(USER, PASSWORD))).await;
+    let (status, v, headers) = call_as(
+        &app,
+        "GET",
+        "/api/3/administration/info",
+        None,
+        Some(basic(USER, PASSWORD)),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(headers[header::CONTENT_TYPE], "application/json;charset=UTF-8");
+    assert_eq!(
+        headers[header::CONTENT_TYPE],
+        "application/json;charset=UTF-8"
+    );
     assert_eq!(v["version"]["semantic"], json!(testing::VERSION));
     assert_eq!(
         v["engineCommunication"]["certificateFingerprint"],
@@ -97,19 +137,35 @@ async fn shared_secret_lifecycle_over_the_api() {
     let (s, v) = call(&app, "GET", "/api/3/scan_engines/shared_secret", None).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     assert_error(&v, StatusCode::NOT_FOUND, "shared secret");
-    let (s, _) = call(&app, "GET", "/api/3/scan_engines/shared_secret/time_to_live", None).await;
+    let (s, _) = call(
+        &app,
+        "GET",
+        "/api/3/scan_engines/shared_secret/time_to_live",
+        None,
+    )
+    .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
 
     let (s, created) = call(&app, "POST", "/api/3/scan_engines/shared_secret", None).await;
     assert_eq!(s, StatusCode::OK);
     let secret = created.as_str().expect("a JSON string").to_owned();
     let (_, again) = call(&app, "POST", "/api/3/scan_engines/shared_secret", None).await;
-    assert_eq!(again, json!(secret), "POST returns the current secret while it is valid");
+    assert_eq!(
+        again,
+        json!(secret),
+        "POST returns the current secret while it is valid"
+    );
     let (s, got) = call(&app, "GET", "/api/3/scan_engines/shared_secret", None).await;
     assert_eq!((s, got), (StatusCode::OK, json!(secret)));
 
     app.clock.advance(std::time::Duration::from_secs(600));
-    let (s, ttl) = call(&app, "GET", "/api/3/scan_engines/shared_secret/time_to_live", None).await;
+    let (s, ttl) = call(
+        &app,
+        "GET",
+        "/api/3/scan_engines/shared_secret/time_to_live",
+        None,
+    )
+    .await;
     assert_eq!((s, ttl), (StatusCode::OK, json!(3000)));
 
     let (s, v) = call(&app, "DELETE", "/api/3/scan_engines/shared_secret", None).await;
@@ -120,7 +176,13 @@ async fn shared_secret_lifecycle_over_the_api() {
     assert_ne!(fresh, json!(secret));
 
     app.clock.advance(std::time::Duration::from_secs(3600));
-    let (s, _) = call(&app, "GET", "/api/3/scan_engines/shared_secret/time_to_live", None).await;
+    let (s, _) = call(
+        &app,
+        "GET",
+        "/api/3/scan_engines/shared_secret/time_to_live",
+        None,
+    )
+    .await;
     assert_eq!(s, StatusCode::NOT_FOUND, "expired");
 }
 
@@ -130,7 +192,10 @@ async fn engines_create_list_get_delete() {
     let (s, v) = call(&app, "GET", "/api/3/scan_engines", None).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(v["resources"], json!([]));
-    assert_eq!(v["page"], json!({"number": 0, "size": 0, "totalResources": 0, "totalPages": 1}));
+    assert_eq!(
+        v["page"],
+        json!({"number": 0, "size": 0, "totalResources": 0, "totalPages": 1})
+    );
 
     // A closed port: the engine will be not-responding, which is fine here.
     let (s, created) = call(
@@ -142,7 +207,10 @@ async fn engines_create_list_get_delete() {
     .await;
     assert_eq!(s, StatusCode::CREATED);
     let id = created["id"].as_i64().unwrap();
-    assert_eq!(created["links"][0]["href"], json!(format!("/api/3/scan_engines/{id}")));
+    assert_eq!(
+        created["links"][0]["href"],
+        json!(format!("/api/3/scan_engines/{id}"))
+    );
 
     let (s, e) = call(&app, "GET", &format!("/api/3/scan_engines/{id}"), None).await;
     assert_eq!(s, StatusCode::OK);
@@ -150,7 +218,14 @@ async fn engines_create_list_get_delete() {
     assert_eq!(e["address"], json!("127.0.0.1"));
     assert_eq!(e["port"], json!(9));
     assert_eq!(e["direction"], json!("console-to-engine"));
-    for key in ["status", "productVersion", "lastRefreshedDate", "lastUpdatedDate", "message", "links"] {
+    for key in [
+        "status",
+        "productVersion",
+        "lastRefreshedDate",
+        "lastUpdatedDate",
+        "message",
+        "links",
+    ] {
         assert!(e.get(key).is_some(), "engine lacks {key}: {e}");
     }
     assert!(
@@ -173,10 +248,19 @@ async fn engines_create_list_get_delete() {
     assert_eq!(list["page"]["totalResources"], json!(1));
 
     // Refresh dials now and records the failure in words.
-    let (s, e) = call(&app, "POST", &format!("/api/3/scan_engines/{id}/refresh"), None).await;
+    let (s, e) = call(
+        &app,
+        "POST",
+        &format!("/api/3/scan_engines/{id}/refresh"),
+        None,
+    )
+    .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(e["status"], json!("not-responding"));
-    assert!(e["message"].as_str().unwrap().contains("cannot reach"), "{e}");
+    assert!(
+        e["message"].as_str().unwrap().contains("cannot reach"),
+        "{e}"
+    );
     assert!(e["lastRefreshedDate"].is_string());
 
     let (s, v) = call(&app, "DELETE", &format!("/api/3/scan_engines/{id}"), None).await;
@@ -239,15 +323,28 @@ async fn reverse_engines_show_their_direction_and_address() {
     assert_eq!(e["address"], json!("10.1.2.3"));
     assert_eq!(e["productVersion"], json!(testing::VERSION));
     // Refreshing an engine with no open session says so.
-    let (_, e) = call(&app, "POST", &format!("/api/3/scan_engines/{id}/refresh"), None).await;
+    let (_, e) = call(
+        &app,
+        "POST",
+        &format!("/api/3/scan_engines/{id}/refresh"),
+        None,
+    )
+    .await;
     assert_eq!(e["status"], json!("not-responding"));
-    assert!(e["message"].as_str().unwrap().contains("no open session"), "{e}");
+    assert!(
+        e["message"].as_str().unwrap().contains("no open session"),
+        "{e}"
+    );
 }
 
 #[tokio::test]
 async fn sites_scans_and_assets() {
     let app = testing::app();
-    let engine = app.store.create_standard_engine("idle", "127.0.0.1", 9, app.clock.now()).await.unwrap();
+    let engine = app
+        .store
+        .create_standard_engine("idle", "127.0.0.1", 9, app.clock.now())
+        .await
+        .unwrap();
     let site_body = json!({
         "name": "lab",
         "engineId": engine,
@@ -260,13 +357,22 @@ async fn sites_scans_and_assets() {
     let site = created["id"].as_i64().unwrap();
     let (s, v) = call(&app, "GET", &format!("/api/3/sites/{site}"), None).await;
     assert_eq!(s, StatusCode::OK);
-    assert_eq!(v["scan"]["assets"]["includedTargets"]["addresses"], json!(["10.0.0.0/30", "host.example"]));
+    assert_eq!(
+        v["scan"]["assets"]["includedTargets"]["addresses"],
+        json!(["10.0.0.0/30", "host.example"])
+    );
     assert_eq!(v["ports"], json!([22, 80]));
     let (_, list) = call(&app, "GET", "/api/3/sites", None).await;
     assert_eq!(list["resources"].as_array().unwrap().len(), 1);
 
     // The engine is not active: 409.
-    let (s, v) = call(&app, "POST", &format!("/api/3/sites/{site}/scans"), Some(json!({}))).await;
+    let (s, v) = call(
+        &app,
+        "POST",
+        &format!("/api/3/sites/{site}/scans"),
+        Some(json!({})),
+    )
+    .await;
     assert_eq!(s, StatusCode::CONFLICT);
     assert_error(&v, StatusCode::CONFLICT, "not active");
     let (s, _) = call(&app, "POST", "/api/3/sites/999/scans", None).await;
@@ -276,12 +382,30 @@ async fn sites_scans_and_assets() {
 
     // Bad sites name their field.
     for (body, field) in [
-        (json!({"name": "x", "scan": {"assets": {"includedTargets": {"addresses": ["a"]}}}}), "engineId"),
-        (json!({"name": "x", "engineId": 999, "scan": {"assets": {"includedTargets": {"addresses": ["a"]}}}}), "engineId"),
-        (json!({"name": "x", "engineId": engine}), "scan.assets.includedTargets.addresses"),
-        (json!({"name": "x", "engineId": engine, "scan": {"assets": {"includedTargets": {"addresses": []}}}}), "addresses"),
-        (json!({"name": "x", "engineId": engine, "scan": {"assets": {"includedTargets": {"addresses": ["a"]}}}, "ports": [0]}), "ports"),
-        (json!({"name": "x", "engineId": engine, "scan": {"assets": {"includedTargets": {"addresses": ["a"]}}}, "timeoutMs": -1}), "timeoutMs"),
+        (
+            json!({"name": "x", "scan": {"assets": {"includedTargets": {"addresses": ["a"]}}}}),
+            "engineId",
+        ),
+        (
+            json!({"name": "x", "engineId": 999, "scan": {"assets": {"includedTargets": {"addresses": ["a"]}}}}),
+            "engineId",
+        ),
+        (
+            json!({"name": "x", "engineId": engine}),
+            "scan.assets.includedTargets.addresses",
+        ),
+        (
+            json!({"name": "x", "engineId": engine, "scan": {"assets": {"includedTargets": {"addresses": []}}}}),
+            "addresses",
+        ),
+        (
+            json!({"name": "x", "engineId": engine, "scan": {"assets": {"includedTargets": {"addresses": ["a"]}}}, "ports": [0]}),
+            "ports",
+        ),
+        (
+            json!({"name": "x", "engineId": engine, "scan": {"assets": {"includedTargets": {"addresses": ["a"]}}}, "timeoutMs": -1}),
+            "timeoutMs",
+        ),
     ] {
         let (s, v) = call(&app, "POST", "/api/3/sites", Some(body.clone())).await;
         assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
@@ -289,10 +413,21 @@ async fn sites_scans_and_assets() {
     }
 
     // A scan recorded directly shows through the API.
-    let scan = app.store.create_scan(site, engine, app.clock.now()).await.unwrap();
+    let scan = app
+        .store
+        .create_scan(site, engine, app.clock.now())
+        .await
+        .unwrap();
     app.store.scan_progress(scan, engine, 3, 8).await.unwrap();
     app.store
-        .scan_finding(scan, engine, "10.0.0.1".into(), None, 22, Some("SSH-2.0-x".into()))
+        .scan_finding(
+            scan,
+            engine,
+            "10.0.0.1".into(),
+            None,
+            22,
+            Some("SSH-2.0-x".into()),
+        )
         .await
         .unwrap();
     let (s, v) = call(&app, "GET", &format!("/api/3/scans/{scan}"), None).await;
@@ -300,7 +435,10 @@ async fn sites_scans_and_assets() {
     assert_eq!(v["status"], json!("running"));
     assert_eq!(v["progress"], json!({"done": 3, "total": 8}));
     assert_eq!(v["assets"], json!(1));
-    assert_eq!((v["siteId"].as_i64(), v["engineId"].as_i64()), (Some(site), Some(engine)));
+    assert_eq!(
+        (v["siteId"].as_i64(), v["engineId"].as_i64()),
+        (Some(site), Some(engine))
+    );
     let (_, assets) = call(&app, "GET", "/api/3/assets", None).await;
     assert_eq!(
         assets["resources"][0]["services"],

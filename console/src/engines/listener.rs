@@ -55,7 +55,9 @@ pub async fn serve(app: App, listener: TcpListener) -> Result<()> {
             let admitted = admit(&app, &acceptor, tcp, peer).await;
             drop(permit);
             match admitted {
-                Ok(Some((mut session, engine_id))) => run(&app, &mut session, engine_id, peer).await,
+                Ok(Some((mut session, engine_id))) => {
+                    run(&app, &mut session, engine_id, peer).await
+                }
                 Ok(None) => {}
                 Err(reason) => tracing::warn!(%peer, %reason, "engine connection dropped"),
             }
@@ -66,7 +68,14 @@ pub async fn serve(app: App, listener: TcpListener) -> Result<()> {
 /// Runs an admitted reverse session and records its end.
 async fn run(app: &App, session: &mut Session, engine_id: i64, peer: SocketAddr) {
     let mut reg = app.sessions.register(engine_id);
-    let reason = session::drive(app, session, engine_id, Direction::EngineToConsole, &mut reg).await;
+    let reason = session::drive(
+        app,
+        session,
+        engine_id,
+        Direction::EngineToConsole,
+        &mut reg,
+    )
+    .await;
     if app.sessions.unregister(engine_id, reg.generation) {
         tracing::info!(engine_id, %peer, %reason, "engine-to-console session ended");
         session::ended(app, engine_id, &reason).await;
@@ -98,13 +107,23 @@ async fn admit(
     let run = async {
         let mut session = Session::accept(tcp, acceptor, timeout).await?;
         let hello = session
-            .exchange_hello(Role::Console, &app.settings.product_version, &app.settings.console_name, timeout)
+            .exchange_hello(
+                Role::Console,
+                &app.settings.product_version,
+                &app.settings.console_name,
+                timeout,
+            )
             .await?;
         if hello.role != Role::Engine {
-            return Err(Dropped::Other("the peer does not say it is an engine".into()));
+            return Err(Dropped::Other(
+                "the peer does not say it is an engine".into(),
+            ));
         }
         let fingerprint = session.peer_fingerprint().clone();
-        let pinned = app.store.engine_by_fingerprint(fingerprint.as_str()).await?;
+        let pinned = app
+            .store
+            .engine_by_fingerprint(fingerprint.as_str())
+            .await?;
 
         if !version::compatible(&app.settings.product_version, &hello.product_version) {
             let known = match &pinned {
@@ -124,7 +143,7 @@ async fn admit(
                 };
                 app.store.observe(e.id, obs).await?;
             }
-            tracing::warn!(%peer, engine = %hello.name, engine_id = known.map(|e| e.id), %message, "incompatible engine refused");
+            tracing::warn!(%peer, engine = %hello.name, engine_id = known.map(|e| e.id), detail = %message, "incompatible engine refused");
             let _ = session
                 .send(Message::Incompatible {
                     console_version: app.settings.product_version.clone(),
@@ -136,8 +155,14 @@ async fn admit(
         }
 
         if let Some(engine) = pinned.filter(|e| e.direction == Direction::EngineToConsole) {
-            session.send(Message::Welcome { engine_id: engine.id as u64 }).await?;
-            app.store.set_engine_address(engine.id, &peer.ip().to_string()).await?;
+            session
+                .send(Message::Welcome {
+                    engine_id: engine.id as u64,
+                })
+                .await?;
+            app.store
+                .set_engine_address(engine.id, &peer.ip().to_string())
+                .await?;
             let obs = Observation {
                 outcome: Outcome::Ok,
                 message: "connected (engine-to-console)".into(),
@@ -159,14 +184,26 @@ async fn admit(
             None => Err(RejectReason::NotPaired),
             Some(secret) => {
                 let identity = (fingerprint.to_string(), session.peer_cert_pem());
-                check_and_register(app, secret, &hello.name, &hello.product_version, identity, peer).await?
+                check_and_register(
+                    app,
+                    secret,
+                    &hello.name,
+                    &hello.product_version,
+                    identity,
+                    peer,
+                )
+                .await?
             }
         };
         match decision {
             Ok(engine_id) => {
                 // An engine that switched from console-to-engine keeps its id; stop dialing it.
                 app.supervisors.stop(engine_id);
-                session.send(Message::Paired { engine_id: engine_id as u64 }).await?;
+                session
+                    .send(Message::Paired {
+                        engine_id: engine_id as u64,
+                    })
+                    .await?;
                 tracing::info!(%peer, engine = %hello.name, engine_id, fingerprint = %fingerprint, "engine-to-console engine paired");
                 Ok(Some((session, engine_id)))
             }

@@ -17,7 +17,9 @@ use tokio::sync::{mpsc, oneshot};
 #[derive(Debug)]
 pub enum Command {
     /// Ping the engine now; the reply comes when its `Pong` does.
-    Ping { reply: oneshot::Sender<Result<(), String>> },
+    Ping {
+        reply: oneshot::Sender<Result<(), String>>,
+    },
     /// Hand the engine a scan job; the reply says whether it was written to the connection.
     Scan {
         job: ScanJob,
@@ -61,13 +63,19 @@ impl Registry {
         if let Some(old) = old {
             let _ = old.tx.try_send(Command::Close);
         }
-        Registration { generation, commands }
+        Registration {
+            generation,
+            commands,
+        }
     }
 
     /// Forgets a session when it ends; returns whether it was still the engine's current one.
     pub fn unregister(&self, engine_id: i64, generation: u64) -> bool {
         let mut map = self.lock();
-        if map.get(&engine_id).is_some_and(|h| h.generation == generation) {
+        if map
+            .get(&engine_id)
+            .is_some_and(|h| h.generation == generation)
+        {
             map.remove(&engine_id);
             true
         } else {
@@ -77,7 +85,9 @@ impl Registry {
 
     /// Whether the engine has an open session.
     pub fn is_connected(&self, engine_id: i64) -> bool {
-        self.lock().get(&engine_id).is_some_and(|h| !h.tx.is_closed())
+        self.lock()
+            .get(&engine_id)
+            .is_some_and(|h| !h.tx.is_closed())
     }
 
     /// Closes the engine's session, if any.
@@ -100,14 +110,22 @@ impl Registry {
             return None;
         }
         Some(match tokio::time::timeout(timeout, rx).await {
-            Err(_) => Err(format!("no answer to a ping within {}", humantime::format_duration(timeout))),
+            Err(_) => Err(format!(
+                "no answer to a ping within {}",
+                humantime::format_duration(timeout)
+            )),
             Ok(Err(_)) => Err("the session closed during the ping".to_owned()),
             Ok(Ok(r)) => r,
         })
     }
 
     /// Hands a scan job to the engine's open session.
-    pub async fn send_scan(&self, engine_id: i64, job: ScanJob, timeout: Duration) -> Result<(), String> {
+    pub async fn send_scan(
+        &self,
+        engine_id: i64,
+        job: ScanJob,
+        timeout: Duration,
+    ) -> Result<(), String> {
         let tx = self
             .sender(engine_id)
             .ok_or_else(|| "the engine has no open session".to_owned())?;

@@ -17,13 +17,20 @@ use crate::{
 /// A console-to-engine session is pinged by the console every ping interval and must answer
 /// before the next one. An engine-to-console session is pinged by the engine; if it stays
 /// silent for `--down-after`, the console gives up on it.
-pub async fn drive(app: &App, session: &mut Session, engine_id: i64, direction: Direction, reg: &mut Registration) -> String {
+pub async fn drive(
+    app: &App,
+    session: &mut Session,
+    engine_id: i64,
+    direction: Direction,
+    reg: &mut Registration,
+) -> String {
     let ping_interval = app.settings.ping_interval;
     let idle_limit = match direction {
         Direction::ConsoleToEngine => ping_interval * 2 + app.settings.handshake_timeout,
         Direction::EngineToConsole => app.settings.down_after,
     };
-    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + ping_interval, ping_interval);
+    let mut ticker =
+        tokio::time::interval_at(tokio::time::Instant::now() + ping_interval, ping_interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let console_pings = direction == Direction::ConsoleToEngine;
     let mut seq: u64 = 0;
@@ -140,11 +147,19 @@ pub async fn ended(app: &App, engine_id: i64, reason: &str) {
     }
     match app
         .store
-        .fail_running_scans(Some(engine_id), format!("the engine's session closed: {reason}"), now)
+        .fail_running_scans(
+            Some(engine_id),
+            format!("the engine's session closed: {reason}"),
+            now,
+        )
         .await
     {
         Ok(0) => {}
-        Ok(n) => tracing::warn!(engine_id, scans = n, "scans failed because the engine's session closed"),
+        Ok(n) => tracing::warn!(
+            engine_id,
+            scans = n,
+            "scans failed because the engine's session closed"
+        ),
         Err(e) => tracing::error!(engine_id, error = %e, "cannot record failed scans"),
     }
 }

@@ -58,7 +58,9 @@ pub fn status(engine: &EngineRecord, now: Millis, t: &Thresholds) -> EngineStatu
         Outcome::Unreachable => EngineStatus::NotResponding,
         Outcome::None => EngineStatus::Unknown,
         Outcome::Ok => {
-            let lapse = now.saturating_sub(engine.last_contact.unwrap_or(i64::MIN / 2)).max(0) as u128;
+            let lapse = now
+                .saturating_sub(engine.last_contact.unwrap_or(i64::MIN / 2))
+                .max(0) as u128;
             if engine.direction == Direction::EngineToConsole && lapse > t.down_after.as_millis() {
                 EngineStatus::NotResponding
             } else if lapse > t.unknown_after.as_millis() {
@@ -79,7 +81,11 @@ mod tests {
         down_after: Duration::from_secs(300),
     };
 
-    fn engine(direction: Direction, outcome: Outcome, last_contact: Option<Millis>) -> EngineRecord {
+    fn engine(
+        direction: Direction,
+        outcome: Outcome,
+        last_contact: Option<Millis>,
+    ) -> EngineRecord {
         EngineRecord {
             id: 1,
             name: "e".into(),
@@ -126,7 +132,11 @@ mod tests {
         ];
         for (direction, outcome, contact, want) in table {
             let e = engine(*direction, *outcome, *contact);
-            assert_eq!(status(&e, now, &T), *want, "{direction:?} {outcome:?} {contact:?}");
+            assert_eq!(
+                status(&e, now, &T),
+                *want,
+                "{direction:?} {outcome:?} {contact:?}"
+            );
         }
     }
 
@@ -140,6 +150,15 @@ mod tests {
             EngineStatus::NotResponding,
         ];
         let names: Vec<_> = all.iter().map(|s| s.as_str()).collect();
-        assert_eq!(names, ["active", "unknown", "pending-authorization", "incompatible", "not-responding"]);
+        assert_eq!(
+            names,
+            [
+                "active",
+                "unknown",
+                "pending-authorization",
+                "incompatible",
+                "not-responding"
+            ]
+        );
     }
 }

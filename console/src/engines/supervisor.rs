@@ -80,7 +80,12 @@ impl Supervisors {
     }
 }
 
-async fn supervise(app: App, engine_id: i64, cancel: CancellationToken, mut refresh: mpsc::Receiver<oneshot::Sender<()>>) {
+async fn supervise(
+    app: App,
+    engine_id: i64,
+    cancel: CancellationToken,
+    mut refresh: mpsc::Receiver<oneshot::Sender<()>>,
+) {
     let mut waiters: Vec<oneshot::Sender<()>> = Vec::new();
     loop {
         let engine = match app.store.engine(engine_id).await {
@@ -159,11 +164,15 @@ async fn attempt(app: &App, engine: &EngineRecord) -> Option<Session> {
         ),
     };
     match obs.outcome {
-        Outcome::Ok => tracing::info!(engine_id = engine.id, engine = %engine.name, %addr, "engine accepted the console"),
-        _ if obs.outcome != engine.outcome || obs.message != engine.message => {
-            tracing::warn!(engine_id = engine.id, engine = %engine.name, %addr, message = %obs.message, "engine not active")
+        Outcome::Ok => {
+            tracing::info!(engine_id = engine.id, engine = %engine.name, %addr, "engine accepted the console")
         }
-        _ => tracing::debug!(engine_id = engine.id, %addr, message = %obs.message, "engine still not active"),
+        _ if obs.outcome != engine.outcome || obs.message != engine.message => {
+            tracing::warn!(engine_id = engine.id, engine = %engine.name, %addr, detail = %obs.message, "engine not active")
+        }
+        _ => {
+            tracing::debug!(engine_id = engine.id, %addr, detail = %obs.message, "engine still not active")
+        }
     }
     if let Err(e) = app.store.observe(engine.id, obs).await {
         tracing::error!(engine_id = engine.id, error = %e, "cannot record the engine's state");
@@ -171,13 +180,22 @@ async fn attempt(app: &App, engine: &EngineRecord) -> Option<Session> {
     session
 }
 
-async fn try_session(app: &App, engine: &EngineRecord, addr: &str) -> Result<(Observation, Option<Session>), String> {
+async fn try_session(
+    app: &App,
+    engine: &EngineRecord,
+    addr: &str,
+) -> Result<(Observation, Option<Session>), String> {
     let timeout = app.settings.handshake_timeout;
     let mut session = Session::dial(addr, app.client_config.clone(), timeout)
         .await
         .map_err(|e| format!("cannot reach {addr}: {e}"))?;
     let hello = session
-        .exchange_hello(Role::Console, &app.settings.product_version, &app.settings.console_name, timeout)
+        .exchange_hello(
+            Role::Console,
+            &app.settings.product_version,
+            &app.settings.console_name,
+            timeout,
+        )
         .await
         .map_err(|e| format!("{addr}: no greeting: {e}"))?;
     if hello.role != Role::Engine {
@@ -221,7 +239,10 @@ async fn try_session(app: &App, engine: &EngineRecord, addr: &str) -> Result<(Ob
                     .await
                     .map_err(|e| format!("cannot pin the engine's certificate: {e}"))?;
             }
-            Ok((observe(Outcome::Ok, "connected (console-to-engine)".into()), Some(session)))
+            Ok((
+                observe(Outcome::Ok, "connected (console-to-engine)".into()),
+                Some(session),
+            ))
         }
         Ok(Message::PendingAuthorization) => {
             session.close().await;
@@ -236,10 +257,14 @@ async fn try_session(app: &App, engine: &EngineRecord, addr: &str) -> Result<(Ob
             engine_version,
         }) => {
             session.close().await;
-            let msg = format!("engine runs version {engine_version}, the console runs {console_version}");
+            let msg =
+                format!("engine runs version {engine_version}, the console runs {console_version}");
             Ok((observe(Outcome::Incompatible, msg), None))
         }
-        Ok(other) => Err(format!("{addr}: unexpected {} message after the greeting", other.kind())),
+        Ok(other) => Err(format!(
+            "{addr}: unexpected {} message after the greeting",
+            other.kind()
+        )),
         Err(e) => Err(format!("{addr}: no answer after the greeting: {e}")),
     }
 }

@@ -31,7 +31,13 @@ async fn a_wrong_secret_is_refused_and_registers_nothing() {
     let id = Identity::generate("e1").unwrap();
     let (_s, answer) = testing::pair(addr, &id, "e1", "WRONG-SECRET").await;
     assert!(
-        matches!(answer, Message::Rejected { reason: RejectReason::InvalidSecret, .. }),
+        matches!(
+            answer,
+            Message::Rejected {
+                reason: RejectReason::InvalidSecret,
+                ..
+            }
+        ),
         "{answer:?}"
     );
     assert!(app.store.engines().await.unwrap().is_empty());
@@ -44,7 +50,13 @@ async fn without_any_secret_pairing_is_refused() {
     let id = Identity::generate("e1").unwrap();
     let (_s, answer) = testing::pair(addr, &id, "e1", "ABCD").await;
     assert!(
-        matches!(answer, Message::Rejected { reason: RejectReason::NoSharedSecret, .. }),
+        matches!(
+            answer,
+            Message::Rejected {
+                reason: RejectReason::NoSharedSecret,
+                ..
+            }
+        ),
         "{answer:?}"
     );
     assert!(app.store.engines().await.unwrap().is_empty());
@@ -59,7 +71,13 @@ async fn an_expired_secret_is_refused() {
     let id = Identity::generate("e1").unwrap();
     let (_s, answer) = testing::pair(addr, &id, "e1", secret.value.expose()).await;
     assert!(
-        matches!(answer, Message::Rejected { reason: RejectReason::ExpiredSecret, .. }),
+        matches!(
+            answer,
+            Message::Rejected {
+                reason: RejectReason::ExpiredSecret,
+                ..
+            }
+        ),
         "{answer:?}"
     );
     assert!(app.store.engines().await.unwrap().is_empty());
@@ -74,7 +92,13 @@ async fn an_unpaired_engine_without_a_secret_is_not_paired() {
     // Says nothing after hello: the console gives up after its handshake timeout.
     let answer = s.recv(Duration::from_secs(5)).await.unwrap();
     assert!(
-        matches!(answer, Message::Rejected { reason: RejectReason::NotPaired, .. }),
+        matches!(
+            answer,
+            Message::Rejected {
+                reason: RejectReason::NotPaired,
+                ..
+            }
+        ),
         "{answer:?}"
     );
 }
@@ -95,10 +119,16 @@ async fn the_right_secret_pairs_and_the_pinned_certificate_is_welcomed_back() {
     assert_eq!(engine.direction, Direction::EngineToConsole);
     assert_eq!(engine.port, 0);
     assert_eq!(engine.address, "127.0.0.1");
-    assert_eq!(engine.fingerprint.as_deref(), Some(id.fingerprint().as_str()));
+    assert_eq!(
+        engine.fingerprint.as_deref(),
+        Some(id.fingerprint().as_str())
+    );
     assert_eq!(engine.product_version.as_deref(), Some(VERSION));
     testing::ping(&mut s, 1).await;
-    assert_eq!(status_of(&app, engine_id as i64).await, EngineStatus::Active);
+    assert_eq!(
+        status_of(&app, engine_id as i64).await,
+        EngineStatus::Active
+    );
 
     // A second engine may use the same secret.
     let other = Identity::generate("e2").unwrap();
@@ -119,9 +149,15 @@ async fn the_right_secret_pairs_and_the_pinned_certificate_is_welcomed_back() {
             other => panic!("expected a ping, got {other:?}"),
         }
     };
-    let (refreshed, ()) = tokio::join!(app.sessions.ping(engine_id as i64, Duration::from_secs(5)), answer_one_ping);
+    let (refreshed, ()) = tokio::join!(
+        app.sessions.ping(engine_id as i64, Duration::from_secs(5)),
+        answer_one_ping
+    );
     assert_eq!(refreshed, Some(Ok(())));
-    assert_eq!(status_of(&app, engine_id as i64).await, EngineStatus::Active);
+    assert_eq!(
+        status_of(&app, engine_id as i64).await,
+        EngineStatus::Active
+    );
 
     // The session ends: the engine is reported not-responding.
     drop(s);
@@ -137,11 +173,29 @@ async fn another_identity_cannot_take_a_registered_name() {
     let app = testing::app();
     let addr = testing::start_listener(&app).await;
     let secret = app.secrets.current_or_new().await.unwrap();
-    let (_s, answer) = testing::pair(addr, &Identity::generate("a").unwrap(), "same", secret.value.expose()).await;
+    let (_s, answer) = testing::pair(
+        addr,
+        &Identity::generate("a").unwrap(),
+        "same",
+        secret.value.expose(),
+    )
+    .await;
     assert!(matches!(answer, Message::Paired { .. }));
-    let (_s, answer) = testing::pair(addr, &Identity::generate("b").unwrap(), "same", secret.value.expose()).await;
+    let (_s, answer) = testing::pair(
+        addr,
+        &Identity::generate("b").unwrap(),
+        "same",
+        secret.value.expose(),
+    )
+    .await;
     assert!(
-        matches!(answer, Message::Rejected { reason: RejectReason::NameTaken, .. }),
+        matches!(
+            answer,
+            Message::Rejected {
+                reason: RejectReason::NameTaken,
+                ..
+            }
+        ),
         "{answer:?}"
     );
     assert_eq!(app.store.engines().await.unwrap().len(), 1);
@@ -154,7 +208,9 @@ async fn a_mismatched_version_is_marked_incompatible() {
     let secret = app.secrets.current_or_new().await.unwrap();
     let id = Identity::generate("e1").unwrap();
     let (s, answer) = testing::pair(addr, &id, "e1", secret.value.expose()).await;
-    let Message::Paired { engine_id } = answer else { panic!("{answer:?}") };
+    let Message::Paired { engine_id } = answer else {
+        panic!("{answer:?}")
+    };
     drop(s);
 
     let (mut s, _) = testing::dial(addr, &id, "e1", "9.9.9").await;
@@ -177,7 +233,10 @@ async fn a_mismatched_version_is_marked_incompatible() {
 
     // An unknown engine with another version is refused and not registered.
     let (mut s, _) = testing::dial(addr, &Identity::generate("x").unwrap(), "x", "9.9.9").await;
-    assert!(matches!(s.recv(Duration::from_secs(5)).await.unwrap(), Message::Incompatible { .. }));
+    assert!(matches!(
+        s.recv(Duration::from_secs(5)).await.unwrap(),
+        Message::Incompatible { .. }
+    ));
     assert!(app.store.engine_by_name("x").await.unwrap().is_none());
 }
 
@@ -187,12 +246,15 @@ async fn garbage_and_oversized_frames_drop_only_their_own_connection() {
     let addr = testing::start_listener(&app).await;
     let secret = app.secrets.current_or_new().await.unwrap();
     let good = Identity::generate("good").unwrap();
-    let (mut good_session, answer) = testing::pair(addr, &good, "good", secret.value.expose()).await;
+    let (mut good_session, answer) =
+        testing::pair(addr, &good, "good", secret.value.expose()).await;
     assert!(matches!(answer, Message::Paired { .. }));
 
     // Plain garbage instead of TLS.
     let mut raw = tokio::net::TcpStream::connect(addr).await.unwrap();
-    raw.write_all(b"GET / HTTP/1.1\r\n\r\n\x00\xff garbage").await.unwrap();
+    raw.write_all(b"GET / HTTP/1.1\r\n\r\n\x00\xff garbage")
+        .await
+        .unwrap();
 
     // A TLS peer announcing a 2 GiB frame.
     let bad = Identity::generate("bad").unwrap();
@@ -200,21 +262,39 @@ async fn garbage_and_oversized_frames_drop_only_their_own_connection() {
     let connector = tokio_rustls::TlsConnector::from(tls::client_config(&bad).unwrap());
     let name = rustls::pki_types::ServerName::try_from(tls::SESSION_SERVER_NAME).unwrap();
     let mut tls_stream = connector.connect(name, tcp).await.unwrap();
-    tls_stream.write_all(&[0x7f, 0xff, 0xff, 0xff, b'{']).await.unwrap();
+    tls_stream
+        .write_all(&[0x7f, 0xff, 0xff, 0xff, b'{'])
+        .await
+        .unwrap();
     tls_stream.flush().await.unwrap();
 
     // A TLS peer sending a well-framed but malformed message.
-    let (mut malformed, _) = testing::dial(addr, &Identity::generate("m").unwrap(), "m", VERSION).await;
+    let (mut malformed, _) =
+        testing::dial(addr, &Identity::generate("m").unwrap(), "m", VERSION).await;
     let _ = malformed.send(Message::Pong { seq: 1 }).await; // not a pair request
     let answer = malformed.recv(Duration::from_secs(5)).await.unwrap();
-    assert!(matches!(answer, Message::Rejected { reason: RejectReason::NotPaired, .. }));
+    assert!(matches!(
+        answer,
+        Message::Rejected {
+            reason: RejectReason::NotPaired,
+            ..
+        }
+    ));
 
     // The bad connections are closed by the console...
     let mut buf = Vec::new();
-    let n = tokio::time::timeout(Duration::from_secs(5), tokio::io::AsyncReadExt::read_to_end(&mut raw, &mut buf)).await;
+    let n = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::io::AsyncReadExt::read_to_end(&mut raw, &mut buf),
+    )
+    .await;
     assert!(n.is_ok(), "raw garbage connection still open");
     let mut buf = [0u8; 64];
-    let n = tokio::time::timeout(Duration::from_secs(5), tokio::io::AsyncReadExt::read(&mut tls_stream, &mut buf)).await;
+    let n = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::io::AsyncReadExt::read(&mut tls_stream, &mut buf),
+    )
+    .await;
     assert!(n.is_ok(), "oversized-frame connection not closed");
     // ...while the good session keeps working.
     testing::ping(&mut good_session, 7).await;
@@ -223,19 +303,30 @@ async fn garbage_and_oversized_frames_drop_only_their_own_connection() {
 
 /// A console-to-engine fake engine: answers `answer` after hello and, when accepting, pings
 /// back and runs scan jobs by reporting one finding.
-async fn fake_standard_engine(answer: Message, version: &'static str) -> (std::net::SocketAddr, Identity) {
+async fn fake_standard_engine(
+    answer: Message,
+    version: &'static str,
+) -> (std::net::SocketAddr, Identity) {
     let identity = Identity::generate("std").unwrap();
     let acceptor = TlsAcceptor::from(tls::server_config(&identity).unwrap());
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
-            let Ok((tcp, _)) = listener.accept().await else { return };
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
             let acceptor = acceptor.clone();
             let answer = answer.clone();
             tokio::spawn(async move {
-                let Ok(mut s) = Session::accept(tcp, &acceptor, Duration::from_secs(5)).await else { return };
-                if s.exchange_hello(Role::Engine, version, "std", Duration::from_secs(5)).await.is_err() {
+                let Ok(mut s) = Session::accept(tcp, &acceptor, Duration::from_secs(5)).await
+                else {
+                    return;
+                };
+                if s.exchange_hello(Role::Engine, version, "std", Duration::from_secs(5))
+                    .await
+                    .is_err()
+                {
                     return;
                 }
                 if s.send(answer.clone()).await.is_err() || answer != Message::Accepted {
@@ -245,7 +336,11 @@ async fn fake_standard_engine(answer: Message, version: &'static str) -> (std::n
                     let reply = match m {
                         Message::Ping { seq } => vec![Message::Pong { seq }],
                         Message::ScanJob(job) => vec![
-                            Message::ScanProgress { scan_id: job.scan_id, done: 1, total: 2 },
+                            Message::ScanProgress {
+                                scan_id: job.scan_id,
+                                done: 1,
+                                total: 2,
+                            },
                             Message::ScanFinding {
                                 scan_id: job.scan_id,
                                 finding: scan_engine_protocol::messages::Finding {
@@ -255,7 +350,11 @@ async fn fake_standard_engine(answer: Message, version: &'static str) -> (std::n
                                     banner: Some("SSH-2.0-test".into()),
                                 },
                             },
-                            Message::ScanProgress { scan_id: job.scan_id, done: 2, total: 2 },
+                            Message::ScanProgress {
+                                scan_id: job.scan_id,
+                                done: 2,
+                                total: 2,
+                            },
                             Message::ScanFinished {
                                 scan_id: job.scan_id,
                                 outcome: scan_engine_protocol::messages::ScanOutcome::Finished,
@@ -300,7 +399,11 @@ async fn standard_engines_pending_accepted_incompatible_and_down() {
     let (pending_addr, _) = fake_standard_engine(Message::PendingAuthorization, VERSION).await;
     let (accepting_addr, accepting_id) = fake_standard_engine(Message::Accepted, VERSION).await;
     let (old_addr, _) = fake_standard_engine(Message::Accepted, "0.0.1").await;
-    let closed = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap(); // dropped: refuses
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap(); // dropped: refuses
 
     let pending = add_standard(&app, "pending", pending_addr).await;
     let accepting = add_standard(&app, "accepting", accepting_addr).await;
@@ -313,9 +416,29 @@ async fn standard_engines_pending_accepted_incompatible_and_down() {
     wait_status(&app, down, EngineStatus::NotResponding).await;
 
     let e = app.store.engine(accepting).await.unwrap().unwrap();
-    assert_eq!(e.fingerprint.as_deref(), Some(accepting_id.fingerprint().as_str()), "pinned on acceptance");
-    assert!(app.store.engine(down).await.unwrap().unwrap().message.contains("cannot reach"));
-    assert!(app.store.engine(pending).await.unwrap().unwrap().message.contains("consoles.xml"));
+    assert_eq!(
+        e.fingerprint.as_deref(),
+        Some(accepting_id.fingerprint().as_str()),
+        "pinned on acceptance"
+    );
+    assert!(
+        app.store
+            .engine(down)
+            .await
+            .unwrap()
+            .unwrap()
+            .message
+            .contains("cannot reach")
+    );
+    assert!(
+        app.store
+            .engine(pending)
+            .await
+            .unwrap()
+            .unwrap()
+            .message
+            .contains("consoles.xml")
+    );
 
     // Periodic pings keep it active over several intervals.
     tokio::time::sleep(app.settings.ping_interval * 4).await;
@@ -358,12 +481,70 @@ async fn a_scan_runs_over_a_standard_session_and_stores_results() {
     let scan = crate::scans::start(&app, site, None).await.unwrap();
     testing::eventually("scan finished", || {
         let app = app.clone();
-        async move { app.store.scan(scan).await.unwrap().unwrap().status == crate::store::ScanStatus::Finished }
+        async move {
+            app.store.scan(scan).await.unwrap().unwrap().status
+                == crate::store::ScanStatus::Finished
+        }
     })
     .await;
     let r = app.store.scan(scan).await.unwrap().unwrap();
     assert_eq!((r.done, r.total, r.assets), (2, 2, 1));
     let assets = app.store.assets().await.unwrap();
     assert_eq!(assets[0].host_name.as_deref(), Some("localhost"));
-    assert_eq!(assets[0].services[0].banner.as_deref(), Some("SSH-2.0-test"));
+    assert_eq!(
+        assets[0].services[0].banner.as_deref(),
+        Some("SSH-2.0-test")
+    );
+}
+
+#[tokio::test]
+async fn a_restarted_console_keeps_its_engines_without_re_pairing() {
+    let dir = tempfile::tempdir().unwrap();
+    let open = || {
+        crate::app::Console::new(
+            testing::settings(),
+            crate::store::Store::open(&dir.path().join("console.db")).unwrap(),
+            Clock::system(),
+            Identity::load_or_generate(dir.path(), "console", "security-console").unwrap(),
+            crate::api::Credentials::new("admin".into(), "pw".into()),
+        )
+        .unwrap()
+    };
+    let (std_addr, _) = fake_standard_engine(Message::Accepted, VERSION).await;
+    let engine = Identity::generate("rev").unwrap();
+
+    let first = open();
+    let fingerprint = first.identity.fingerprint().clone();
+    let addr = testing::start_listener(&first).await;
+    let standard = add_standard(&first, "std", std_addr).await;
+    wait_status(&first, standard, EngineStatus::Active).await;
+    let secret = first.secrets.current_or_new().await.unwrap();
+    let (s, answer) = testing::pair(addr, &engine, "rev", secret.value.expose()).await;
+    let Message::Paired { engine_id } = answer else {
+        panic!("{answer:?}")
+    };
+    drop(s);
+    first.shutdown.cancel();
+    drop(first);
+
+    let second = open();
+    assert_eq!(
+        second.identity.fingerprint(),
+        &fingerprint,
+        "same console identity"
+    );
+    let addr = testing::start_listener(&second).await;
+    assert_eq!(second.start_supervisors().await.unwrap(), 1);
+    testing::eventually("the standard engine redialed", || {
+        let app = second.clone();
+        async move { app.sessions.is_connected(standard) }
+    })
+    .await;
+    let (mut s, _) = testing::dial(addr, &engine, "rev", VERSION).await;
+    assert_eq!(
+        s.recv(Duration::from_secs(5)).await.unwrap(),
+        Message::Welcome { engine_id }
+    );
+    testing::ping(&mut s, 1).await;
+    wait_status(&second, engine_id as i64, EngineStatus::Active).await;
 }

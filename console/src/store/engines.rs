@@ -137,9 +137,17 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<EngineRecord> {
     })
 }
 
-fn select_one(conn: &Connection, clause: &str, p: impl rusqlite::Params) -> Result<Option<EngineRecord>> {
+fn select_one(
+    conn: &Connection,
+    clause: &str,
+    p: impl rusqlite::Params,
+) -> Result<Option<EngineRecord>> {
     Ok(conn
-        .query_row(&format!("SELECT {COLUMNS} FROM engines WHERE {clause}"), p, from_row)
+        .query_row(
+            &format!("SELECT {COLUMNS} FROM engines WHERE {clause}"),
+            p,
+            from_row,
+        )
         .optional()?)
 }
 
@@ -175,11 +183,18 @@ impl Store {
     /// The engine whose certificate is pinned to `fingerprint`.
     pub async fn engine_by_fingerprint(&self, fingerprint: &str) -> Result<Option<EngineRecord>> {
         let fp = fingerprint.to_owned();
-        self.run(move |c| select_one(c, "fingerprint = ?1", [fp])).await
+        self.run(move |c| select_one(c, "fingerprint = ?1", [fp]))
+            .await
     }
 
     /// Adds a console-to-engine engine; [`Error::NameTaken`] when the name exists.
-    pub async fn create_standard_engine(&self, name: &str, address: &str, port: u16, at: Millis) -> Result<i64> {
+    pub async fn create_standard_engine(
+        &self,
+        name: &str,
+        address: &str,
+        port: u16,
+        at: Millis,
+    ) -> Result<i64> {
         let (name, address) = (name.to_owned(), address.to_owned());
         self.run(move |c| {
             let tx = c.transaction()?;
@@ -270,7 +285,10 @@ impl Store {
     pub async fn set_engine_address(&self, id: i64, address: &str) -> Result<()> {
         let address = address.to_owned();
         self.run(move |c| {
-            c.execute("UPDATE engines SET address = ?2 WHERE id = ?1", params![id, address])?;
+            c.execute(
+                "UPDATE engines SET address = ?2 WHERE id = ?1",
+                params![id, address],
+            )?;
             Ok(())
         })
         .await
@@ -321,9 +339,15 @@ mod tests {
     #[tokio::test]
     async fn standard_engines_round_trip_and_names_are_unique() {
         let s = Store::open_in_memory().unwrap();
-        let id = s.create_standard_engine("e1", "e1.ns.svc", 40814, 5).await.unwrap();
+        let id = s
+            .create_standard_engine("e1", "e1.ns.svc", 40814, 5)
+            .await
+            .unwrap();
         let e = s.engine(id).await.unwrap().unwrap();
-        assert_eq!((e.name.as_str(), e.address.as_str(), e.port), ("e1", "e1.ns.svc", 40814));
+        assert_eq!(
+            (e.name.as_str(), e.address.as_str(), e.port),
+            ("e1", "e1.ns.svc", 40814)
+        );
         assert_eq!(e.direction, Direction::ConsoleToEngine);
         assert_eq!(e.outcome, Outcome::None);
         assert_eq!(e.last_updated, 5);
@@ -349,7 +373,10 @@ mod tests {
         s.observe(id, ok(10)).await.unwrap();
         s.observe(id, ok(20)).await.unwrap();
         let e = s.engine(id).await.unwrap().unwrap();
-        assert_eq!((e.last_updated, e.last_refreshed, e.last_contact), (10, Some(20), Some(20)));
+        assert_eq!(
+            (e.last_updated, e.last_refreshed, e.last_contact),
+            (10, Some(20), Some(20))
+        );
         assert_eq!(e.product_version.as_deref(), Some("0.1.0"));
         s.observe(
             id,
@@ -363,7 +390,10 @@ mod tests {
         .await
         .unwrap();
         let e = s.engine(id).await.unwrap().unwrap();
-        assert_eq!((e.last_updated, e.last_refreshed, e.last_contact), (30, Some(30), Some(20)));
+        assert_eq!(
+            (e.last_updated, e.last_refreshed, e.last_contact),
+            (30, Some(30), Some(20))
+        );
         assert_eq!(e.outcome, Outcome::Unreachable);
         assert_eq!(e.product_version.as_deref(), Some("0.1.0"));
     }
@@ -371,17 +401,33 @@ mod tests {
     #[tokio::test]
     async fn reverse_pairing_pins_and_guards_names() {
         let s = Store::open_in_memory().unwrap();
-        let id = s.pair_reverse_engine(reverse("r1", "sha256:aa")).await.unwrap();
+        let id = s
+            .pair_reverse_engine(reverse("r1", "sha256:aa"))
+            .await
+            .unwrap();
         let e = s.engine_by_fingerprint("sha256:aa").await.unwrap().unwrap();
-        assert_eq!((e.id, e.port, e.direction), (id, 0, Direction::EngineToConsole));
+        assert_eq!(
+            (e.id, e.port, e.direction),
+            (id, 0, Direction::EngineToConsole)
+        );
         // Same identity pairs again: same id.
-        assert_eq!(s.pair_reverse_engine(reverse("r1", "sha256:aa")).await.unwrap(), id);
+        assert_eq!(
+            s.pair_reverse_engine(reverse("r1", "sha256:aa"))
+                .await
+                .unwrap(),
+            id
+        );
         // Another identity cannot take the name.
         assert!(matches!(
             s.pair_reverse_engine(reverse("r1", "sha256:bb")).await,
             Err(Error::NameTaken(_))
         ));
-        assert!(s.engine_by_fingerprint("sha256:bb").await.unwrap().is_none());
+        assert!(
+            s.engine_by_fingerprint("sha256:bb")
+                .await
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[tokio::test]
@@ -390,7 +436,9 @@ mod tests {
         let path = dir.path().join("console.db");
         let id = {
             let s = Store::open(&path).unwrap();
-            s.pair_reverse_engine(reverse("r1", "sha256:aa")).await.unwrap()
+            s.pair_reverse_engine(reverse("r1", "sha256:aa"))
+                .await
+                .unwrap()
         };
         let s = Store::open(&path).unwrap();
         let e = s.engine(id).await.unwrap().unwrap();

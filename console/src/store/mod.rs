@@ -169,10 +169,16 @@ mod tests {
         drop(Store::open(&path).unwrap());
         drop(Store::open(&path).unwrap());
         let conn = Connection::open(&path).unwrap();
-        let v: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+        let v: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
         assert_eq!(v, SCHEMA_VERSION);
-        conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1).unwrap();
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .unwrap();
         drop(conn);
-        assert!(matches!(Store::open(&path), Err(Error::SchemaTooNew { .. })));
+        assert!(matches!(
+            Store::open(&path),
+            Err(Error::SchemaTooNew { .. })
+        ));
     }
 }

@@ -139,7 +139,9 @@ impl Store {
     /// Every site, by id.
     pub async fn sites(&self) -> Result<Vec<SiteRecord>> {
         self.run(|c| {
-            let mut st = c.prepare("SELECT id, name, engine_id, targets, ports, timeout_ms FROM sites ORDER BY id")?;
+            let mut st = c.prepare(
+                "SELECT id, name, engine_id, targets, ports, timeout_ms FROM sites ORDER BY id",
+            )?;
             let rows = st.query_map([], site_from_row)?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
@@ -173,13 +175,26 @@ impl Store {
 
     /// One scan.
     pub async fn scan(&self, id: i64) -> Result<Option<ScanRecord>> {
-        self.run(move |c| Ok(c.query_row(&format!("{SCAN_SELECT} WHERE s.id = ?1"), [id], scan_from_row).optional()?))
-            .await
+        self.run(move |c| {
+            Ok(c.query_row(
+                &format!("{SCAN_SELECT} WHERE s.id = ?1"),
+                [id],
+                scan_from_row,
+            )
+            .optional()?)
+        })
+        .await
     }
 
     /// Records progress of a running scan of `engine_id` (messages for other engines' scans are
     /// ignored, so an engine cannot write into someone else's scan).
-    pub async fn scan_progress(&self, id: i64, engine_id: i64, done: u64, total: u64) -> Result<()> {
+    pub async fn scan_progress(
+        &self,
+        id: i64,
+        engine_id: i64,
+        done: u64,
+        total: u64,
+    ) -> Result<()> {
         self.run(move |c| {
             c.execute(
                 "UPDATE scans SET done = ?3, total = ?4 WHERE id = ?1 AND engine_id = ?2 AND status = 'running'",
@@ -232,7 +247,14 @@ impl Store {
     }
 
     /// Ends a running scan of `engine_id`.
-    pub async fn finish_scan(&self, id: i64, engine_id: i64, status: ScanStatus, message: String, at: Millis) -> Result<()> {
+    pub async fn finish_scan(
+        &self,
+        id: i64,
+        engine_id: i64,
+        status: ScanStatus,
+        message: String,
+        at: Millis,
+    ) -> Result<()> {
         self.run(move |c| {
             c.execute(
                 "UPDATE scans SET status = ?3, message = ?4, finished_at = ?5 \
@@ -245,7 +267,12 @@ impl Store {
     }
 
     /// Marks running scans as failed: those of one engine, or all of them (`None`, at start-up).
-    pub async fn fail_running_scans(&self, engine_id: Option<i64>, message: String, at: Millis) -> Result<usize> {
+    pub async fn fail_running_scans(
+        &self,
+        engine_id: Option<i64>,
+        message: String,
+        at: Millis,
+    ) -> Result<usize> {
         self.run(move |c| {
             Ok(c.execute(
                 "UPDATE scans SET status = 'error', message = ?2, finished_at = ?3 \
@@ -270,7 +297,9 @@ impl Store {
                     })
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
-            let mut st = c.prepare("SELECT port, protocol, banner FROM services WHERE asset_id = ?1 ORDER BY port")?;
+            let mut st = c.prepare(
+                "SELECT port, protocol, banner FROM services WHERE asset_id = ?1 ORDER BY port",
+            )?;
             for a in &mut assets {
                 a.services = st
                     .query_map([a.id], |r| {
@@ -309,18 +338,39 @@ mod tests {
         let scan = s.create_scan(site, 3, 100).await.unwrap();
         s.scan_progress(scan, 3, 2, 8).await.unwrap();
         // Another engine cannot write into this scan.
-        assert!(!s.scan_finding(scan, 4, "10.0.0.9".into(), None, 1, None).await.unwrap());
-        assert!(s.scan_finding(scan, 3, "10.0.0.1".into(), None, 22, Some("SSH-2.0".into())).await.unwrap());
-        assert!(s.scan_finding(scan, 3, "10.0.0.1".into(), None, 80, None).await.unwrap());
-        s.finish_scan(scan, 3, ScanStatus::Finished, "done".into(), 200).await.unwrap();
+        assert!(
+            !s.scan_finding(scan, 4, "10.0.0.9".into(), None, 1, None)
+                .await
+                .unwrap()
+        );
+        assert!(
+            s.scan_finding(scan, 3, "10.0.0.1".into(), None, 22, Some("SSH-2.0".into()))
+                .await
+                .unwrap()
+        );
+        assert!(
+            s.scan_finding(scan, 3, "10.0.0.1".into(), None, 80, None)
+                .await
+                .unwrap()
+        );
+        s.finish_scan(scan, 3, ScanStatus::Finished, "done".into(), 200)
+            .await
+            .unwrap();
         let r = s.scan(scan).await.unwrap().unwrap();
-        assert_eq!((r.status, r.done, r.total, r.assets), (ScanStatus::Finished, 2, 8, 1));
+        assert_eq!(
+            (r.status, r.done, r.total, r.assets),
+            (ScanStatus::Finished, 2, 8, 1)
+        );
         let assets = s.assets().await.unwrap();
         assert_eq!(assets.len(), 1);
         assert_eq!(assets[0].services.len(), 2);
         assert_eq!(assets[0].services[0].banner.as_deref(), Some("SSH-2.0"));
         // Finished scans take no more results.
-        assert!(!s.scan_finding(scan, 3, "10.0.0.2".into(), None, 22, None).await.unwrap());
+        assert!(
+            !s.scan_finding(scan, 3, "10.0.0.2".into(), None, 22, None)
+                .await
+                .unwrap()
+        );
     }
 
     #[tokio::test]
@@ -328,8 +378,16 @@ mod tests {
         let s = Store::open_in_memory().unwrap();
         let a = s.create_scan(1, 3, 0).await.unwrap();
         let b = s.create_scan(1, 4, 0).await.unwrap();
-        assert_eq!(s.fail_running_scans(Some(3), "gone".into(), 5).await.unwrap(), 1);
+        assert_eq!(
+            s.fail_running_scans(Some(3), "gone".into(), 5)
+                .await
+                .unwrap(),
+            1
+        );
         assert_eq!(s.scan(a).await.unwrap().unwrap().status, ScanStatus::Error);
-        assert_eq!(s.scan(b).await.unwrap().unwrap().status, ScanStatus::Running);
+        assert_eq!(
+            s.scan(b).await.unwrap().unwrap().status,
+            ScanStatus::Running
+        );
     }
 }

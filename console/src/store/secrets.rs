@@ -55,7 +55,12 @@ impl Store {
     }
 
     /// Stores a new secret and forgets the oldest ones.
-    pub async fn insert_secret(&self, value: String, created_at: Millis, expires_at: Millis) -> Result<i64> {
+    pub async fn insert_secret(
+        &self,
+        value: String,
+        created_at: Millis,
+        expires_at: Millis,
+    ) -> Result<i64> {
         self.run(move |c| {
             let tx = c.transaction()?;
             tx.execute(
