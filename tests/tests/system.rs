@@ -428,7 +428,7 @@ fn garbage_clients(addr: std::net::SocketAddr) -> Vec<std::thread::JoinHandle<()
 #[tokio::test(flavor = "multi_thread")]
 async fn garbage_clients_do_not_disturb_active_engines() {
     let logs = logs();
-    let console = Console::start(&logs, None).await;
+    let mut console = Console::start(&logs, None).await;
     let fp = console.fingerprint().await;
     let mut reverse = reverse_engine(&logs, &console, "reverse-g").await;
     let port = free_port();
