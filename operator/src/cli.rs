@@ -18,11 +18,19 @@ pub enum LogFormat {
 #[command(name = "scan-engine-operator", version, about)]
 pub struct Cli {
     /// Namespaces to watch (comma separated). Empty: every namespace (cluster mode).
-    #[arg(long, env = "SCAN_ENGINE_OPERATOR_WATCH_NAMESPACES", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "SCAN_ENGINE_OPERATOR_WATCH_NAMESPACES",
+        value_delimiter = ','
+    )]
     pub watch_namespaces: Vec<String>,
 
     /// Address of the HTTP server for /metrics, /healthz and /readyz.
-    #[arg(long, env = "SCAN_ENGINE_OPERATOR_LISTEN", default_value = "0.0.0.0:8080")]
+    #[arg(
+        long,
+        env = "SCAN_ENGINE_OPERATOR_LISTEN",
+        default_value = "0.0.0.0:8080"
+    )]
     pub listen: SocketAddr,
 
     /// How often engine and console status is refreshed from the console.
@@ -38,7 +46,12 @@ pub struct Cli {
     pub console_timeout: Duration,
 
     /// Log format.
-    #[arg(long, env = "SCAN_ENGINE_OPERATOR_LOG_FORMAT", value_enum, default_value = "text")]
+    #[arg(
+        long,
+        env = "SCAN_ENGINE_OPERATOR_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
     pub log_format: LogFormat,
 
     /// Log filter (tracing EnvFilter syntax).
@@ -50,7 +63,11 @@ pub struct Cli {
     pub leader_election: bool,
 
     /// Name of the leader Lease (in the operator's namespace).
-    #[arg(long, env = "SCAN_ENGINE_OPERATOR_LEASE_NAME", default_value = "scan-engine-operator-leader")]
+    #[arg(
+        long,
+        env = "SCAN_ENGINE_OPERATOR_LEASE_NAME",
+        default_value = "scan-engine-operator-leader"
+    )]
     pub lease_name: String,
 
     /// How long a leader's Lease is valid without renewal.
@@ -66,7 +83,11 @@ pub struct Cli {
     pub pod_name: Option<String>,
 
     /// Labels of the operator's pods, `k=v` comma separated: managed consoles admit them on 3780.
-    #[arg(long, env = "SCAN_ENGINE_OPERATOR_POD_LABELS", default_value = "app.kubernetes.io/name=scan-engine-operator")]
+    #[arg(
+        long,
+        env = "SCAN_ENGINE_OPERATOR_POD_LABELS",
+        default_value = "app.kubernetes.io/name=scan-engine-operator"
+    )]
     pub operator_pod_labels: String,
 }
 
@@ -108,6 +129,12 @@ mod tests {
         assert_eq!(cli.secret_renewal_margin, Duration::from_secs(900));
         assert_eq!(cli.log_format, LogFormat::Json);
         assert!(!cli.leader_election);
-        assert_eq!(cli.pod_labels().ok().and_then(|l| l.get("app.kubernetes.io/name").cloned()).as_deref(), Some("scan-engine-operator"));
+        assert_eq!(
+            cli.pod_labels()
+                .ok()
+                .and_then(|l| l.get("app.kubernetes.io/name").cloned())
+                .as_deref(),
+            Some("scan-engine-operator")
+        );
     }
 }

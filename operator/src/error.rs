@@ -67,9 +67,8 @@ impl Error {
             Error::MissingReference(_) => "missing_reference",
             Error::Generate { .. } => "generate",
             Error::Finalizer(inner) => match inner.as_ref() {
-                kube::runtime::finalizer::Error::ApplyFailed(e) | kube::runtime::finalizer::Error::CleanupFailed(e) => {
-                    e.metric_label()
-                }
+                kube::runtime::finalizer::Error::ApplyFailed(e)
+                | kube::runtime::finalizer::Error::CleanupFailed(e) => e.metric_label(),
                 _ => "finalizer",
             },
             Error::CleanupBlocked(_) => "cleanup_blocked",

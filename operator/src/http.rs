@@ -54,7 +54,9 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 #[cfg(test)]
@@ -66,19 +68,41 @@ mod tests {
 
     #[tokio::test]
     async fn endpoints() {
-        let state = HttpState { metrics: Arc::new(Metrics::new()), ready: Arc::new(AtomicBool::new(false)) };
+        let state = HttpState {
+            metrics: Arc::new(Metrics::new()),
+            ready: Arc::new(AtomicBool::new(false)),
+        };
         let app = router(state.clone());
         let get = |path: &str| Request::get(path).body(Body::empty()).unwrap_or_default();
 
-        let resp = app.clone().oneshot(get("/readyz")).await.map(|r| r.status()).ok();
+        let resp = app
+            .clone()
+            .oneshot(get("/readyz"))
+            .await
+            .map(|r| r.status())
+            .ok();
         assert_eq!(resp, Some(StatusCode::SERVICE_UNAVAILABLE));
         state.ready.store(true, Ordering::SeqCst);
-        let resp = app.clone().oneshot(get("/readyz")).await.map(|r| r.status()).ok();
+        let resp = app
+            .clone()
+            .oneshot(get("/readyz"))
+            .await
+            .map(|r| r.status())
+            .ok();
         assert_eq!(resp, Some(StatusCode::OK));
-        let resp = app.clone().oneshot(get("/healthz")).await.map(|r| r.status()).ok();
+        let resp = app
+            .clone()
+            .oneshot(get("/healthz"))
+            .await
+            .map(|r| r.status())
+            .ok();
         assert_eq!(resp, Some(StatusCode::OK));
         let resp = app.oneshot(get("/metrics")).await.ok();
-        let ct = resp.as_ref().and_then(|r| r.headers().get(header::CONTENT_TYPE)).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let ct = resp
+            .as_ref()
+            .and_then(|r| r.headers().get(header::CONTENT_TYPE))
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
         assert_eq!(ct.as_deref(), Some(CONTENT_TYPE));
     }
 }

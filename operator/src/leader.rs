@@ -10,8 +10,8 @@ use std::time::Duration;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
-use kube::api::{Api, PostParams};
 use kube::Client;
+use kube::api::{Api, PostParams};
 
 use crate::{Error, Result};
 
@@ -30,7 +30,9 @@ pub enum Decision {
 
 /// Decides from the current Lease (pure, for tests).
 pub fn decide(lease: Option<&LeaseSpec>, identity: &str, now: Timestamp) -> Decision {
-    let Some(spec) = lease else { return Decision::Create };
+    let Some(spec) = lease else {
+        return Decision::Create;
+    };
     let holder = spec.holder_identity.as_deref().unwrap_or_default();
     if holder == identity {
         return Decision::Renew;
@@ -43,7 +45,11 @@ pub fn decide(lease: Option<&LeaseSpec>, identity: &str, now: Timestamp) -> Deci
         Some(t) => t.0.checked_add(duration).map_or(true, |until| until < now),
         None => true,
     };
-    if expired { Decision::TakeOver } else { Decision::Wait }
+    if expired {
+        Decision::TakeOver
+    } else {
+        Decision::Wait
+    }
 }
 
 /// A Lease-based elector.
@@ -55,7 +61,13 @@ pub struct LeaderElector {
 }
 
 impl LeaderElector {
-    pub fn new(client: Client, namespace: &str, name: &str, identity: &str, lease_duration: Duration) -> Self {
+    pub fn new(
+        client: Client,
+        namespace: &str,
+        name: &str,
+        identity: &str,
+        lease_duration: Duration,
+    ) -> Self {
         Self {
             api: Api::namespaced(client, namespace),
             name: name.into(),
@@ -67,14 +79,25 @@ impl LeaderElector {
     /// Tries once to become (or stay) the leader.
     pub async fn try_acquire_or_renew(&self) -> Result<bool> {
         let now = Timestamp::now();
-        let current = self.api.get_opt(&self.name).await.map_err(Error::kube("get leader Lease"))?;
-        let decision = decide(current.as_ref().and_then(|l| l.spec.as_ref()), &self.identity, now);
+        let current = self
+            .api
+            .get_opt(&self.name)
+            .await
+            .map_err(Error::kube("get leader Lease"))?;
+        let decision = decide(
+            current.as_ref().and_then(|l| l.spec.as_ref()),
+            &self.identity,
+            now,
+        );
         let duration = i32::try_from(self.lease_duration.as_secs()).unwrap_or(15);
         let result = match (decision, current) {
             (Decision::Wait, _) => return Ok(false),
             (Decision::Create, _) => {
                 let lease = Lease {
-                    metadata: ObjectMeta { name: Some(self.name.clone()), ..ObjectMeta::default() },
+                    metadata: ObjectMeta {
+                        name: Some(self.name.clone()),
+                        ..ObjectMeta::default()
+                    },
                     spec: Some(LeaseSpec {
                         holder_identity: Some(self.identity.clone()),
                         lease_duration_seconds: Some(duration),
@@ -84,7 +107,10 @@ impl LeaderElector {
                         ..LeaseSpec::default()
                     }),
                 };
-                self.api.create(&PostParams::default(), &lease).await.map(|_| ())
+                self.api
+                    .create(&PostParams::default(), &lease)
+                    .await
+                    .map(|_| ())
             }
             (decision, Some(mut lease)) => {
                 let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
@@ -96,7 +122,10 @@ impl LeaderElector {
                 spec.lease_duration_seconds = Some(duration);
                 spec.renew_time = Some(MicroTime(now));
                 // Carries resourceVersion: a concurrent writer makes this fail with 409.
-                self.api.replace(&self.name, &PostParams::default(), &lease).await.map(|_| ())
+                self.api
+                    .replace(&self.name, &PostParams::default(), &lease)
+                    .await
+                    .map(|_| ())
             }
             (_, None) => return Ok(false),
         };
@@ -114,7 +143,11 @@ impl LeaderElector {
             && spec.holder_identity.as_deref() == Some(self.identity.as_str())
         {
             spec.holder_identity = None;
-            if let Err(e) = self.api.replace(&self.name, &PostParams::default(), &lease).await {
+            if let Err(e) = self
+                .api
+                .replace(&self.name, &PostParams::default(), &lease)
+                .await
+            {
                 tracing::warn!(error = %e, "cannot release the leader Lease");
             }
         }
@@ -164,7 +197,9 @@ mod tests {
         LeaseSpec {
             holder_identity: Some(holder.into()),
             lease_duration_seconds: Some(15),
-            renew_time: Some(MicroTime(Timestamp::from_second(renewed).unwrap_or(Timestamp::UNIX_EPOCH))),
+            renew_time: Some(MicroTime(
+                Timestamp::from_second(renewed).unwrap_or(Timestamp::UNIX_EPOCH),
+            )),
             ..LeaseSpec::default()
         }
     }

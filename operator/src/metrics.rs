@@ -61,7 +61,9 @@ impl Drop for ReconcileTimer<'_> {
     fn drop(&mut self) {
         self.metrics
             .duration
-            .get_or_create(&KindLabels { kind: self.kind.into() })
+            .get_or_create(&KindLabels {
+                kind: self.kind.into(),
+            })
             .observe(self.start.elapsed().as_secs_f64());
     }
 }
@@ -77,25 +79,62 @@ impl Metrics {
         let engines = Family::<StateLabels, Gauge>::default();
         let leader = Gauge::default();
         registry.register("reconciles", "Reconciles started", reconciles.clone());
-        registry.register("reconcile_failures", "Reconciles failed, by reason", failures.clone());
-        registry.register("reconcile_duration_seconds", "Duration of reconciles", duration.clone());
-        registry.register("engines", "ScanEngines by communication state", engines.clone());
-        registry.register("leader", "1 when this replica holds the leader lease", leader.clone());
+        registry.register(
+            "reconcile_failures",
+            "Reconciles failed, by reason",
+            failures.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Duration of reconciles",
+            duration.clone(),
+        );
+        registry.register(
+            "engines",
+            "ScanEngines by communication state",
+            engines.clone(),
+        );
+        registry.register(
+            "leader",
+            "1 when this replica holds the leader lease",
+            leader.clone(),
+        );
         for state in EngineState::ALL {
-            engines.get_or_create(&StateLabels { state: state.as_str().into() }).set(0);
+            engines
+                .get_or_create(&StateLabels {
+                    state: state.as_str().into(),
+                })
+                .set(0);
         }
-        Self { registry, reconciles, failures, duration, engines, leader, engine_states: Mutex::new(HashMap::new()) }
+        Self {
+            registry,
+            reconciles,
+            failures,
+            duration,
+            engines,
+            leader,
+            engine_states: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Counts a reconcile and times it until the returned guard drops.
     pub fn reconcile_started(&self, kind: &'static str) -> ReconcileTimer<'_> {
-        self.reconciles.get_or_create(&KindLabels { kind: kind.into() }).inc();
-        ReconcileTimer { metrics: self, kind, start: Instant::now() }
+        self.reconciles
+            .get_or_create(&KindLabels { kind: kind.into() })
+            .inc();
+        ReconcileTimer {
+            metrics: self,
+            kind,
+            start: Instant::now(),
+        }
     }
 
     pub fn reconcile_failed(&self, kind: &'static str, error: &Error) {
         self.failures
-            .get_or_create(&FailureLabels { kind: kind.into(), reason: error.metric_label().into() })
+            .get_or_create(&FailureLabels {
+                kind: kind.into(),
+                reason: error.metric_label().into(),
+            })
             .inc();
     }
 
@@ -111,7 +150,11 @@ impl Metrics {
         };
         for s in EngineState::ALL {
             let n = states.values().filter(|v| **v == s).count();
-            self.engines.get_or_create(&StateLabels { state: s.as_str().into() }).set(n as i64);
+            self.engines
+                .get_or_create(&StateLabels {
+                    state: s.as_str().into(),
+                })
+                .set(n as i64);
         }
     }
 
@@ -140,10 +183,21 @@ mod tests {
         m.set_engine_state("ScanEngine/ns/b", Some(EngineState::Active));
         m.set_engine_state("ScanEngine/ns/b", None);
         let text = m.encode().unwrap_or_default();
-        assert!(text.contains("scan_engine_operator_reconciles_total{kind=\"ScanEngine\"} 1"), "{text}");
+        assert!(
+            text.contains("scan_engine_operator_reconciles_total{kind=\"ScanEngine\"} 1"),
+            "{text}"
+        );
         assert!(text.contains("scan_engine_operator_reconcile_failures_total{kind=\"ScanEngine\",reason=\"invalid_spec\"} 1"), "{text}");
-        assert!(text.contains("scan_engine_operator_engines{state=\"Active\"} 1"), "{text}");
-        assert!(text.contains("scan_engine_operator_reconcile_duration_seconds_count{kind=\"ScanEngine\"} 1"), "{text}");
+        assert!(
+            text.contains("scan_engine_operator_engines{state=\"Active\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "scan_engine_operator_reconcile_duration_seconds_count{kind=\"ScanEngine\"} 1"
+            ),
+            "{text}"
+        );
         assert!(text.ends_with("# EOF\n"));
     }
 }

@@ -19,7 +19,9 @@ use crate::telemetry;
 async fn termination() {
     #[cfg(unix)]
     {
-        if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        if let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
             tokio::select! {
                 _ = term.recv() => {}
                 _ = tokio::signal::ctrl_c() => {}
@@ -30,14 +32,16 @@ async fn termination() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
-type Stop = futures::future::Shared<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + Sync>>>;
+type Stop =
+    futures::future::Shared<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + Sync>>>;
 
 /// A cloneable future that resolves once a stop is requested.
 fn waiter(rx: &watch::Receiver<bool>) -> Stop {
     let mut rx = rx.clone();
-    let fut: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + Sync>> = Box::pin(async move {
-        let _ = rx.wait_for(|stop| *stop).await;
-    });
+    let fut: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + Sync>> =
+        Box::pin(async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        });
     futures::FutureExt::shared(fut)
 }
 
@@ -46,12 +50,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let pod_labels = cli.pod_labels().map_err(anyhow::Error::msg)?;
 
-    let client = kube::Client::try_default().await.context("cannot reach the Kubernetes API server")?;
+    let client = kube::Client::try_default()
+        .await
+        .context("cannot reach the Kubernetes API server")?;
     let metrics = Arc::new(Metrics::new());
     let ready = Arc::new(AtomicBool::new(false));
     let (stop_tx, stop_rx) = watch::channel(false);
 
-    let http_state = HttpState { metrics: metrics.clone(), ready: ready.clone() };
+    let http_state = HttpState {
+        metrics: metrics.clone(),
+        ready: ready.clone(),
+    };
     let http = tokio::spawn(server::serve(cli.listen, http_state, waiter(&stop_rx)));
 
     let stop = stop_tx.clone();
@@ -69,7 +78,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     ready.store(true, Ordering::SeqCst);
 
     let elector = cli.leader_election.then(|| {
-        LeaderElector::new(client.clone(), &cli.operator_namespace, &cli.lease_name, &identity, cli.lease_duration)
+        LeaderElector::new(
+            client.clone(),
+            &cli.operator_namespace,
+            &cli.lease_name,
+            &identity,
+            cli.lease_duration,
+        )
     });
     if let Some(elector) = &elector {
         tracing::info!(lease = %cli.lease_name, %identity, "waiting for the leader Lease");
@@ -93,7 +108,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         default_version: crate::VERSION.into(),
     };
     let factory = HttpConsoleApiFactory {
-        settings: HttpSettings { request_timeout: cli.console_timeout, ..HttpSettings::default() },
+        settings: HttpSettings {
+            request_timeout: cli.console_timeout,
+            ..HttpSettings::default()
+        },
     };
     let ctx = Arc::new(Context::new(
         client.clone(),

@@ -29,7 +29,9 @@ struct Table {
 fn table() -> Vec<Case> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cel_cases.json");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_json::from_str::<Table>(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display())).cases
+    serde_json::from_str::<Table>(&text)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .cases
 }
 
 fn schema(kind: &str) -> Value {
@@ -38,7 +40,11 @@ fn schema(kind: &str) -> Value {
         "ScanEngine" => ScanEngine::crd(),
         other => panic!("unknown kind {other}"),
     };
-    let schema = crd.spec.versions[0].schema.as_ref().and_then(|s| s.open_api_v3_schema.as_ref()).cloned();
+    let schema = crd.spec.versions[0]
+        .schema
+        .as_ref()
+        .and_then(|s| s.open_api_v3_schema.as_ref())
+        .cloned();
     serde_json::to_value(schema).unwrap_or_default()
 }
 
@@ -58,8 +64,14 @@ fn rules(v: &Value, out: &mut BTreeSet<(String, String)>) {
             if let Some(Value::Array(list)) = map.get("x-kubernetes-validations") {
                 for r in list {
                     out.insert((
-                        r.get("rule").and_then(Value::as_str).unwrap_or_default().to_string(),
-                        r.get("message").and_then(Value::as_str).unwrap_or_default().to_string(),
+                        r.get("rule")
+                            .and_then(Value::as_str)
+                            .unwrap_or_default()
+                            .to_string(),
+                        r.get("message")
+                            .and_then(Value::as_str)
+                            .unwrap_or_default()
+                            .to_string(),
                     ));
                 }
             }
@@ -82,17 +94,26 @@ fn cel_cases() {
         match (case.accepted, result) {
             (true, Ok(())) => {}
             (true, Err(e)) => failures.push(format!("{}: expected accepted, got: {e}", case.name)),
-            (false, Ok(())) => failures.push(format!("{}: expected rejected, was accepted", case.name)),
+            (false, Ok(())) => {
+                failures.push(format!("{}: expected rejected, was accepted", case.name))
+            }
             (false, Err(e)) => {
                 let text = e.to_string();
                 let wanted = case.message.unwrap_or_default();
                 if !text.contains(&wanted) {
-                    failures.push(format!("{}: expected message containing {wanted:?}, got {text:?}", case.name));
+                    failures.push(format!(
+                        "{}: expected message containing {wanted:?}, got {text:?}",
+                        case.name
+                    ));
                 }
             }
         }
     }
-    assert!(failures.is_empty(), "CEL cases failed:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "CEL cases failed:\n{}",
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -103,9 +124,21 @@ fn every_rule_has_a_message_naming_a_field_and_cases_on_both_sides() {
         rules(&schema(kind), &mut found);
         assert!(!found.is_empty());
         for (rule, message) in found {
-            assert!(message.contains("spec."), "rule {rule:?} has a message that names no field: {message:?}");
-            let rejected = cases.iter().any(|c| c.kind == kind && !c.accepted && c.message.as_deref().is_some_and(|m| message.starts_with(m) || message.contains(m)));
-            assert!(rejected, "rule {rule:?} ({message}) has no rejected case in cel_cases.json");
+            assert!(
+                message.contains("spec."),
+                "rule {rule:?} has a message that names no field: {message:?}"
+            );
+            let rejected = cases.iter().any(|c| {
+                c.kind == kind
+                    && !c.accepted
+                    && c.message
+                        .as_deref()
+                        .is_some_and(|m| message.starts_with(m) || message.contains(m))
+            });
+            assert!(
+                rejected,
+                "rule {rule:?} ({message}) has no rejected case in cel_cases.json"
+            );
         }
         assert!(cases.iter().any(|c| c.kind == kind && c.accepted));
     }

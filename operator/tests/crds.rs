@@ -30,16 +30,41 @@ fn crds_have_the_documented_shape() {
 
     let se = ScanEngine::crd();
     assert_eq!(se.spec.group, "scanengine.dev");
-    assert_eq!(se.spec.names.short_names.as_deref(), Some(&["se".to_string()][..]));
-    assert_eq!(se.spec.names.categories.as_deref(), Some(&["scanning".to_string()][..]));
+    assert_eq!(
+        se.spec.names.short_names.as_deref(),
+        Some(&["se".to_string()][..])
+    );
+    assert_eq!(
+        se.spec.names.categories.as_deref(),
+        Some(&["scanning".to_string()][..])
+    );
     let version = &se.spec.versions[0];
     assert_eq!(version.name, "v1alpha1");
-    assert!(version.subresources.as_ref().and_then(|s| s.status.as_ref()).is_some());
-    let columns: Vec<_> =
-        version.additional_printer_columns.iter().flatten().map(|c| c.name.as_str()).collect();
-    assert_eq!(columns, ["Console", "Direction", "Status", "Version", "Ready", "Age"]);
+    assert!(
+        version
+            .subresources
+            .as_ref()
+            .and_then(|s| s.status.as_ref())
+            .is_some()
+    );
+    let columns: Vec<_> = version
+        .additional_printer_columns
+        .iter()
+        .flatten()
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(
+        columns,
+        ["Console", "Direction", "Status", "Version", "Ready", "Age"]
+    );
 
     let con = Console::crd();
-    assert_eq!(con.spec.names.short_names.as_deref(), Some(&["con".to_string()][..]));
-    assert_eq!(con.spec.names.categories.as_deref(), Some(&["scanning".to_string()][..]));
+    assert_eq!(
+        con.spec.names.short_names.as_deref(),
+        Some(&["con".to_string()][..])
+    );
+    assert_eq!(
+        con.spec.names.categories.as_deref(),
+        Some(&["scanning".to_string()][..])
+    );
 }

@@ -7,7 +7,9 @@ use scan_engine_operator::crd::{Console, ScanEngine};
 use serde::Deserialize;
 
 fn documents(file: &str) -> Vec<serde_json::Value> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples").join(file);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples")
+        .join(file);
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
         Err(e) => panic!("cannot read {}: {e}", path.display()),
@@ -26,17 +28,21 @@ fn check(file: &str) -> (usize, usize) {
     for doc in documents(file) {
         match doc.get("kind").and_then(|k| k.as_str()) {
             Some("Console") => {
-                let c: Console = serde_json::from_value(doc.clone()).unwrap_or_else(|e| panic!("{file}: Console: {e}"));
+                let c: Console = serde_json::from_value(doc.clone())
+                    .unwrap_or_else(|e| panic!("{file}: Console: {e}"));
                 if let Err(e) = kube::core::cel::validate_cel(&c) {
                     panic!("{file}: Console {:?} rejected by CEL: {e}", c.metadata.name);
                 }
                 consoles += 1;
             }
             Some("ScanEngine") => {
-                let s: ScanEngine =
-                    serde_json::from_value(doc.clone()).unwrap_or_else(|e| panic!("{file}: ScanEngine: {e}"));
+                let s: ScanEngine = serde_json::from_value(doc.clone())
+                    .unwrap_or_else(|e| panic!("{file}: ScanEngine: {e}"));
                 if let Err(e) = kube::core::cel::validate_cel(&s) {
-                    panic!("{file}: ScanEngine {:?} rejected by CEL: {e}", s.metadata.name);
+                    panic!(
+                        "{file}: ScanEngine {:?} rejected by CEL: {e}",
+                        s.metadata.name
+                    );
                 }
                 engines += 1;
             }
@@ -64,11 +70,17 @@ fn manual_authorization_example() {
 #[test]
 fn kustomization_lists_existing_files() {
     for doc in documents("kustomization.yaml") {
-        let resources = doc.get("resources").and_then(|r| r.as_array()).cloned().unwrap_or_default();
+        let resources = doc
+            .get("resources")
+            .and_then(|r| r.as_array())
+            .cloned()
+            .unwrap_or_default();
         assert!(!resources.is_empty());
         for r in resources {
             let r = r.as_str().unwrap_or_default();
-            let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples").join(r);
+            let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../examples")
+                .join(r);
             assert!(path.exists(), "kustomization.yaml names missing {r}");
         }
     }

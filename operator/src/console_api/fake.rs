@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use futures::future::BoxFuture;
 
 use super::{
-    ApiError, ApiErrorKind, ApiResult, Call, ConsoleApi, ConsoleApiFactory, ConsoleConnection, ConsoleInfo,
-    ConsoleVersion, Engine, EngineCommunication, NewEngine, SecretString,
+    ApiError, ApiErrorKind, ApiResult, Call, ConsoleApi, ConsoleApiFactory, ConsoleConnection,
+    ConsoleInfo, ConsoleVersion, Engine, EngineCommunication, NewEngine, SecretString,
 };
 
 #[derive(Debug, Default)]
@@ -62,7 +62,10 @@ impl FakeConsole {
         let id = s.next_id;
         s.next_id += 1;
         let version = s.version.clone();
-        s.engines.insert(id, engine(id, name, "10.0.0.9", 0, status, &version, direction));
+        s.engines.insert(
+            id,
+            engine(id, name, "10.0.0.9", 0, status, &version, direction),
+        );
         id
     }
 
@@ -70,13 +73,24 @@ impl FakeConsole {
         let mut s = self.state();
         s.calls.push(format!("{}{}", call.as_str(), detail));
         if s.down {
-            return Err(err(call, ApiErrorKind::Transport("connection refused".into())));
+            return Err(err(
+                call,
+                ApiErrorKind::Transport("connection refused".into()),
+            ));
         }
         Ok(s)
     }
 }
 
-fn engine(id: i64, name: &str, address: &str, port: i64, status: &str, version: &str, direction: &str) -> Engine {
+fn engine(
+    id: i64,
+    name: &str,
+    address: &str,
+    port: i64,
+    status: &str,
+    version: &str,
+    direction: &str,
+) -> Engine {
     Engine {
         id,
         name: name.into(),
@@ -91,12 +105,20 @@ fn engine(id: i64, name: &str, address: &str, port: i64, status: &str, version: 
 }
 
 fn err(call: Call, kind: ApiErrorKind) -> ApiError {
-    ApiError { console: "fake".into(), url: "https://fake:3780".into(), call, kind }
+    ApiError {
+        console: "fake".into(),
+        url: "https://fake:3780".into(),
+        call,
+        kind,
+    }
 }
 
 impl ConsoleApiFactory for FakeConsole {
     fn connect(&self, connection: ConsoleConnection) -> ApiResult<Arc<dyn ConsoleApi>> {
-        self.state().connections.push(format!("{} {} {}", connection.console, connection.url, connection.username));
+        self.state().connections.push(format!(
+            "{} {} {}",
+            connection.console, connection.url, connection.username
+        ));
         Ok(Arc::new(self.clone()))
     }
 }
@@ -106,7 +128,9 @@ impl ConsoleApi for FakeConsole {
         Box::pin(async move {
             let s = self.begin(Call::Info, String::new())?;
             Ok(ConsoleInfo {
-                version: ConsoleVersion { semantic: Some(s.version.clone()) },
+                version: ConsoleVersion {
+                    semantic: Some(s.version.clone()),
+                },
                 engine_communication: Some(EngineCommunication {
                     certificate_fingerprint: Some(s.fingerprint.clone()),
                     port: Some(40815),
@@ -131,16 +155,33 @@ impl ConsoleApi for FakeConsole {
 
     fn create_engine<'a>(&'a self, new: &'a NewEngine) -> BoxFuture<'a, ApiResult<i64>> {
         Box::pin(async move {
-            let mut s = self.begin(Call::CreateEngine, format!(" {} {}:{}", new.name, new.address, new.port))?;
+            let mut s = self.begin(
+                Call::CreateEngine,
+                format!(" {} {}:{}", new.name, new.address, new.port),
+            )?;
             if s.engines.values().any(|e| e.name == new.name) {
-                return Err(err(Call::CreateEngine, ApiErrorKind::Status { code: 409, message: "exists".into() }));
+                return Err(err(
+                    Call::CreateEngine,
+                    ApiErrorKind::Status {
+                        code: 409,
+                        message: "exists".into(),
+                    },
+                ));
             }
             let id = s.next_id;
             s.next_id += 1;
             let (status, version) = (s.new_engine_status.clone(), s.version.clone());
             s.engines.insert(
                 id,
-                engine(id, &new.name, &new.address, i64::from(new.port), &status, &version, "console-to-engine"),
+                engine(
+                    id,
+                    &new.name,
+                    &new.address,
+                    i64::from(new.port),
+                    &status,
+                    &version,
+                    "console-to-engine",
+                ),
             );
             Ok(id)
         })
@@ -157,10 +198,15 @@ impl ConsoleApi for FakeConsole {
     fn refresh_engine(&self, id: i64) -> BoxFuture<'_, ApiResult<Engine>> {
         Box::pin(async move {
             let s = self.begin(Call::RefreshEngine, format!(" {id}"))?;
-            s.engines
-                .get(&id)
-                .cloned()
-                .ok_or_else(|| err(Call::RefreshEngine, ApiErrorKind::Status { code: 404, message: "not found".into() }))
+            s.engines.get(&id).cloned().ok_or_else(|| {
+                err(
+                    Call::RefreshEngine,
+                    ApiErrorKind::Status {
+                        code: 404,
+                        message: "not found".into(),
+                    },
+                )
+            })
         })
     }
 

@@ -9,8 +9,8 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use super::{
-    ApiError, ApiErrorKind, ApiResult, Call, ConsoleApi, ConsoleApiFactory, ConsoleConnection, ConsoleInfo, Engine,
-    NewEngine, SecretString,
+    ApiError, ApiErrorKind, ApiResult, Call, ConsoleApi, ConsoleApiFactory, ConsoleConnection,
+    ConsoleInfo, Engine, NewEngine, SecretString,
 };
 
 /// Retries of idempotent calls.
@@ -24,7 +24,10 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        Self { attempts: 3, base_delay: Duration::from_millis(250) }
+        Self {
+            attempts: 3,
+            base_delay: Duration::from_millis(250),
+        }
     }
 }
 
@@ -105,7 +108,8 @@ impl HttpConsoleApi {
             call: Call::Info,
             kind: ApiErrorKind::Config(m),
         };
-        let parsed = reqwest::Url::parse(&conn.url).map_err(|e| config_error(format!("bad URL: {e}")))?;
+        let parsed =
+            reqwest::Url::parse(&conn.url).map_err(|e| config_error(format!("bad URL: {e}")))?;
         if parsed.scheme() != "https" && parsed.scheme() != "http" {
             return Err(config_error("URL scheme must be https".into()));
         }
@@ -128,7 +132,9 @@ impl HttpConsoleApi {
         if conn.insecure_skip_tls_verify {
             builder = builder.danger_accept_invalid_certs(true);
         }
-        let http = builder.build().map_err(|e| config_error(format!("cannot build HTTP client: {}", chain(&e))))?;
+        let http = builder
+            .build()
+            .map_err(|e| config_error(format!("cannot build HTTP client: {}", chain(&e))))?;
         Ok(Self {
             http,
             base: conn.url.trim_end_matches('/').to_string(),
@@ -140,7 +146,12 @@ impl HttpConsoleApi {
     }
 
     fn error(&self, call: Call, kind: ApiErrorKind) -> ApiError {
-        ApiError { console: self.console.clone(), url: self.base.clone(), call, kind }
+        ApiError {
+            console: self.console.clone(),
+            url: self.base.clone(),
+            call,
+            kind,
+        }
     }
 
     /// Sends one request, retrying transport errors, 429 and 5xx when `idempotent`.
@@ -152,7 +163,11 @@ impl HttpConsoleApi {
         body: Option<&serde_json::Value>,
         idempotent: bool,
     ) -> ApiResult<(StatusCode, Vec<u8>)> {
-        let attempts = if idempotent { self.retry.attempts.max(1) } else { 1 };
+        let attempts = if idempotent {
+            self.retry.attempts.max(1)
+        } else {
+            1
+        };
         let mut delay = self.retry.base_delay;
         let mut last = None;
         for attempt in 1..=attempts {
@@ -173,32 +188,57 @@ impl HttpConsoleApi {
                     let status = resp.status();
                     match resp.bytes().await {
                         Ok(bytes) => {
-                            if (status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS) && attempt < attempts {
+                            if (status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS)
+                                && attempt < attempts
+                            {
                                 tracing::debug!(console = %self.console, call = call.as_str(), %status, attempt, "retrying console call");
                                 last = Some(self.status_error(call, status, &bytes));
                                 continue;
                             }
                             return Ok((status, bytes.to_vec()));
                         }
-                        Err(e) => last = Some(self.error(call, ApiErrorKind::Transport(chain(&e.without_url())))),
+                        Err(e) => {
+                            last = Some(
+                                self.error(call, ApiErrorKind::Transport(chain(&e.without_url()))),
+                            )
+                        }
                     }
                 }
-                Err(e) => last = Some(self.error(call, ApiErrorKind::Transport(chain(&e.without_url())))),
+                Err(e) => {
+                    last = Some(self.error(call, ApiErrorKind::Transport(chain(&e.without_url()))))
+                }
             }
             tracing::debug!(console = %self.console, call = call.as_str(), attempt, "console call failed");
         }
-        Err(last.unwrap_or_else(|| self.error(call, ApiErrorKind::Transport("no attempt made".into()))))
+        Err(last
+            .unwrap_or_else(|| self.error(call, ApiErrorKind::Transport("no attempt made".into()))))
     }
 
     fn status_error(&self, call: Call, status: StatusCode, body: &[u8]) -> ApiError {
-        let message = serde_json::from_slice::<ErrorBody>(body).map(|b| b.message).unwrap_or_default();
-        self.error(call, ApiErrorKind::Status { code: status.as_u16(), message })
+        let message = serde_json::from_slice::<ErrorBody>(body)
+            .map(|b| b.message)
+            .unwrap_or_default();
+        self.error(
+            call,
+            ApiErrorKind::Status {
+                code: status.as_u16(),
+                message,
+            },
+        )
     }
 
     fn decode<T: DeserializeOwned>(&self, call: Call, body: &[u8]) -> ApiResult<T> {
         // Never echo the body: it may be the shared secret.
         serde_json::from_slice(body).map_err(|e| {
-            self.error(call, ApiErrorKind::Decode(format!("{:?} error at line {} column {}", e.classify(), e.line(), e.column())))
+            self.error(
+                call,
+                ApiErrorKind::Decode(format!(
+                    "{:?} error at line {} column {}",
+                    e.classify(),
+                    e.line(),
+                    e.column()
+                )),
+            )
         })
     }
 
@@ -213,7 +253,13 @@ impl HttpConsoleApi {
         self.decode(call, &body).map(Some)
     }
 
-    async fn expect_success(&self, call: Call, method: Method, path: &str, idempotent: bool) -> ApiResult<Vec<u8>> {
+    async fn expect_success(
+        &self,
+        call: Call,
+        method: Method,
+        path: &str,
+        idempotent: bool,
+    ) -> ApiResult<Vec<u8>> {
         let (status, body) = self.send(call, method, path, None, idempotent).await?;
         if !status.is_success() {
             return Err(self.status_error(call, status, &body));
@@ -239,7 +285,15 @@ impl ConsoleApi for HttpConsoleApi {
             let call = Call::Info;
             self.get_json(call, "administration/info")
                 .await?
-                .ok_or_else(|| self.error(call, ApiErrorKind::Status { code: 404, message: String::new() }))
+                .ok_or_else(|| {
+                    self.error(
+                        call,
+                        ApiErrorKind::Status {
+                            code: 404,
+                            message: String::new(),
+                        },
+                    )
+                })
         })
     }
 
@@ -250,14 +304,23 @@ impl ConsoleApi for HttpConsoleApi {
             let mut page = 0u64;
             loop {
                 let path = format!("scan_engines?page={page}&size={PAGE_SIZE}");
-                let body: EnginePage = self
-                    .get_json(call, &path)
-                    .await?
-                    .ok_or_else(|| self.error(call, ApiErrorKind::Status { code: 404, message: String::new() }))?;
+                let body: EnginePage = self.get_json(call, &path).await?.ok_or_else(|| {
+                    self.error(
+                        call,
+                        ApiErrorKind::Status {
+                            code: 404,
+                            message: String::new(),
+                        },
+                    )
+                })?;
                 let count = body.resources.len();
                 engines.extend(body.resources);
                 match body.page {
-                    Some(p) if p.number + 1 < p.total_pages && count > 0 && page + 1 < MAX_PAGES => page += 1,
+                    Some(p)
+                        if p.number + 1 < p.total_pages && count > 0 && page + 1 < MAX_PAGES =>
+                    {
+                        page += 1
+                    }
                     _ => break,
                 }
             }
@@ -266,14 +329,20 @@ impl ConsoleApi for HttpConsoleApi {
     }
 
     fn get_engine(&self, id: i64) -> BoxFuture<'_, ApiResult<Option<Engine>>> {
-        Box::pin(async move { self.get_json(Call::GetEngine, &format!("scan_engines/{id}")).await })
+        Box::pin(async move {
+            self.get_json(Call::GetEngine, &format!("scan_engines/{id}"))
+                .await
+        })
     }
 
     fn create_engine<'a>(&'a self, engine: &'a NewEngine) -> BoxFuture<'a, ApiResult<i64>> {
         Box::pin(async move {
             let call = Call::CreateEngine;
-            let body = serde_json::to_value(engine).map_err(|e| self.error(call, ApiErrorKind::Decode(e.to_string())))?;
-            let (status, resp) = self.send(call, Method::POST, "scan_engines", Some(&body), false).await?;
+            let body = serde_json::to_value(engine)
+                .map_err(|e| self.error(call, ApiErrorKind::Decode(e.to_string())))?;
+            let (status, resp) = self
+                .send(call, Method::POST, "scan_engines", Some(&body), false)
+                .await?;
             if !status.is_success() {
                 return Err(self.status_error(call, status, &resp));
             }
@@ -284,7 +353,15 @@ impl ConsoleApi for HttpConsoleApi {
     fn delete_engine(&self, id: i64) -> BoxFuture<'_, ApiResult<()>> {
         Box::pin(async move {
             let call = Call::DeleteEngine;
-            let (status, body) = self.send(call, Method::DELETE, &format!("scan_engines/{id}"), None, true).await?;
+            let (status, body) = self
+                .send(
+                    call,
+                    Method::DELETE,
+                    &format!("scan_engines/{id}"),
+                    None,
+                    true,
+                )
+                .await?;
             if status.is_success() {
                 return Ok(());
             }
@@ -295,7 +372,9 @@ impl ConsoleApi for HttpConsoleApi {
                     None => Ok(()),
                     Some(_) => Err(self.error(
                         call,
-                        ApiErrorKind::Inconsistent(format!("delete answered 404 but engine {id} still exists")),
+                        ApiErrorKind::Inconsistent(format!(
+                            "delete answered 404 but engine {id} still exists"
+                        )),
                     )),
                 };
             }
@@ -306,21 +385,33 @@ impl ConsoleApi for HttpConsoleApi {
     fn refresh_engine(&self, id: i64) -> BoxFuture<'_, ApiResult<Engine>> {
         Box::pin(async move {
             let call = Call::RefreshEngine;
-            let body = self.expect_success(call, Method::POST, &format!("scan_engines/{id}/refresh"), true).await?;
+            let body = self
+                .expect_success(
+                    call,
+                    Method::POST,
+                    &format!("scan_engines/{id}/refresh"),
+                    true,
+                )
+                .await?;
             self.decode(call, &body)
         })
     }
 
     fn shared_secret(&self) -> BoxFuture<'_, ApiResult<Option<SecretString>>> {
         Box::pin(async move {
-            Ok(self.get_json::<String>(Call::SharedSecret, "scan_engines/shared_secret").await?.map(SecretString::new))
+            Ok(self
+                .get_json::<String>(Call::SharedSecret, "scan_engines/shared_secret")
+                .await?
+                .map(SecretString::new))
         })
     }
 
     fn create_shared_secret(&self) -> BoxFuture<'_, ApiResult<SecretString>> {
         Box::pin(async move {
             let call = Call::CreateSharedSecret;
-            let body = self.expect_success(call, Method::POST, "scan_engines/shared_secret", true).await?;
+            let body = self
+                .expect_success(call, Method::POST, "scan_engines/shared_secret", true)
+                .await?;
             self.decode::<String>(call, &body).map(SecretString::new)
         })
     }
@@ -328,7 +419,15 @@ impl ConsoleApi for HttpConsoleApi {
     fn revoke_shared_secret(&self) -> BoxFuture<'_, ApiResult<()>> {
         Box::pin(async move {
             let call = Call::RevokeSharedSecret;
-            let (status, body) = self.send(call, Method::DELETE, "scan_engines/shared_secret", None, true).await?;
+            let (status, body) = self
+                .send(
+                    call,
+                    Method::DELETE,
+                    "scan_engines/shared_secret",
+                    None,
+                    true,
+                )
+                .await?;
             if status.is_success() || status == StatusCode::NOT_FOUND {
                 return Ok(());
             }
@@ -337,7 +436,13 @@ impl ConsoleApi for HttpConsoleApi {
     }
 
     fn shared_secret_ttl(&self) -> BoxFuture<'_, ApiResult<Option<u64>>> {
-        Box::pin(async move { self.get_json(Call::SharedSecretTtl, "scan_engines/shared_secret/time_to_live").await })
+        Box::pin(async move {
+            self.get_json(
+                Call::SharedSecretTtl,
+                "scan_engines/shared_secret/time_to_live",
+            )
+            .await
+        })
     }
 }
 
@@ -366,7 +471,10 @@ mod tests {
             Ok(l) => l,
             Err(e) => panic!("bind: {e}"),
         };
-        let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        let addr = listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
         tokio::spawn(async move {
             let _ = axum::serve(listener, router).await;
         });
@@ -383,7 +491,10 @@ mod tests {
             insecure_skip_tls_verify: false,
         };
         let settings = HttpSettings {
-            retry: RetryPolicy { attempts: 3, base_delay: Duration::from_millis(1) },
+            retry: RetryPolicy {
+                attempts: 3,
+                base_delay: Duration::from_millis(1),
+            },
             ..HttpSettings::default()
         };
         match HttpConsoleApi::new(conn, settings) {
@@ -448,10 +559,16 @@ mod tests {
         let info = api.info().await.unwrap_or_default();
         assert_eq!(info.version.semantic.as_deref(), Some("0.1.0"));
         assert_eq!(
-            info.engine_communication.and_then(|e| e.certificate_fingerprint).as_deref(),
+            info.engine_communication
+                .and_then(|e| e.certificate_fingerprint)
+                .as_deref(),
             Some("sha256:ab")
         );
-        assert_eq!(counters.flaky.load(Ordering::SeqCst), 3, "two retries then success");
+        assert_eq!(
+            counters.flaky.load(Ordering::SeqCst),
+            3,
+            "two retries then success"
+        );
 
         let engines = api.list_engines().await.unwrap_or_default();
         assert_eq!(engines.len(), 1);
@@ -459,34 +576,63 @@ mod tests {
 
         // 404 on delete with the engine still there is not "deleted".
         let err = api.delete_engine(7).await.err();
-        assert!(matches!(err.as_ref().map(|e| &e.kind), Some(ApiErrorKind::Inconsistent(_))), "{err:?}");
+        assert!(
+            matches!(
+                err.as_ref().map(|e| &e.kind),
+                Some(ApiErrorKind::Inconsistent(_))
+            ),
+            "{err:?}"
+        );
         // 404 on delete and on GET: gone.
         assert!(api.delete_engine(8).await.is_ok());
 
         // Create is not idempotent: exactly one attempt, and the error names console and call.
         let err = api
-            .create_engine(&NewEngine { name: "b".into(), address: "b.ns.svc".into(), port: 40814 })
+            .create_engine(&NewEngine {
+                name: "b".into(),
+                address: "b.ns.svc".into(),
+                port: 40814,
+            })
             .await
             .err()
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert_eq!(counters.creates.load(Ordering::SeqCst), 1);
-        assert!(err.contains("ns/console") && err.contains("POST /api/3/scan_engines") && err.contains("HTTP 500: boom"), "{err}");
+        assert!(
+            err.contains("ns/console")
+                && err.contains("POST /api/3/scan_engines")
+                && err.contains("HTTP 500: boom"),
+            "{err}"
+        );
 
         let secret = api.shared_secret().await.ok().flatten();
-        assert_eq!(secret.as_ref().map(SecretString::expose), Some("s3cr3t-value"));
+        assert_eq!(
+            secret.as_ref().map(SecretString::expose),
+            Some("s3cr3t-value")
+        );
         assert_eq!(api.shared_secret_ttl().await.ok().flatten(), Some(1800));
 
         // A malformed secret answer must not echo the body.
-        let err = api.create_shared_secret().await.err().map(|e| e.to_string()).unwrap_or_default();
-        assert!(err.contains("unexpected response") && !err.contains("12345"), "{err}");
+        let err = api
+            .create_shared_secret()
+            .await
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            err.contains("unexpected response") && !err.contains("12345"),
+            "{err}"
+        );
     }
 
     #[tokio::test]
     async fn unreachable_console_is_a_transport_error() {
         let api = client("http://127.0.0.1:1".into());
         let err = api.info().await.err();
-        assert!(err.as_ref().is_some_and(ApiError::is_unreachable), "{err:?}");
+        assert!(
+            err.as_ref().is_some_and(ApiError::is_unreachable),
+            "{err:?}"
+        );
         let text = err.map(|e| e.to_string()).unwrap_or_default();
         assert!(!text.contains("pw"));
     }

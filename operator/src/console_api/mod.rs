@@ -8,9 +8,9 @@
 //! Credentials and the pairing shared secret are [`SecretString`]s: their `Debug` prints
 //! `***`, and no error message ever contains them.
 
-pub mod http;
 #[cfg(test)]
 pub mod fake;
+pub mod http;
 
 use std::fmt;
 use std::sync::Arc;
@@ -200,7 +200,9 @@ impl ApiError {
     /// Short label for metrics and condition reasons.
     pub fn reason(&self) -> &'static str {
         match self.kind {
-            ApiErrorKind::Status { code: 401 | 403, .. } => "ConsoleAuthFailed",
+            ApiErrorKind::Status {
+                code: 401 | 403, ..
+            } => "ConsoleAuthFailed",
             ApiErrorKind::Status { .. } => "ConsoleApiError",
             ApiErrorKind::Transport(_) => "ConsoleUnreachable",
             ApiErrorKind::Decode(_) | ApiErrorKind::Inconsistent(_) => "ConsoleApiError",
@@ -242,7 +244,11 @@ pub trait ConsoleApiFactory: Send + Sync {
 
 /// Finds an engine by its name at the console (names are unique there).
 pub async fn find_engine_by_name(api: &dyn ConsoleApi, name: &str) -> ApiResult<Option<Engine>> {
-    Ok(api.list_engines().await?.into_iter().find(|e| e.name == name))
+    Ok(api
+        .list_engines()
+        .await?
+        .into_iter()
+        .find(|e| e.name == name))
 }
 
 #[cfg(test)]
@@ -270,9 +276,15 @@ mod tests {
             console: "ns/c".into(),
             url: "https://c:3780".into(),
             call: Call::CreateEngine,
-            kind: ApiErrorKind::Status { code: 409, message: "exists".into() },
+            kind: ApiErrorKind::Status {
+                code: 409,
+                message: "exists".into(),
+            },
         };
-        assert_eq!(e.to_string(), "console ns/c (https://c:3780): POST /api/3/scan_engines: HTTP 409: exists");
+        assert_eq!(
+            e.to_string(),
+            "console ns/c (https://c:3780): POST /api/3/scan_engines: HTTP 409: exists"
+        );
     }
 
     #[test]

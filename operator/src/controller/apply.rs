@@ -29,31 +29,47 @@ where
         map.insert("kind".into(), K::kind(&()).into());
         map.remove("status");
     }
-    api.patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&body))
-        .await
-        .map_err(Error::kube(format!("apply {} {ns}/{name}", K::kind(&()))))
+    api.patch(
+        &name,
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await
+    .map_err(Error::kube(format!("apply {} {ns}/{name}", K::kind(&()))))
 }
 
 /// Deletes a namespaced object; absent is fine.
 pub async fn delete_if_exists<K>(client: &Client, namespace: &str, name: &str) -> Result<()>
 where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope> + Clone + Debug + DeserializeOwned,
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + Debug
+        + DeserializeOwned,
 {
     let api: Api<K> = Api::namespaced(client.clone(), namespace);
     match api.delete(name, &DeleteParams::default()).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-        Err(e) => Err(Error::kube(format!("delete {} {namespace}/{name}", K::kind(&())))(e)),
+        Err(e) => Err(Error::kube(format!(
+            "delete {} {namespace}/{name}",
+            K::kind(&())
+        ))(e)),
     }
 }
 
 /// Gets a namespaced object; `None` when absent.
 pub async fn get_opt<K>(client: &Client, namespace: &str, name: &str) -> Result<Option<K>>
 where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope> + Clone + Debug + DeserializeOwned,
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + Debug
+        + DeserializeOwned,
 {
     let api: Api<K> = Api::namespaced(client.clone(), namespace);
-    api.get_opt(name).await.map_err(Error::kube(format!("get {} {namespace}/{name}", K::kind(&()))))
+    api.get_opt(name).await.map_err(Error::kube(format!(
+        "get {} {namespace}/{name}",
+        K::kind(&())
+    )))
 }
 
 /// Writes `status` of a custom resource with server-side apply.
@@ -73,8 +89,15 @@ where
         "kind": K::kind(&()),
         "status": status,
     });
-    api.patch_status(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&body))
-        .await
-        .map_err(Error::kube(format!("write status of {} {ns}/{name}", K::kind(&()))))?;
+    api.patch_status(
+        &name,
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await
+    .map_err(Error::kube(format!(
+        "write status of {} {ns}/{name}",
+        K::kind(&())
+    )))?;
     Ok(())
 }

@@ -11,8 +11,8 @@ use kube::{Client, ResourceExt};
 use super::apply::get_opt;
 use super::names;
 use crate::console_api::{ConsoleConnection, SecretString};
-use crate::crd::console::{CaBundleKind, ExternalConsole};
 use crate::crd::Console;
+use crate::crd::console::{CaBundleKind, ExternalConsole};
 use crate::{Error, Result};
 
 /// Port of the console REST API.
@@ -22,40 +22,65 @@ pub const ENGINE_LISTENER_PORT: i32 = 40815;
 
 /// URL of a managed console's API.
 pub fn managed_url(name: &str, namespace: &str) -> String {
-    format!("https://{}.{namespace}.svc:{API_PORT}", names::console_objects(name))
+    format!(
+        "https://{}.{namespace}.svc:{API_PORT}",
+        names::console_objects(name)
+    )
 }
 
 /// Where reverse engines dial a managed console.
 pub fn managed_engine_listener(name: &str, namespace: &str) -> String {
-    format!("{}.{namespace}.svc:{ENGINE_LISTENER_PORT}", names::console_engine_service(name))
+    format!(
+        "{}.{namespace}.svc:{ENGINE_LISTENER_PORT}",
+        names::console_engine_service(name)
+    )
 }
 
 /// `namespace/name` of a Console.
 pub fn console_id(console: &Console) -> String {
-    format!("{}/{}", console.namespace().unwrap_or_default(), console.name_any())
+    format!(
+        "{}/{}",
+        console.namespace().unwrap_or_default(),
+        console.name_any()
+    )
 }
 
 fn secret_value(secret: &Secret, key: &str) -> Option<String> {
     if let Some(v) = secret.data.as_ref().and_then(|d| d.get(key)) {
         return String::from_utf8(v.0.clone()).ok();
     }
-    secret.string_data.as_ref().and_then(|d| d.get(key)).cloned()
+    secret
+        .string_data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .cloned()
 }
 
-async fn required_secret(client: &Client, namespace: &str, name: &str, purpose: &str) -> Result<Secret> {
+async fn required_secret(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    purpose: &str,
+) -> Result<Secret> {
     get_opt::<Secret>(client, namespace, name)
         .await?
-        .ok_or_else(|| Error::MissingReference(format!("Secret {namespace}/{name} ({purpose}) does not exist")))
+        .ok_or_else(|| {
+            Error::MissingReference(format!(
+                "Secret {namespace}/{name} ({purpose}) does not exist"
+            ))
+        })
 }
 
 fn required_key(secret: &Secret, key: &str, purpose: &str) -> Result<String> {
-    secret_value(secret, key).filter(|v| !v.is_empty()).ok_or_else(|| {
-        Error::MissingReference(format!(
-            "Secret {}/{} has no key {key} ({purpose})",
-            secret.namespace().unwrap_or_default(),
-            secret.name_any()
-        ))
-    })
+    secret_value(secret, key)
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| {
+            Error::MissingReference(format!(
+                "Secret {}/{} has no key {key} ({purpose})",
+                secret.namespace().unwrap_or_default(),
+                secret.name_any()
+            ))
+        })
 }
 
 /// Resolves the connection settings of a Console (reads the Secrets/ConfigMaps it names).
@@ -65,8 +90,20 @@ pub async fn resolve(client: &Client, console: &Console) -> Result<ConsoleConnec
     if let Some(external) = &console.spec.external {
         return resolve_external(client, console, &ns, external).await;
     }
-    let admin = required_secret(client, &ns, &names::console_admin_secret(&name), "console admin credentials").await?;
-    let ca = required_secret(client, &ns, &names::console_ca_secret(&name), "console API CA").await?;
+    let admin = required_secret(
+        client,
+        &ns,
+        &names::console_admin_secret(&name),
+        "console admin credentials",
+    )
+    .await?;
+    let ca = required_secret(
+        client,
+        &ns,
+        &names::console_ca_secret(&name),
+        "console API CA",
+    )
+    .await?;
     Ok(ConsoleConnection {
         console: console_id(console),
         url: managed_url(&name, &ns),
@@ -85,18 +122,35 @@ async fn resolve_external(
 ) -> Result<ConsoleConnection> {
     let creds_ref = &external.credentials_secret_ref;
     let creds = required_secret(client, ns, &creds_ref.name, "console API credentials").await?;
-    let username = required_key(&creds, creds_ref.username_key.as_deref().unwrap_or("username"), "API user")?;
-    let password = required_key(&creds, creds_ref.password_key.as_deref().unwrap_or("password"), "API password")?;
+    let username = required_key(
+        &creds,
+        creds_ref.username_key.as_deref().unwrap_or("username"),
+        "API user",
+    )?;
+    let password = required_key(
+        &creds,
+        creds_ref.password_key.as_deref().unwrap_or("password"),
+        "API password",
+    )?;
     let ca_bundle = if let Some(pem) = &external.ca_bundle {
         Some(pem.clone().into_bytes())
     } else if let Some(r) = &external.ca_bundle_ref {
         let key = r.key.as_deref().unwrap_or("ca.crt");
         let pem = match r.kind {
-            CaBundleKind::Secret => required_key(&required_secret(client, ns, &r.name, "CA bundle").await?, key, "CA bundle")?,
+            CaBundleKind::Secret => required_key(
+                &required_secret(client, ns, &r.name, "CA bundle").await?,
+                key,
+                "CA bundle",
+            )?,
             CaBundleKind::ConfigMap => get_opt::<ConfigMap>(client, ns, &r.name)
                 .await?
                 .and_then(|cm| cm.data.and_then(|d| d.get(key).cloned()))
-                .ok_or_else(|| Error::MissingReference(format!("ConfigMap {ns}/{} has no key {key} (CA bundle)", r.name)))?,
+                .ok_or_else(|| {
+                    Error::MissingReference(format!(
+                        "ConfigMap {ns}/{} has no key {key} (CA bundle)",
+                        r.name
+                    ))
+                })?,
         };
         Some(pem.into_bytes())
     } else {

@@ -34,7 +34,11 @@ pub fn context(client: Client, fake: &FakeConsole) -> Arc<Context> {
         Arc::new(Metrics::new()),
         Arc::new(fake.clone()),
         Arc::new(now),
-        Settings { operator_namespace: "scan-engine-system".into(), default_version: "0.1.0".into(), ..Settings::default() },
+        Settings {
+            operator_namespace: "scan-engine-system".into(),
+            default_version: "0.1.0".into(),
+            ..Settings::default()
+        },
     ))
 }
 
@@ -90,7 +94,11 @@ impl Scenario {
         path: impl Into<String>,
         answer: impl FnOnce(&Value) -> (StatusCode, Value) + Send + 'static,
     ) -> Self {
-        self.steps.push(Step { method, path: path.into(), answer: Box::new(answer) });
+        self.steps.push(Step {
+            method,
+            path: path.into(),
+            answer: Box::new(answer),
+        });
         self
     }
 
@@ -101,14 +109,20 @@ impl Scenario {
 
     /// Expects a server-side apply of a namespaced object, answered with its body.
     pub fn apply(self, group_path: &str, namespace: &str, plural: &str, name: &str) -> Self {
-        self.expect(Method::PATCH, format!("{group_path}/namespaces/{namespace}/{plural}/{name}{SSA}"), echo)
+        self.expect(
+            Method::PATCH,
+            format!("{group_path}/namespaces/{namespace}/{plural}/{name}{SSA}"),
+            echo,
+        )
     }
 
     /// Expects an Event to be published.
     pub fn event(self, namespace: &str) -> Self {
-        self.expect(Method::POST, format!("/apis/events.k8s.io/v1/namespaces/{namespace}/events?"), |b| {
-            (StatusCode::CREATED, b.clone())
-        })
+        self.expect(
+            Method::POST,
+            format!("/apis/events.k8s.io/v1/namespaces/{namespace}/events?"),
+            |b| (StatusCode::CREATED, b.clone()),
+        )
     }
 
     /// Serves the scenario; the task returns every request seen. A request out of order fails
@@ -118,11 +132,22 @@ impl Scenario {
             let mut seen = Vec::new();
             for (i, step) in self.steps.into_iter().enumerate() {
                 let Some((request, send)) = handle.next_request().await else {
-                    panic!("step {i}: the reconciler stopped before {} {}", step.method, step.path);
+                    panic!(
+                        "step {i}: the reconciler stopped before {} {}",
+                        step.method, step.path
+                    );
                 };
                 let method = request.method().clone();
-                let path = request.uri().path_and_query().map(ToString::to_string).unwrap_or_default();
-                let bytes = request.into_body().collect_bytes().await.unwrap_or_default();
+                let path = request
+                    .uri()
+                    .path_and_query()
+                    .map(ToString::to_string)
+                    .unwrap_or_default();
+                let bytes = request
+                    .into_body()
+                    .collect_bytes()
+                    .await
+                    .unwrap_or_default();
                 let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
                 assert_eq!(
                     (&method, path.as_str()),

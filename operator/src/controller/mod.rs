@@ -8,10 +8,10 @@
 pub mod apply;
 pub mod connection;
 pub mod console;
-pub mod names;
-pub mod scan_engine;
 #[cfg(test)]
 pub(crate) mod fixtures;
+pub mod names;
+pub mod scan_engine;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -50,7 +50,11 @@ impl Default for Settings {
             refresh_interval: Duration::from_secs(60),
             secret_renewal_margin: Duration::from_secs(15 * 60),
             operator_namespace: "scan-engine-operator".into(),
-            operator_pod_labels: [("app.kubernetes.io/name".to_string(), "scan-engine-operator".to_string())].into(),
+            operator_pod_labels: [(
+                "app.kubernetes.io/name".to_string(),
+                "scan-engine-operator".to_string(),
+            )]
+            .into(),
             default_version: crate::VERSION.into(),
         }
     }
@@ -96,11 +100,23 @@ impl Context {
     }
 
     /// Publishes an event about `obj`; failures are logged, never fatal.
-    pub async fn event<K>(&self, obj: &K, type_: EventType, reason: &str, action: &str, note: String)
-    where
+    pub async fn event<K>(
+        &self,
+        obj: &K,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) where
         K: Resource<DynamicType = ()>,
     {
-        let ev = Event { type_, reason: reason.into(), note: Some(note), action: action.into(), secondary: None };
+        let ev = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(note),
+            action: action.into(),
+            secondary: None,
+        };
         if let Err(e) = self.recorder.publish(&ev, &obj.object_ref(&())).await {
             tracing::warn!(error = %e, reason, "cannot publish event");
         }
@@ -128,7 +144,12 @@ impl Context {
 
 /// `kind/namespace/name`, for backoff bookkeeping and logs.
 pub fn object_key<K: Resource<DynamicType = ()>>(obj: &K) -> String {
-    format!("{}/{}/{}", K::kind(&()), obj.namespace().unwrap_or_default(), obj.name_any())
+    format!(
+        "{}/{}/{}",
+        K::kind(&()),
+        obj.namespace().unwrap_or_default(),
+        obj.name_any()
+    )
 }
 
 /// A controller owner reference to `obj` (children are garbage collected with it).
@@ -153,13 +174,20 @@ pub async fn run(
 
     use crate::crd::{Console, ScanEngine};
 
-    let scopes: Vec<Option<String>> = if namespaces.is_empty() { vec![None] } else { namespaces.into_iter().map(Some).collect() };
+    let scopes: Vec<Option<String>> = if namespaces.is_empty() {
+        vec![None]
+    } else {
+        namespaces.into_iter().map(Some).collect()
+    };
     let mut tasks = Vec::new();
     for scope in scopes {
         let client = ctx.client.clone();
         let api = |client: Client| -> (Api<ScanEngine>, Api<Console>) {
             match &scope {
-                Some(ns) => (Api::namespaced(client.clone(), ns), Api::namespaced(client, ns)),
+                Some(ns) => (
+                    Api::namespaced(client.clone(), ns),
+                    Api::namespaced(client, ns),
+                ),
                 None => (Api::all(client.clone()), Api::all(client)),
             }
         };
@@ -172,7 +200,8 @@ pub async fn run(
                 }
             };
         }
-        let managed = Config::default().labels(&format!("{}={}", names::MANAGED_BY_LABEL, names::MANAGER));
+        let managed =
+            Config::default().labels(&format!("{}={}", names::MANAGED_BY_LABEL, names::MANAGER));
 
         let engine_controller = Controller::new(engines, Config::default().any_semantic());
         let store = engine_controller.store();
@@ -180,18 +209,26 @@ pub async fn run(
             .owns(child!(StatefulSet), managed.clone())
             .owns(child!(Service), managed.clone())
             .owns(child!(NetworkPolicy), managed.clone())
-            .watches(consoles.clone(), Config::default(), move |console: Console| {
-                let ns = console.namespace();
-                let name = console.name_any();
-                store
-                    .state()
-                    .into_iter()
-                    .filter(|se| se.namespace() == ns && se.spec.console_ref.name == name)
-                    .map(|se| ObjectRef::from_obj(se.as_ref()))
-                    .collect::<Vec<_>>()
-            })
+            .watches(
+                consoles.clone(),
+                Config::default(),
+                move |console: Console| {
+                    let ns = console.namespace();
+                    let name = console.name_any();
+                    store
+                        .state()
+                        .into_iter()
+                        .filter(|se| se.namespace() == ns && se.spec.console_ref.name == name)
+                        .map(|se| ObjectRef::from_obj(se.as_ref()))
+                        .collect::<Vec<_>>()
+                },
+            )
             .graceful_shutdown_on(shutdown.clone())
-            .run(scan_engine::reconcile, scan_engine::error_policy, ctx.clone())
+            .run(
+                scan_engine::reconcile,
+                scan_engine::error_policy,
+                ctx.clone(),
+            )
             .for_each(|res| async move {
                 if let Err(e) = res {
                     tracing::debug!(error = %e, "ScanEngine controller event");

@@ -60,16 +60,27 @@ pub fn shared_secret(console: &str) -> String {
 }
 
 fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 /// Labels selecting an engine's pod (stable: StatefulSet selectors are immutable).
 pub fn engine_selector(engine: &str) -> BTreeMap<String, String> {
-    map(&[(NAME_LABEL, "scan-engine"), (INSTANCE_LABEL, engine), (ENGINE_LABEL, engine)])
+    map(&[
+        (NAME_LABEL, "scan-engine"),
+        (INSTANCE_LABEL, engine),
+        (ENGINE_LABEL, engine),
+    ])
 }
 
 /// All labels of an engine's objects and pod.
-pub fn engine_labels(engine: &str, console: &str, communication: Communication) -> BTreeMap<String, String> {
+pub fn engine_labels(
+    engine: &str,
+    console: &str,
+    communication: Communication,
+) -> BTreeMap<String, String> {
     let mut labels = engine_selector(engine);
     labels.extend(map(&[
         (COMPONENT_LABEL, "scan-engine"),
@@ -83,13 +94,21 @@ pub fn engine_labels(engine: &str, console: &str, communication: Communication) 
 
 /// Labels selecting a managed console's pod.
 pub fn console_selector(console: &str) -> BTreeMap<String, String> {
-    map(&[(NAME_LABEL, "security-console"), (INSTANCE_LABEL, console), (COMPONENT_LABEL, "console"), (CONSOLE_LABEL, console)])
+    map(&[
+        (NAME_LABEL, "security-console"),
+        (INSTANCE_LABEL, console),
+        (COMPONENT_LABEL, "console"),
+        (CONSOLE_LABEL, console),
+    ])
 }
 
 /// All labels of a console's objects and pod.
 pub fn console_labels(console: &str) -> BTreeMap<String, String> {
     let mut labels = console_selector(console);
-    labels.extend(map(&[(PART_OF_LABEL, "scan-engine-operator"), (MANAGED_BY_LABEL, MANAGER)]));
+    labels.extend(map(&[
+        (PART_OF_LABEL, "scan-engine-operator"),
+        (MANAGED_BY_LABEL, MANAGER),
+    ]));
     labels
 }
 
@@ -98,6 +117,9 @@ pub fn reverse_engines_of(console: &str) -> BTreeMap<String, String> {
     map(&[
         (NAME_LABEL, "scan-engine"),
         (CONSOLE_LABEL, console),
-        (COMMUNICATION_LABEL, Communication::EngineToConsole.as_flag()),
+        (
+            COMMUNICATION_LABEL,
+            Communication::EngineToConsole.as_flag(),
+        ),
     ])
 }

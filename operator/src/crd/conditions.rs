@@ -17,15 +17,33 @@ pub struct Cond {
 }
 
 impl Cond {
-    pub fn new(type_: &'static str, status: bool, reason: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { type_, status, reason: reason.into(), message: message.into() }
+    pub fn new(
+        type_: &'static str,
+        status: bool,
+        reason: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            type_,
+            status,
+            reason: reason.into(),
+            message: message.into(),
+        }
     }
 
-    pub fn true_(type_: &'static str, reason: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn true_(
+        type_: &'static str,
+        reason: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
         Self::new(type_, true, reason, message)
     }
 
-    pub fn false_(type_: &'static str, reason: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn false_(
+        type_: &'static str,
+        reason: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
         Self::new(type_, false, reason, message)
     }
 }
@@ -37,7 +55,12 @@ fn status_str(status: bool) -> &'static str {
 /// Builds the new condition list from `desired`, keeping each condition's `lastTransitionTime`
 /// from `previous` unless its status changed. Conditions in `previous` of types not in `desired`
 /// are dropped. The result is ordered like `desired`.
-pub fn merge(previous: &[Condition], desired: &[Cond], generation: Option<i64>, now: Timestamp) -> Vec<Condition> {
+pub fn merge(
+    previous: &[Condition],
+    desired: &[Cond],
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Vec<Condition> {
     desired
         .iter()
         .map(|d| {
@@ -91,15 +114,30 @@ mod tests {
 
     #[test]
     fn transition_time_changes_only_with_status() {
-        let first = merge(&[], &[Cond::false_(READY, "Pairing", "waiting")], Some(1), ts(100));
+        let first = merge(
+            &[],
+            &[Cond::false_(READY, "Pairing", "waiting")],
+            Some(1),
+            ts(100),
+        );
         assert_eq!(first[0].last_transition_time, Time(ts(100)));
         // Same status, new reason and message: time kept.
-        let second = merge(&first, &[Cond::false_(READY, "Down", "console says down")], Some(2), ts(200));
+        let second = merge(
+            &first,
+            &[Cond::false_(READY, "Down", "console says down")],
+            Some(2),
+            ts(200),
+        );
         assert_eq!(second[0].last_transition_time, Time(ts(100)));
         assert_eq!(second[0].observed_generation, Some(2));
         assert_eq!(second[0].reason, "Down");
         // Status flips: time moves.
-        let third = merge(&second, &[Cond::true_(READY, "Active", "ok")], Some(2), ts(300));
+        let third = merge(
+            &second,
+            &[Cond::true_(READY, "Active", "ok")],
+            Some(2),
+            ts(300),
+        );
         assert_eq!(third[0].last_transition_time, Time(ts(300)));
         assert_eq!(third[0].status, "True");
     }
@@ -109,7 +147,12 @@ mod tests {
         let a = merge(&[], &[Cond::true_(READY, "Active", "ok")], Some(1), ts(1));
         let b = merge(&[], &[Cond::true_(READY, "Active", "ok")], Some(1), ts(2));
         assert!(same_ignoring_time(&a, &b));
-        let c = merge(&[], &[Cond::true_(READY, "Active", "other")], Some(1), ts(2));
+        let c = merge(
+            &[],
+            &[Cond::true_(READY, "Active", "other")],
+            Some(1),
+            ts(2),
+        );
         assert!(!same_ignoring_time(&a, &c));
         let d = merge(&[], &[Cond::true_(READY, "Active", "ok")], Some(2), ts(2));
         assert!(!same_ignoring_time(&a, &d));

@@ -18,6 +18,8 @@ use super::scan_engine::ServiceType;
 /// 40815) or `external` (an existing console reached through its REST API). For both, the
 /// operator keeps a valid pairing shared secret in a Secret it owns and renews it before it
 /// expires.
+// kube's printcolumn(...) lists repeat `type_`, which clippy mistakes for duplicate attributes.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[kube(
     group = "scanengine.dev",
@@ -28,13 +30,39 @@ use super::scan_engine::ServiceType;
     status = "ConsoleStatus",
     shortname = "con",
     category = "scanning",
-    printcolumn(name = "Type", type_ = "string", json_path = ".status.type", description = "Managed or External"),
-    printcolumn(name = "URL", type_ = "string", json_path = ".status.url", priority = 1),
+    printcolumn(
+        name = "Type",
+        type_ = "string",
+        json_path = ".status.type",
+        description = "Managed or External"
+    ),
+    printcolumn(
+        name = "URL",
+        type_ = "string",
+        json_path = ".status.url",
+        priority = 1
+    ),
     printcolumn(name = "Version", type_ = "string", json_path = ".status.version"),
-    printcolumn(name = "Engines", type_ = "integer", json_path = ".status.engines.total"),
-    printcolumn(name = "Active", type_ = "integer", json_path = ".status.engines.active"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Engines",
+        type_ = "integer",
+        json_path = ".status.engines.total"
+    ),
+    printcolumn(
+        name = "Active",
+        type_ = "integer",
+        json_path = ".status.engines.active"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[x_kube(validation = Rule::new("has(self.managed) != has(self.external)").message("exactly one of spec.managed or spec.external must be set"))]
 #[x_kube(validation = Rule::new("has(self.managed) == has(oldSelf.managed)").message("spec.managed and spec.external cannot be swapped on an existing Console: create a new Console instead"))]

@@ -22,6 +22,8 @@ pub const DEFAULT_ENGINE_PORT: i32 = 40814;
 /// Deleting a ScanEngine removes it from its console; annotate it with
 /// `scanengine.dev/skip-console-cleanup: "true"` to delete it while the console is unreachable.
 /// Annotate it with `scanengine.dev/refresh: <any new value>` to have the console check it now.
+// kube's printcolumn(...) lists repeat `type_`, which clippy mistakes for duplicate attributes.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "scanengine.dev",
@@ -32,12 +34,32 @@ pub const DEFAULT_ENGINE_PORT: i32 = 40814;
     status = "ScanEngineStatus",
     shortname = "se",
     category = "scanning",
-    printcolumn(name = "Console", type_ = "string", json_path = ".spec.consoleRef.name"),
-    printcolumn(name = "Direction", type_ = "string", json_path = ".status.communication.directionDisplay"),
-    printcolumn(name = "Status", type_ = "string", json_path = ".status.communication.state"),
+    printcolumn(
+        name = "Console",
+        type_ = "string",
+        json_path = ".spec.consoleRef.name"
+    ),
+    printcolumn(
+        name = "Direction",
+        type_ = "string",
+        json_path = ".status.communication.directionDisplay"
+    ),
+    printcolumn(
+        name = "Status",
+        type_ = "string",
+        json_path = ".status.communication.state"
+    ),
     printcolumn(name = "Version", type_ = "string", json_path = ".status.version"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[x_kube(validation = Rule::new("!has(self.advertisedAddress) || !has(self.communication) || self.communication == 'ConsoleToEngine'").message("spec.advertisedAddress applies only to communication ConsoleToEngine"))]
 #[x_kube(validation = Rule::new("!has(self.serviceType) || self.serviceType == 'ClusterIP' || !has(self.communication) || self.communication == 'ConsoleToEngine'").message("spec.serviceType NodePort or LoadBalancer applies only to communication ConsoleToEngine"))]
@@ -231,8 +253,14 @@ impl EngineState {
     }
 
     /// All states, for metrics.
-    pub const ALL: [EngineState; 6] =
-        [Self::Pairing, Self::Active, Self::Unknown, Self::PendingAuthorization, Self::Incompatible, Self::Down];
+    pub const ALL: [EngineState; 6] = [
+        Self::Pairing,
+        Self::Active,
+        Self::Unknown,
+        Self::PendingAuthorization,
+        Self::Incompatible,
+        Self::Down,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -326,8 +354,14 @@ mod tests {
     fn maps_console_states() {
         assert_eq!(EngineState::from_api("active"), EngineState::Active);
         assert_eq!(EngineState::from_api("unknown"), EngineState::Unknown);
-        assert_eq!(EngineState::from_api("pending-authorization"), EngineState::PendingAuthorization);
-        assert_eq!(EngineState::from_api("incompatible"), EngineState::Incompatible);
+        assert_eq!(
+            EngineState::from_api("pending-authorization"),
+            EngineState::PendingAuthorization
+        );
+        assert_eq!(
+            EngineState::from_api("incompatible"),
+            EngineState::Incompatible
+        );
         assert_eq!(EngineState::from_api("not-responding"), EngineState::Down);
         assert_eq!(EngineState::from_api("something-new"), EngineState::Unknown);
     }
@@ -336,7 +370,10 @@ mod tests {
     fn direction_strings() {
         assert_eq!(Communication::ConsoleToEngine.display(), "Console → Engine");
         assert_eq!(Communication::EngineToConsole.display(), "Engine → Console");
-        for c in [Communication::ConsoleToEngine, Communication::EngineToConsole] {
+        for c in [
+            Communication::ConsoleToEngine,
+            Communication::EngineToConsole,
+        ] {
             assert_eq!(Communication::from_flag(c.as_flag()), Some(c));
         }
     }

@@ -17,9 +17,9 @@ mod tests;
 use std::sync::Arc;
 use std::time::Duration;
 
+use kube::ResourceExt;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
-use kube::ResourceExt;
 use tracing::{Instrument, warn};
 
 use self::status::Observed;
@@ -63,16 +63,35 @@ fn reason_of(error: &Error) -> String {
 }
 
 async fn reconcile_inner(console: &Console, ctx: &Context, ns: &str, name: &str) -> Result<Action> {
-    let owner = owner_reference(console).ok_or_else(|| Error::InvalidSpec("Console has no uid yet".into()))?;
+    let owner = owner_reference(console)
+        .ok_or_else(|| Error::InvalidSpec("Console has no uid yet".into()))?;
     let mut observed = Observed::default();
 
     if let Some(managed) = &console.spec.managed {
-        let inputs = build::Inputs { name, namespace: ns, spec: managed, owner: owner.clone(), settings: &ctx.settings };
+        let inputs = build::Inputs {
+            name,
+            namespace: ns,
+            spec: managed,
+            owner: owner.clone(),
+            settings: &ctx.settings,
+        };
         let created = secrets::ensure(&ctx.client, &inputs).await?;
         if !created.is_empty() {
-            ctx.event(console, EventType::Normal, "SecretsCreated", "Deploy", format!("created Secrets {}", created.join(", "))).await;
+            ctx.event(
+                console,
+                EventType::Normal,
+                "SecretsCreated",
+                "Deploy",
+                format!("created Secrets {}", created.join(", ")),
+            )
+            .await;
         }
-        let build::Desired { statefulset, api_service, engine_service, network_policy } = build::desired(&inputs);
+        let build::Desired {
+            statefulset,
+            api_service,
+            engine_service,
+            network_policy,
+        } = build::desired(&inputs);
         apply(&ctx.client, &network_policy).await?;
         apply(&ctx.client, &api_service).await?;
         apply(&ctx.client, &engine_service).await?;
@@ -88,13 +107,18 @@ async fn reconcile_inner(console: &Console, ctx: &Context, ns: &str, name: &str)
         Ok(check_again_in) => {
             let now = ctx.now();
             write_status(ctx, console, &observed, now).await?;
-            Ok(Action::requeue(ctx.settings.refresh_interval.min(check_again_in)))
+            Ok(Action::requeue(
+                ctx.settings.refresh_interval.min(check_again_in),
+            ))
         }
         Err(err) => {
             observed.problem = Some((reason_of(&err), err.to_string()));
             let now = ctx.now();
             write_status(ctx, console, &observed, now).await?;
-            if matches!(err, Error::ConsoleApi(_)) && console.is_managed() && observed.info.is_none() {
+            if matches!(err, Error::ConsoleApi(_))
+                && console.is_managed()
+                && observed.info.is_none()
+            {
                 // A managed console that is still starting: not a failure yet.
                 return Ok(Action::requeue(RETRY));
             }
@@ -120,7 +144,11 @@ async fn observe(
         && let Ok(parsed) = reqwest::Url::parse(url)
         && let Some(host) = parsed.host_str()
     {
-        let port = info.engine_communication.as_ref().and_then(|e| e.port).unwrap_or(40815);
+        let port = info
+            .engine_communication
+            .as_ref()
+            .and_then(|e| e.port)
+            .unwrap_or(40815);
         observed.engine_listener = Some(format!("{host}:{port}"));
     }
     observed.info = Some(info);
@@ -132,7 +160,16 @@ async fn observe(
         .and_then(|s| s.renew_before.as_deref())
         .and_then(|d| humantime::parse_duration(d).ok())
         .unwrap_or(ctx.settings.secret_renewal_margin);
-    let outcome = shared_secret::ensure(&ctx.client, api.as_ref(), name, ns, owner, margin, ctx.now()).await?;
+    let outcome = shared_secret::ensure(
+        &ctx.client,
+        api.as_ref(),
+        name,
+        ns,
+        owner,
+        margin,
+        ctx.now(),
+    )
+    .await?;
     if outcome.renewed {
         ctx.event(
             console,
@@ -142,7 +179,11 @@ async fn observe(
             format!(
                 "new pairing shared secret in Secret {} (value not shown), valid until {}",
                 outcome.status.secret_name,
-                outcome.status.expires_at.as_ref().map_or("unknown".into(), |t| t.0.to_string())
+                outcome
+                    .status
+                    .expires_at
+                    .as_ref()
+                    .map_or("unknown".into(), |t| t.0.to_string())
             ),
         )
         .await;
@@ -151,16 +192,27 @@ async fn observe(
     Ok(outcome.check_again_in)
 }
 
-async fn write_status(ctx: &Context, console: &Console, observed: &Observed, now: k8s_openapi::jiff::Timestamp) -> Result<()> {
+async fn write_status(
+    ctx: &Context,
+    console: &Console,
+    observed: &Observed,
+    now: k8s_openapi::jiff::Timestamp,
+) -> Result<()> {
     let new = status::compute(console, observed, now);
     if !status::changed(console.status.as_ref(), &new) {
         return Ok(());
     }
-    let was_ready = console.status.as_ref().is_some_and(|s| crate::crd::conditions::is_true(&s.conditions, crate::crd::conditions::READY));
+    let was_ready = console.status.as_ref().is_some_and(|s| {
+        crate::crd::conditions::is_true(&s.conditions, crate::crd::conditions::READY)
+    });
     let is_ready = crate::crd::conditions::is_true(&new.conditions, crate::crd::conditions::READY);
     apply_status(&ctx.client, console, &new).await?;
     if was_ready != is_ready {
-        let (type_, reason) = if is_ready { (EventType::Normal, "Ready") } else { (EventType::Warning, "NotReady") };
+        let (type_, reason) = if is_ready {
+            (EventType::Normal, "Ready")
+        } else {
+            (EventType::Warning, "NotReady")
+        };
         let note = crate::crd::conditions::find(&new.conditions, crate::crd::conditions::READY)
             .map(|c| c.message.clone())
             .unwrap_or_default();

@@ -6,11 +6,14 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, PostParams};
 use kube::Client;
+use kube::api::{Api, PostParams};
 use rand::Rng;
 use rand::distr::Alphanumeric;
-use rcgen::{BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, KeyPair, KeyUsagePurpose, Issuer};
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
 
 use super::build::Inputs;
 use super::build::statefulset::ADMIN_USER;
@@ -28,11 +31,18 @@ pub struct GeneratedTls {
 
 /// A random 32-character password.
 pub fn generate_password() -> String {
-    rand::rng().sample_iter(&Alphanumeric).take(32).map(char::from).collect()
+    rand::rng()
+        .sample_iter(&Alphanumeric)
+        .take(32)
+        .map(char::from)
+        .collect()
 }
 
 fn gen_err(what: &'static str) -> impl FnOnce(rcgen::Error) -> Error {
-    move |e| Error::Generate { what, message: e.to_string() }
+    move |e| Error::Generate {
+        what,
+        message: e.to_string(),
+    }
 }
 
 /// DNS names of a managed console's API certificate.
@@ -52,19 +62,27 @@ pub fn generate_tls(console: &str, dns_names: Vec<String>) -> Result<GeneratedTl
     let ca_key = KeyPair::generate().map_err(gen_err("API CA key"))?;
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(gen_err("API CA"))?;
     let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, format!("scan-engine-operator CA for console {console}"));
+    dn.push(
+        DnType::CommonName,
+        format!("scan-engine-operator CA for console {console}"),
+    );
     ca_params.distinguished_name = dn;
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let ca_cert = ca_params.self_signed(&ca_key).map_err(gen_err("API CA certificate"))?;
+    let ca_cert = ca_params
+        .self_signed(&ca_key)
+        .map_err(gen_err("API CA certificate"))?;
     let issuer = Issuer::new(ca_params, ca_key);
 
     let key = KeyPair::generate().map_err(gen_err("API serving key"))?;
-    let mut params = CertificateParams::new(dns_names).map_err(gen_err("API serving certificate"))?;
+    let mut params =
+        CertificateParams::new(dns_names).map_err(gen_err("API serving certificate"))?;
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, names::console_objects(console));
     params.distinguished_name = dn;
-    let cert = params.signed_by(&key, &issuer).map_err(gen_err("API serving certificate"))?;
+    let cert = params
+        .signed_by(&key, &issuer)
+        .map_err(gen_err("API serving certificate"))?;
     Ok(GeneratedTls {
         ca_cert: ca_cert.pem(),
         ca_key: issuer.key().serialize_pem(),
@@ -86,11 +104,24 @@ fn secret(inputs: &Inputs<'_>, name: String, data: &[(&str, String)]) -> Secret 
     }
 }
 
-async fn create_if_missing(client: &Client, namespace: &str, make: impl FnOnce() -> Result<Secret>) -> Result<bool> {
+async fn create_if_missing(
+    client: &Client,
+    namespace: &str,
+    make: impl FnOnce() -> Result<Secret>,
+) -> Result<bool> {
     let obj = make()?;
     let name = obj.metadata.name.clone().unwrap_or_default();
     let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    match api.create(&PostParams { field_manager: Some(names::MANAGER.into()), ..PostParams::default() }, &obj).await {
+    match api
+        .create(
+            &PostParams {
+                field_manager: Some(names::MANAGER.into()),
+                ..PostParams::default()
+            },
+            &obj,
+        )
+        .await
+    {
         Ok(_) => Ok(true),
         Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
         Err(e) => Err(Error::kube(format!("create Secret {namespace}/{name}"))(e)),
@@ -104,7 +135,14 @@ pub async fn ensure(client: &Client, inputs: &Inputs<'_>) -> Result<Vec<String>>
     let admin = names::console_admin_secret(inputs.name);
     if get_opt::<Secret>(client, ns, &admin).await?.is_none()
         && create_if_missing(client, ns, || {
-            Ok(secret(inputs, admin.clone(), &[("username", ADMIN_USER.to_string()), ("password", generate_password())]))
+            Ok(secret(
+                inputs,
+                admin.clone(),
+                &[
+                    ("username", ADMIN_USER.to_string()),
+                    ("password", generate_password()),
+                ],
+            ))
         })
         .await?
     {
@@ -123,11 +161,18 @@ pub async fn ensure(client: &Client, inputs: &Inputs<'_>) -> Result<Vec<String>>
         if tls_exists {
             crate::controller::apply::delete_if_exists::<Secret>(client, ns, &tls).await?;
         }
-        let ca_data = [("ca.crt", generated.ca_cert.clone()), ("ca.key", generated.ca_key)];
+        let ca_data = [
+            ("ca.crt", generated.ca_cert.clone()),
+            ("ca.key", generated.ca_key),
+        ];
         if create_if_missing(client, ns, || Ok(secret(inputs, ca.clone(), &ca_data))).await? {
             created.push(ca);
         }
-        let tls_data = [("tls.crt", generated.cert), ("tls.key", generated.key), ("ca.crt", generated.ca_cert)];
+        let tls_data = [
+            ("tls.crt", generated.cert),
+            ("tls.key", generated.key),
+            ("ca.crt", generated.ca_cert),
+        ];
         if create_if_missing(client, ns, || Ok(secret(inputs, tls.clone(), &tls_data))).await? {
             created.push(tls);
         }
@@ -142,13 +187,20 @@ mod tests {
     #[test]
     fn generated_tls_is_pem() {
         let tls = generate_tls("main", api_dns_names("main", "scanning"));
-        let Ok(tls) = tls else { panic!("generation failed") };
+        let Ok(tls) = tls else {
+            panic!("generation failed")
+        };
         assert!(tls.ca_cert.starts_with("-----BEGIN CERTIFICATE-----"));
         assert!(tls.cert.starts_with("-----BEGIN CERTIFICATE-----"));
         assert!(tls.key.contains("PRIVATE KEY"));
         assert!(tls.ca_key.contains("PRIVATE KEY"));
         // The serving certificate verifies against the CA through reqwest's parser.
-        assert_eq!(reqwest::Certificate::from_pem_bundle(tls.ca_cert.as_bytes()).map(|c| c.len()).ok(), Some(1));
+        assert_eq!(
+            reqwest::Certificate::from_pem_bundle(tls.ca_cert.as_bytes())
+                .map(|c| c.len())
+                .ok(),
+            Some(1)
+        );
     }
 
     #[test]

@@ -14,11 +14,13 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference,
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::Client;
 
+use crate::Result;
 use crate::console_api::{ConsoleApi, SecretString};
 use crate::controller::apply::{apply, get_opt};
-use crate::controller::names::{self, EXPIRES_AT_ANNOTATION, LIFETIME_ANNOTATION, SHARED_SECRET_KEY};
+use crate::controller::names::{
+    self, EXPIRES_AT_ANNOTATION, LIFETIME_ANNOTATION, SHARED_SECRET_KEY,
+};
 use crate::crd::console::SharedSecretStatus;
-use crate::Result;
 
 /// Lifetime assumed when the console has not told us (the seeds: 60 minutes).
 pub const DEFAULT_LIFETIME: Duration = Duration::from_secs(3600);
@@ -50,8 +52,12 @@ fn stored(secret: &Secret) -> (Option<String>, Option<Timestamp>, Option<u64>) {
         .and_then(|d| d.get(SHARED_SECRET_KEY))
         .and_then(|v| String::from_utf8(v.0.clone()).ok());
     let annotations = secret.metadata.annotations.clone().unwrap_or_default();
-    let expires = annotations.get(EXPIRES_AT_ANNOTATION).and_then(|v| v.parse::<Timestamp>().ok());
-    let lifetime = annotations.get(LIFETIME_ANNOTATION).and_then(|v| v.parse::<u64>().ok());
+    let expires = annotations
+        .get(EXPIRES_AT_ANNOTATION)
+        .and_then(|v| v.parse::<Timestamp>().ok());
+    let lifetime = annotations
+        .get(LIFETIME_ANNOTATION)
+        .and_then(|v| v.parse::<u64>().ok());
     (value, expires, lifetime)
 }
 
@@ -77,7 +83,10 @@ pub fn secret_object(
             ..ObjectMeta::default()
         },
         type_: Some("Opaque".into()),
-        data: Some(BTreeMap::from([(SHARED_SECRET_KEY.to_string(), ByteString(value.expose().as_bytes().to_vec()))])),
+        data: Some(BTreeMap::from([(
+            SHARED_SECRET_KEY.to_string(),
+            ByteString(value.expose().as_bytes().to_vec()),
+        )])),
         ..Secret::default()
     }
 }
@@ -94,7 +103,8 @@ pub async fn ensure(
 ) -> Result<Outcome> {
     let secret_name = names::shared_secret(console);
     let existing = get_opt::<Secret>(client, namespace, &secret_name).await?;
-    let (stored_value, stored_expiry, stored_lifetime) = existing.as_ref().map(stored).unwrap_or((None, None, None));
+    let (stored_value, stored_expiry, stored_lifetime) =
+        existing.as_ref().map(stored).unwrap_or((None, None, None));
     let lifetime = Duration::from_secs(stored_lifetime.unwrap_or(DEFAULT_LIFETIME.as_secs()));
     let margin = effective_margin(margin, lifetime);
 
@@ -112,23 +122,44 @@ pub async fn ensure(
                 api.revoke_shared_secret().await?;
             }
             let value = api.create_shared_secret().await?;
-            let ttl = api.shared_secret_ttl().await?.unwrap_or(DEFAULT_LIFETIME.as_secs());
+            let ttl = api
+                .shared_secret_ttl()
+                .await?
+                .unwrap_or(DEFAULT_LIFETIME.as_secs());
             (value, ttl, ttl, true)
         }
     };
 
-    let expires_at = now.checked_add(SignedDuration::from_secs(i64::try_from(ttl).unwrap_or(i64::MAX))).unwrap_or(now);
+    let expires_at = now
+        .checked_add(SignedDuration::from_secs(
+            i64::try_from(ttl).unwrap_or(i64::MAX),
+        ))
+        .unwrap_or(now);
     let same_value = stored_value.as_deref() == Some(value.expose());
-    let same_expiry = stored_expiry.is_some_and(|e| (e.as_second() - expires_at.as_second()).abs() <= DRIFT);
-    let expires_at = if same_value && same_expiry { stored_expiry.unwrap_or(expires_at) } else { expires_at };
+    let same_expiry =
+        stored_expiry.is_some_and(|e| (e.as_second() - expires_at.as_second()).abs() <= DRIFT);
+    let expires_at = if same_value && same_expiry {
+        stored_expiry.unwrap_or(expires_at)
+    } else {
+        expires_at
+    };
     let written = !(same_value && same_expiry && stored_lifetime.is_some());
     if written {
-        apply(client, &secret_object(console, namespace, owner, &value, expires_at, lifetime)).await?;
+        apply(
+            client,
+            &secret_object(console, namespace, owner, &value, expires_at, lifetime),
+        )
+        .await?;
     }
     let margin = effective_margin(margin, Duration::from_secs(lifetime));
-    let check_again_in = Duration::from_secs(ttl).saturating_sub(margin).max(Duration::from_secs(5));
+    let check_again_in = Duration::from_secs(ttl)
+        .saturating_sub(margin)
+        .max(Duration::from_secs(5));
     Ok(Outcome {
-        status: SharedSecretStatus { secret_name, expires_at: Some(Time(expires_at)) },
+        status: SharedSecretStatus {
+            secret_name,
+            expires_at: Some(Time(expires_at)),
+        },
         renewed,
         written,
         check_again_in,
@@ -141,17 +172,39 @@ mod tests {
 
     #[test]
     fn margin_never_exceeds_half_the_lifetime() {
-        assert_eq!(effective_margin(Duration::from_secs(900), Duration::from_secs(3600)), Duration::from_secs(900));
-        assert_eq!(effective_margin(Duration::from_secs(900), Duration::from_secs(120)), Duration::from_secs(60));
+        assert_eq!(
+            effective_margin(Duration::from_secs(900), Duration::from_secs(3600)),
+            Duration::from_secs(900)
+        );
+        assert_eq!(
+            effective_margin(Duration::from_secs(900), Duration::from_secs(120)),
+            Duration::from_secs(60)
+        );
     }
 
     #[test]
     fn secret_object_keeps_the_value_in_data_only() {
-        let owner = OwnerReference { name: "main".into(), ..OwnerReference::default() };
-        let s = secret_object("main", "scanning", owner, &SecretString::new("v4lue"), Timestamp::UNIX_EPOCH, 3600);
-        assert_eq!(s.metadata.name.as_deref(), Some("main-console-shared-secret"));
+        let owner = OwnerReference {
+            name: "main".into(),
+            ..OwnerReference::default()
+        };
+        let s = secret_object(
+            "main",
+            "scanning",
+            owner,
+            &SecretString::new("v4lue"),
+            Timestamp::UNIX_EPOCH,
+            3600,
+        );
+        assert_eq!(
+            s.metadata.name.as_deref(),
+            Some("main-console-shared-secret")
+        );
         let meta = serde_json::to_string(&s.metadata).unwrap_or_default();
         assert!(!meta.contains("v4lue"));
-        assert_eq!(s.data.and_then(|d| d.get("shared-secret").cloned()), Some(ByteString(b"v4lue".to_vec())));
+        assert_eq!(
+            s.data.and_then(|d| d.get("shared-secret").cloned()),
+            Some(ByteString(b"v4lue".to_vec()))
+        );
     }
 }

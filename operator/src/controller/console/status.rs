@@ -24,7 +24,10 @@ pub struct Observed {
 
 /// Counts engines by state.
 pub fn count(engines: &[Engine]) -> EngineCounts {
-    let mut c = EngineCounts { total: engines.len() as i64, ..EngineCounts::default() };
+    let mut c = EngineCounts {
+        total: engines.len() as i64,
+        ..EngineCounts::default()
+    };
     for e in engines {
         match EngineState::from_api(e.status.as_deref().unwrap_or("unknown")) {
             EngineState::Active => c.active += 1,
@@ -40,7 +43,11 @@ pub fn count(engines: &[Engine]) -> EngineCounts {
 pub fn compute(console: &Console, o: &Observed, now: Timestamp) -> ConsoleStatus {
     let previous = console.status.clone().unwrap_or_default();
     let generation = console.metadata.generation;
-    let version = o.info.as_ref().and_then(|i| i.version.semantic.clone()).or(previous.version.clone());
+    let version = o
+        .info
+        .as_ref()
+        .and_then(|i| i.version.semantic.clone())
+        .or(previous.version.clone());
     let fingerprint = o
         .info
         .as_ref()
@@ -49,9 +56,22 @@ pub fn compute(console: &Console, o: &Observed, now: Timestamp) -> ConsoleStatus
         .or(previous.certificate_fingerprint.clone());
 
     let api = match (&o.info, &o.problem) {
-        (Some(_), _) => Cond::true_(API_REACHABLE, "Reachable", format!("console API answers, version {}", version.as_deref().unwrap_or("unknown"))),
-        (None, Some((reason, message))) => Cond::false_(API_REACHABLE, reason.clone(), message.clone()),
-        (None, None) => Cond::false_(API_REACHABLE, "NotChecked", "the console API has not been reached yet"),
+        (Some(_), _) => Cond::true_(
+            API_REACHABLE,
+            "Reachable",
+            format!(
+                "console API answers, version {}",
+                version.as_deref().unwrap_or("unknown")
+            ),
+        ),
+        (None, Some((reason, message))) => {
+            Cond::false_(API_REACHABLE, reason.clone(), message.clone())
+        }
+        (None, None) => Cond::false_(
+            API_REACHABLE,
+            "NotChecked",
+            "the console API has not been reached yet",
+        ),
     };
     let secret = match (&o.shared_secret, &o.problem) {
         (Some(s), _) => Cond::true_(
@@ -60,21 +80,36 @@ pub fn compute(console: &Console, o: &Observed, now: Timestamp) -> ConsoleStatus
             format!(
                 "Secret {} holds a pairing shared secret valid until {}",
                 s.secret_name,
-                s.expires_at.as_ref().map_or("unknown".into(), |t| t.0.to_string())
+                s.expires_at
+                    .as_ref()
+                    .map_or("unknown".into(), |t| t.0.to_string())
             ),
         ),
-        (None, Some((reason, message))) => Cond::false_(SHARED_SECRET_READY, reason.clone(), message.clone()),
+        (None, Some((reason, message))) => {
+            Cond::false_(SHARED_SECRET_READY, reason.clone(), message.clone())
+        }
         (None, None) => Cond::false_(SHARED_SECRET_READY, "Pending", "no shared secret yet"),
     };
     let ready = match &o.problem {
         Some((reason, message)) => Cond::false_(READY, reason.clone(), message.clone()),
-        None if o.info.is_some() && o.shared_secret.is_some() => Cond::true_(READY, "Ready", "console API reachable and shared secret valid"),
+        None if o.info.is_some() && o.shared_secret.is_some() => Cond::true_(
+            READY,
+            "Ready",
+            "console API reachable and shared secret valid",
+        ),
         None => Cond::false_(READY, "Pending", "waiting for the console"),
     };
 
     ConsoleStatus {
         observed_generation: generation,
-        r#type: Some(if console.is_managed() { "Managed" } else { "External" }.into()),
+        r#type: Some(
+            if console.is_managed() {
+                "Managed"
+            } else {
+                "External"
+            }
+            .into(),
+        ),
         url: o.url.clone(),
         version,
         engine_listener_address: o.engine_listener.clone(),
@@ -88,7 +123,10 @@ pub fn compute(console: &Console, o: &Observed, now: Timestamp) -> ConsoleStatus
 /// Whether `new` differs from `old` in anything but timestamps (the secret's expiry counts).
 pub fn changed(old: Option<&ConsoleStatus>, new: &ConsoleStatus) -> bool {
     let Some(old) = old else { return true };
-    let strip = |s: &ConsoleStatus| ConsoleStatus { conditions: vec![], ..s.clone() };
+    let strip = |s: &ConsoleStatus| ConsoleStatus {
+        conditions: vec![],
+        ..s.clone()
+    };
     strip(old) != strip(new) || !conditions::same_ignoring_time(&old.conditions, &new.conditions)
 }
 
@@ -98,11 +136,28 @@ mod tests {
 
     #[test]
     fn counts_by_state() {
-        let e = |s: &str| Engine { status: Some(s.into()), ..Engine::default() };
-        let c = count(&[e("active"), e("active"), e("not-responding"), e("pending-authorization"), e("incompatible"), e("weird")]);
+        let e = |s: &str| Engine {
+            status: Some(s.into()),
+            ..Engine::default()
+        };
+        let c = count(&[
+            e("active"),
+            e("active"),
+            e("not-responding"),
+            e("pending-authorization"),
+            e("incompatible"),
+            e("weird"),
+        ]);
         assert_eq!(
             c,
-            EngineCounts { total: 6, active: 2, unknown: 1, pending_authorization: 1, incompatible: 1, down: 1 }
+            EngineCounts {
+                total: 6,
+                active: 2,
+                unknown: 1,
+                pending_authorization: 1,
+                incompatible: 1,
+                down: 1
+            }
         );
     }
 }

@@ -15,7 +15,13 @@ const NS: &str = "scanning";
 const SECRETS: &str = "/api/v1/namespaces/scanning/secrets";
 
 fn console() -> Console {
-    let mut c = Console::new("main", ConsoleSpec { managed: Some(ManagedConsole::default()), ..Default::default() });
+    let mut c = Console::new(
+        "main",
+        ConsoleSpec {
+            managed: Some(ManagedConsole::default()),
+            ..Default::default()
+        },
+    );
     c.metadata.namespace = Some(NS.into());
     c.metadata.uid = Some("uid-main".into());
     c.metadata.generation = Some(1);
@@ -39,10 +45,15 @@ fn status_patch(s: Scenario, c: &Console) -> Scenario {
 }
 
 fn applies(s: Scenario) -> Scenario {
-    s.apply("/apis/networking.k8s.io/v1", NS, "networkpolicies", "main-console")
-        .apply("/api/v1", NS, "services", "main-console")
-        .apply("/api/v1", NS, "services", "main-console-engines")
-        .apply("/apis/apps/v1", NS, "statefulsets", "main-console")
+    s.apply(
+        "/apis/networking.k8s.io/v1",
+        NS,
+        "networkpolicies",
+        "main-console",
+    )
+    .apply("/api/v1", NS, "services", "main-console")
+    .apply("/api/v1", NS, "services", "main-console-engines")
+    .apply("/apis/apps/v1", NS, "statefulsets", "main-console")
 }
 
 #[tokio::test]
@@ -56,10 +67,18 @@ async fn managed_console_is_deployed_and_keeps_a_shared_secret() {
     let (client, handle) = mock_client();
     let create = format!("{SECRETS}?&fieldManager=scan-engine-operator");
     let s = Scenario::new()
-        .expect(Method::GET, format!("{SECRETS}/main-console-admin"), |_| not_found())
+        .expect(Method::GET, format!("{SECRETS}/main-console-admin"), |_| {
+            not_found()
+        })
         .expect(Method::POST, create.clone(), created)
-        .expect(Method::GET, format!("{SECRETS}/main-console-ca"), |_| not_found())
-        .expect(Method::GET, format!("{SECRETS}/main-console-api-tls"), |_| not_found())
+        .expect(Method::GET, format!("{SECRETS}/main-console-ca"), |_| {
+            not_found()
+        })
+        .expect(
+            Method::GET,
+            format!("{SECRETS}/main-console-api-tls"),
+            |_| not_found(),
+        )
         .expect(Method::POST, create.clone(), created)
         .expect(Method::POST, create, created)
         .event(NS);
@@ -76,7 +95,11 @@ async fn managed_console_is_deployed_and_keeps_a_shared_secret() {
         .apply("/api/v1", NS, "secrets", "main-console-shared-secret")
         .event(NS);
     let s = status_patch(s, &c).event(NS);
-    let (result, seen) = drive(reconcile(Arc::new(c.clone()), context(client, &fake)), s.run(handle)).await;
+    let (result, seen) = drive(
+        reconcile(Arc::new(c.clone()), context(client, &fake)),
+        s.run(handle),
+    )
+    .await;
     assert!(result.is_ok(), "{result:?}");
 
     let admin = &seen[1].body;
@@ -89,11 +112,21 @@ async fn managed_console_is_deployed_and_keeps_a_shared_secret() {
 
     // The shared secret lives only in the Secret's data.
     let stored = &seen[14].body;
-    assert_eq!(stored["data"]["shared-secret"], "ZmFrZS1zZWNyZXQtMQ==", "base64 of fake-secret-1");
-    assert_eq!(stored["metadata"]["annotations"]["scanengine.dev/expires-at"], "2026-01-01T01:00:00Z");
+    assert_eq!(
+        stored["data"]["shared-secret"], "ZmFrZS1zZWNyZXQtMQ==",
+        "base64 of fake-secret-1"
+    );
+    assert_eq!(
+        stored["metadata"]["annotations"]["scanengine.dev/expires-at"],
+        "2026-01-01T01:00:00Z"
+    );
     for s in &seen {
         if !s.path.contains("main-console-shared-secret") {
-            assert!(!s.body.to_string().contains("fake-secret-1"), "secret leaked into {}", s.path);
+            assert!(
+                !s.body.to_string().contains("fake-secret-1"),
+                "secret leaked into {}",
+                s.path
+            );
         }
     }
     assert_eq!(seen[15].body["reason"], "SharedSecretRenewed");
@@ -103,9 +136,18 @@ async fn managed_console_is_deployed_and_keeps_a_shared_secret() {
     assert_eq!(status["url"], "https://main-console.scanning.svc:3780");
     assert_eq!(status["version"], "0.1.0");
     assert_eq!(status["certificateFingerprint"], "sha256:c0ffee");
-    assert_eq!(status["engineListenerAddress"], "main-console-engines.scanning.svc:40815");
-    assert_eq!(status["engines"], json!({"total": 2, "active": 1, "unknown": 0, "pendingAuthorization": 1, "incompatible": 0, "down": 0}));
-    assert_eq!(status["sharedSecret"], json!({"secretName": "main-console-shared-secret", "expiresAt": "2026-01-01T01:00:00Z"}));
+    assert_eq!(
+        status["engineListenerAddress"],
+        "main-console-engines.scanning.svc:40815"
+    );
+    assert_eq!(
+        status["engines"],
+        json!({"total": 2, "active": 1, "unknown": 0, "pendingAuthorization": 1, "incompatible": 0, "down": 0})
+    );
+    assert_eq!(
+        status["sharedSecret"],
+        json!({"secretName": "main-console-shared-secret", "expiresAt": "2026-01-01T01:00:00Z"})
+    );
     assert_eq!(seen[17].body["reason"], "Ready");
 
     // Second reconcile, nothing changed: Secrets kept, no shared secret or status write.
@@ -115,16 +157,41 @@ async fn managed_console_is_deployed_and_keeps_a_shared_secret() {
     let existing = |name: &str| json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "data": {"username": "YWRtaW4=", "password": "cHc=", "ca.crt": "UEVN"}});
     let (client, handle) = mock_client();
     let s = Scenario::new()
-        .get(format!("{SECRETS}/main-console-admin"), existing("main-console-admin"))
-        .get(format!("{SECRETS}/main-console-ca"), existing("main-console-ca"))
-        .get(format!("{SECRETS}/main-console-api-tls"), existing("main-console-api-tls"));
+        .get(
+            format!("{SECRETS}/main-console-admin"),
+            existing("main-console-admin"),
+        )
+        .get(
+            format!("{SECRETS}/main-console-ca"),
+            existing("main-console-ca"),
+        )
+        .get(
+            format!("{SECRETS}/main-console-api-tls"),
+            existing("main-console-api-tls"),
+        );
     let s = applies(s)
-        .get(format!("{SECRETS}/main-console-admin"), existing("main-console-admin"))
-        .get(format!("{SECRETS}/main-console-ca"), existing("main-console-ca"))
-        .get(format!("{SECRETS}/main-console-shared-secret"), stored_secret);
-    let (result, seen) = drive(reconcile(Arc::new(c2), context(client, &fake)), s.run(handle)).await;
+        .get(
+            format!("{SECRETS}/main-console-admin"),
+            existing("main-console-admin"),
+        )
+        .get(
+            format!("{SECRETS}/main-console-ca"),
+            existing("main-console-ca"),
+        )
+        .get(
+            format!("{SECRETS}/main-console-shared-secret"),
+            stored_secret,
+        );
+    let (result, seen) = drive(
+        reconcile(Arc::new(c2), context(client, &fake)),
+        s.run(handle),
+    )
+    .await;
     assert!(result.is_ok(), "{result:?}");
-    assert!(seen.iter().all(|s| s.method == Method::GET || s.path.contains("fieldManager")));
+    assert!(
+        seen.iter()
+            .all(|s| s.method == Method::GET || s.path.contains("fieldManager"))
+    );
     assert_eq!(fake.state().secrets_made, 1);
 }
 
@@ -137,7 +204,10 @@ async fn shared_secret_is_renewed_before_expiry() {
     c.spec.managed = None;
     c.spec.external = Some(crate::crd::console::ExternalConsole {
         url: "https://console.example.com:3780".into(),
-        credentials_secret_ref: crate::crd::console::CredentialsSecretRef { name: "creds".into(), ..Default::default() },
+        credentials_secret_ref: crate::crd::console::CredentialsSecretRef {
+            name: "creds".into(),
+            ..Default::default()
+        },
         insecure_skip_tls_verify: Some(true),
         ..Default::default()
     });
@@ -151,15 +221,32 @@ async fn shared_secret_is_renewed_before_expiry() {
         .apply("/api/v1", NS, "secrets", "main-console-shared-secret")
         .event(NS);
     let s = status_patch(s, &c).event(NS);
-    let (result, seen) = drive(reconcile(Arc::new(c), context(client, &fake)), s.run(handle)).await;
+    let (result, seen) = drive(
+        reconcile(Arc::new(c), context(client, &fake)),
+        s.run(handle),
+    )
+    .await;
     assert!(result.is_ok(), "{result:?}");
     let calls = fake.state().calls.clone();
-    assert!(calls.iter().any(|c| c == "DELETE /api/3/scan_engines/shared_secret"), "{calls:?}");
-    assert_eq!(seen[2].body["data"]["shared-secret"], "ZmFrZS1zZWNyZXQtMQ==");
+    assert!(
+        calls
+            .iter()
+            .any(|c| c == "DELETE /api/3/scan_engines/shared_secret"),
+        "{calls:?}"
+    );
+    assert_eq!(
+        seen[2].body["data"]["shared-secret"],
+        "ZmFrZS1zZWNyZXQtMQ=="
+    );
     let status = &seen[4].body["status"];
     assert_eq!(status["type"], "External");
     assert_eq!(status["engineListenerAddress"], "console.example.com:40815");
-    assert!(fake.state().connections.iter().any(|c| c.starts_with("scanning/main https://console.example.com:3780 admin")));
+    assert!(
+        fake.state()
+            .connections
+            .iter()
+            .any(|c| c.starts_with("scanning/main https://console.example.com:3780 admin"))
+    );
 }
 
 #[tokio::test]
@@ -170,7 +257,10 @@ async fn unreachable_external_console_is_reported() {
     c.spec.managed = None;
     c.spec.external = Some(crate::crd::console::ExternalConsole {
         url: "https://console.example.com:3780".into(),
-        credentials_secret_ref: crate::crd::console::CredentialsSecretRef { name: "creds".into(), ..Default::default() },
+        credentials_secret_ref: crate::crd::console::CredentialsSecretRef {
+            name: "creds".into(),
+            ..Default::default()
+        },
         ca_bundle: Some("PEM".into()),
         ..Default::default()
     });
@@ -180,10 +270,18 @@ async fn unreachable_external_console_is_reported() {
         json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "creds"}, "data": {"username": "YWRtaW4=", "password": "cHc="}}),
     );
     let s = status_patch(s, &c);
-    let (result, seen) = drive(reconcile(Arc::new(c), context(client, &fake)), s.run(handle)).await;
+    let (result, seen) = drive(
+        reconcile(Arc::new(c), context(client, &fake)),
+        s.run(handle),
+    )
+    .await;
     assert!(result.is_err());
     let status = &seen[1].body["status"];
-    let ready = status["conditions"].as_array().and_then(|cs| cs.iter().find(|c| c["type"] == "Ready")).cloned().unwrap_or_default();
+    let ready = status["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+        .cloned()
+        .unwrap_or_default();
     assert_eq!(ready["status"], "False");
     assert_eq!(ready["reason"], "ConsoleUnreachable");
 }

@@ -20,8 +20,17 @@ pub struct Applied {
 
 /// Applies every desired object. The desired set is destructured completely, so a new kind of
 /// child object does not compile until it is applied here.
-pub async fn apply_all(client: &Client, namespace: &str, engine: &str, desired: Desired) -> Result<Applied> {
-    let Desired { statefulset, service, network_policy } = desired;
+pub async fn apply_all(
+    client: &Client,
+    namespace: &str,
+    engine: &str,
+    desired: Desired,
+) -> Result<Applied> {
+    let Desired {
+        statefulset,
+        service,
+        network_policy,
+    } = desired;
     // The policy first: a pod never runs unfenced, and a direction switch swaps policies
     // before the pod restarts in the new direction.
     let network_policy = apply(client, &network_policy).await?;
@@ -33,5 +42,9 @@ pub async fn apply_all(client: &Client, namespace: &str, engine: &str, desired: 
         }
     };
     let statefulset = apply(client, &statefulset).await?;
-    Ok(Applied { statefulset, service, network_policy })
+    Ok(Applied {
+        statefulset,
+        service,
+        network_policy,
+    })
 }

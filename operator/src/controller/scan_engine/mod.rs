@@ -16,18 +16,18 @@ pub mod apply;
 pub mod build;
 pub mod pairing;
 pub mod status;
-pub mod validate;
 #[cfg(test)]
 mod tests;
+pub mod validate;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
-use kube::ResourceExt;
 use tracing::{Instrument, info, warn};
 
 use self::build::Inputs;
@@ -38,7 +38,8 @@ use super::{Context, connection, object_key, owner_reference};
 use crate::console_api::find_engine_by_name;
 use crate::crd::conditions::{self, Cond};
 use crate::crd::{
-    Communication, Console, ENGINE_FINALIZER, EngineState, REFRESH_ANNOTATION, SKIP_CLEANUP_ANNOTATION, ScanEngine,
+    Communication, Console, ENGINE_FINALIZER, EngineState, REFRESH_ANNOTATION,
+    SKIP_CLEANUP_ANNOTATION, ScanEngine,
 };
 use crate::{Error, Result};
 
@@ -86,7 +87,10 @@ fn problem_of(error: &Error) -> Problem {
         Error::Kube { .. } => "KubernetesApiError",
         _ => "ReconcileError",
     };
-    Problem { reason: reason.into(), message: error.to_string() }
+    Problem {
+        reason: reason.into(),
+        message: error.to_string(),
+    }
 }
 
 /// The apply branch of the pipeline.
@@ -124,7 +128,10 @@ async fn apply_engine(engine: Arc<ScanEngine>, ctx: Arc<Context>) -> Result<Acti
     let side = match validate::console_side(&engine, &console) {
         Ok(side) => side,
         Err(not_ready) => {
-            observed.problem = Some(Problem { reason: not_ready.reason.into(), message: not_ready.message });
+            observed.problem = Some(Problem {
+                reason: not_ready.reason.into(),
+                message: not_ready.message,
+            });
             write_status(&ctx, &engine, &observed).await?;
             return Ok(Action::requeue(PAIRING_REQUEUE));
         }
@@ -152,14 +159,19 @@ async fn apply_engine(engine: Arc<ScanEngine>, ctx: Arc<Context>) -> Result<Acti
         name: engine.console_engine_name(),
         communication,
         address: match communication {
-            Communication::ConsoleToEngine => match pairing::dial_address(&engine, &name, &ns, applied.service.as_ref()) {
-                Ok(a) => Some(a),
-                Err(waiting) => {
-                    observed.problem = Some(Problem { reason: "WaitingForAddress".into(), message: waiting });
-                    write_status(&ctx, &engine, &observed).await?;
-                    return Ok(Action::requeue(PAIRING_REQUEUE));
+            Communication::ConsoleToEngine => {
+                match pairing::dial_address(&engine, &name, &ns, applied.service.as_ref()) {
+                    Ok(a) => Some(a),
+                    Err(waiting) => {
+                        observed.problem = Some(Problem {
+                            reason: "WaitingForAddress".into(),
+                            message: waiting,
+                        });
+                        write_status(&ctx, &engine, &observed).await?;
+                        return Ok(Action::requeue(PAIRING_REQUEUE));
+                    }
                 }
-            },
+            }
             Communication::EngineToConsole => None,
         },
     };
@@ -168,13 +180,29 @@ async fn apply_engine(engine: Arc<ScanEngine>, ctx: Arc<Context>) -> Result<Acti
     let refresh = refresh_wanted.is_some() && refresh_wanted != previous.last_handled_refresh;
     let known_direction = previous.communication.as_ref().map(|c| c.direction);
 
-    let outcome = match pair(&ctx, &console, &target, previous.engine_id, known_direction, refresh).await {
+    let outcome = match pair(
+        &ctx,
+        &console,
+        &target,
+        previous.engine_id,
+        known_direction,
+        refresh,
+    )
+    .await
+    {
         Ok(o) => o,
         Err(err) => {
             observed.problem = Some(problem_of(&err));
             write_status(&ctx, &engine, &observed).await?;
             if let Error::ConsoleApi(api_err) = &err {
-                ctx.event(engine.as_ref(), EventType::Warning, api_err.reason(), "Pair", err.to_string()).await;
+                ctx.event(
+                    engine.as_ref(),
+                    EventType::Warning,
+                    api_err.reason(),
+                    "Pair",
+                    err.to_string(),
+                )
+                .await;
             }
             return Err(err);
         }
@@ -186,7 +214,10 @@ async fn apply_engine(engine: Arc<ScanEngine>, ctx: Arc<Context>) -> Result<Acti
             EventType::Normal,
             "Unregistered",
             "Pair",
-            format!("removed registration {id} from Console {console_name} to re-pair {}", communication.display()),
+            format!(
+                "removed registration {id} from Console {console_name} to re-pair {}",
+                communication.display()
+            ),
         )
         .await;
     }
@@ -227,10 +258,18 @@ async fn pair(
 }
 
 /// Computes and (if changed) writes the status; publishes an Event on a state transition.
-async fn write_status(ctx: &Context, engine: &ScanEngine, observed: &Observed<'_>) -> Result<EngineState> {
+async fn write_status(
+    ctx: &Context,
+    engine: &ScanEngine,
+    observed: &Observed<'_>,
+) -> Result<EngineState> {
     let new = status::compute(observed);
-    let state = new.communication.as_ref().map_or(EngineState::Pairing, |c| c.state);
-    ctx.metrics.set_engine_state(&object_key(engine), Some(state));
+    let state = new
+        .communication
+        .as_ref()
+        .map_or(EngineState::Pairing, |c| c.state);
+    ctx.metrics
+        .set_engine_state(&object_key(engine), Some(state));
     let old = engine.status.as_ref();
     if !status::changed(old, &new) {
         return Ok(state);
@@ -238,10 +277,18 @@ async fn write_status(ctx: &Context, engine: &ScanEngine, observed: &Observed<'_
     apply_status(&ctx.client, engine, &new).await?;
     let old_state = old.and_then(|s| s.communication.as_ref()).map(|c| c.state);
     if old_state != Some(state) {
-        let type_ = if state == EngineState::Active { EventType::Normal } else { EventType::Warning };
+        let type_ = if state == EngineState::Active {
+            EventType::Normal
+        } else {
+            EventType::Warning
+        };
         let from = old_state.map_or("none".to_string(), |s| s.to_string());
-        let note = format!("{from} → {state}: {}", new.message.clone().unwrap_or_default());
-        ctx.event(engine, type_, "StateChanged", "Refresh", note).await;
+        let note = format!(
+            "{from} → {state}: {}",
+            new.message.clone().unwrap_or_default()
+        );
+        ctx.event(engine, type_, "StateChanged", "Refresh", note)
+            .await;
     }
     Ok(state)
 }
@@ -250,8 +297,13 @@ async fn write_status(ctx: &Context, engine: &ScanEngine, observed: &Observed<'_
 async fn cleanup(engine: Arc<ScanEngine>, ctx: Arc<Context>) -> Result<Action> {
     let ns = engine.namespace().unwrap_or_default();
     let console_name = engine.spec.console_ref.name.clone();
-    ctx.metrics.set_engine_state(&object_key(engine.as_ref()), None);
-    if engine.annotations().get(SKIP_CLEANUP_ANNOTATION).is_some_and(|v| v == "true") {
+    ctx.metrics
+        .set_engine_state(&object_key(engine.as_ref()), None);
+    if engine
+        .annotations()
+        .get(SKIP_CLEANUP_ANNOTATION)
+        .is_some_and(|v| v == "true")
+    {
         ctx.event(
             engine.as_ref(),
             EventType::Warning,
@@ -288,18 +340,39 @@ async fn cleanup(engine: Arc<ScanEngine>, ctx: Arc<Context>) -> Result<Action> {
             let mut new = engine.status.clone().unwrap_or_default();
             let mut desired: Vec<Cond> = Vec::new();
             for c in &new.conditions {
-                if c.type_ != status::CONSOLE_CLEANUP {
-                    if let Some(t) = static_type(&c.type_) {
-                        desired.push(Cond::new(t, c.status == "True", c.reason.clone(), c.message.clone()));
-                    }
+                if c.type_ != status::CONSOLE_CLEANUP
+                    && let Some(t) = static_type(&c.type_)
+                {
+                    desired.push(Cond::new(
+                        t,
+                        c.status == "True",
+                        c.reason.clone(),
+                        c.message.clone(),
+                    ));
                 }
             }
-            desired.push(Cond::false_(status::CONSOLE_CLEANUP, problem_of(&err).reason, message.clone()));
-            new.conditions = conditions::merge(&new.conditions, &desired, engine.metadata.generation, ctx.now());
+            desired.push(Cond::false_(
+                status::CONSOLE_CLEANUP,
+                problem_of(&err).reason,
+                message.clone(),
+            ));
+            new.conditions = conditions::merge(
+                &new.conditions,
+                &desired,
+                engine.metadata.generation,
+                ctx.now(),
+            );
             new.message = Some(message.clone());
             if status::changed(engine.status.as_ref(), &new) {
                 apply_status(&ctx.client, engine.as_ref(), &new).await?;
-                ctx.event(engine.as_ref(), EventType::Warning, "ConsoleCleanupFailed", "Delete", message.clone()).await;
+                ctx.event(
+                    engine.as_ref(),
+                    EventType::Warning,
+                    "ConsoleCleanupFailed",
+                    "Delete",
+                    message.clone(),
+                )
+                .await;
             }
             Err(Error::CleanupBlocked(err.to_string()))
         }
@@ -321,7 +394,11 @@ fn static_type(t: &str) -> Option<&'static str> {
     .find(|known| *known == t)
 }
 
-async fn remove_registration(ctx: &Context, engine: &ScanEngine, console: &Console) -> Result<Option<i64>> {
+async fn remove_registration(
+    ctx: &Context,
+    engine: &ScanEngine,
+    console: &Console,
+) -> Result<Option<i64>> {
     let conn = connection::resolve(&ctx.client, console).await?;
     let api = ctx.consoles.connect(conn)?;
     let name = engine.console_engine_name();

@@ -36,7 +36,12 @@ pub struct Outcome {
 
 /// The address the console dials for a ConsoleToEngine engine, from the spec and the applied
 /// Service. `Err` says what it is waiting for.
-pub fn dial_address(engine: &ScanEngine, name: &str, namespace: &str, service: Option<&Service>) -> Result<(String, i32), String> {
+pub fn dial_address(
+    engine: &ScanEngine,
+    name: &str,
+    namespace: &str,
+    service: Option<&Service>,
+) -> Result<(String, i32), String> {
     let spec = &engine.spec;
     let node_port = || {
         service
@@ -64,13 +69,19 @@ pub fn dial_address(engine: &ScanEngine, name: &str, namespace: &str, service: O
             .and_then(|lb| lb.ingress.as_ref())
             .and_then(|i| i.first())
             .and_then(|i| i.ip.clone().or_else(|| i.hostname.clone()));
-        return ingress.map(|host| (host, spec.port)).ok_or_else(|| "waiting for the load balancer address".to_string());
+        return ingress
+            .map(|host| (host, spec.port))
+            .ok_or_else(|| "waiting for the load balancer address".to_string());
     }
     Ok((cluster_dns_name(name, namespace), spec.port))
 }
 
 fn registered_direction(engine: &Engine, fallback: Option<Communication>) -> Option<Communication> {
-    engine.direction.as_deref().and_then(Communication::from_flag).or(fallback)
+    engine
+        .direction
+        .as_deref()
+        .and_then(Communication::from_flag)
+        .or(fallback)
 }
 
 /// Brings the console's registration in line with `target`.
@@ -91,10 +102,12 @@ pub async fn ensure(
     }
 
     if let Some(existing) = &current {
-        let direction_changed = registered_direction(existing, known_direction).is_some_and(|d| d != target.communication);
+        let direction_changed = registered_direction(existing, known_direction)
+            .is_some_and(|d| d != target.communication);
         let address_changed = match (&target.address, target.communication) {
             (Some((address, port)), Communication::ConsoleToEngine) => {
-                existing.address.as_deref() != Some(address.as_str()) || existing.port != Some(i64::from(*port))
+                existing.address.as_deref() != Some(address.as_str())
+                    || existing.port != Some(i64::from(*port))
             }
             _ => false,
         };
@@ -109,14 +122,20 @@ pub async fn ensure(
         && target.communication == Communication::ConsoleToEngine
         && let Some((address, port)) = &target.address
     {
-        let new = NewEngine { name: target.name.clone(), address: address.clone(), port: *port };
+        let new = NewEngine {
+            name: target.name.clone(),
+            address: address.clone(),
+            port: *port,
+        };
         let id = match api.create_engine(&new).await {
             Ok(id) => {
                 outcome.created = Some(id);
                 Some(id)
             }
             // Someone registered it between our lookup and create: use theirs.
-            Err(e) if e.status_code() == Some(409) => find_engine_by_name(api, &target.name).await?.map(|e| e.id),
+            Err(e) if e.status_code() == Some(409) => {
+                find_engine_by_name(api, &target.name).await?.map(|e| e.id)
+            }
             Err(e) => return Err(e),
         };
         current = match id {
@@ -144,16 +163,33 @@ mod tests {
         Target {
             name: "edge.scanning".into(),
             communication: c,
-            address: (c == Communication::ConsoleToEngine).then(|| ("edge-scan-engine.scanning.svc".to_string(), 40814)),
+            address: (c == Communication::ConsoleToEngine)
+                .then(|| ("edge-scan-engine.scanning.svc".to_string(), 40814)),
         }
     }
 
     #[tokio::test]
     async fn creates_once_then_finds_by_name() {
         let fake = FakeConsole::default();
-        let first = ensure(&fake, &target(Communication::ConsoleToEngine), None, None, false).await.ok();
+        let first = ensure(
+            &fake,
+            &target(Communication::ConsoleToEngine),
+            None,
+            None,
+            false,
+        )
+        .await
+        .ok();
         assert_eq!(first.as_ref().and_then(|o| o.created), Some(7));
-        let second = ensure(&fake, &target(Communication::ConsoleToEngine), None, None, false).await.ok();
+        let second = ensure(
+            &fake,
+            &target(Communication::ConsoleToEngine),
+            None,
+            None,
+            false,
+        )
+        .await
+        .ok();
         assert_eq!(second.as_ref().and_then(|o| o.created), None);
         assert_eq!(second.and_then(|o| o.engine).map(|e| e.id), Some(7));
         assert_eq!(fake.state().engines.len(), 1);
@@ -162,42 +198,83 @@ mod tests {
     #[tokio::test]
     async fn direction_switch_removes_the_old_registration() {
         let fake = FakeConsole::default();
-        let _ = ensure(&fake, &target(Communication::ConsoleToEngine), None, None, false).await;
-        let out = ensure(&fake, &target(Communication::EngineToConsole), Some(7), Some(Communication::ConsoleToEngine), false)
-            .await
-            .ok();
+        let _ = ensure(
+            &fake,
+            &target(Communication::ConsoleToEngine),
+            None,
+            None,
+            false,
+        )
+        .await;
+        let out = ensure(
+            &fake,
+            &target(Communication::EngineToConsole),
+            Some(7),
+            Some(Communication::ConsoleToEngine),
+            false,
+        )
+        .await
+        .ok();
         assert_eq!(out.as_ref().and_then(|o| o.removed), Some(7));
-        assert_eq!(out.and_then(|o| o.engine), None, "the reverse engine pairs itself");
+        assert_eq!(
+            out.and_then(|o| o.engine),
+            None,
+            "the reverse engine pairs itself"
+        );
         assert!(fake.state().engines.is_empty());
         // The engine dials in: found by name.
         let id = fake.insert_engine("edge.scanning", "active", "engine-to-console");
-        let out = ensure(&fake, &target(Communication::EngineToConsole), None, Some(Communication::EngineToConsole), true)
-            .await
-            .ok();
-        assert_eq!(out.as_ref().and_then(|o| o.engine.as_ref()).map(|e| e.id), Some(id));
+        let out = ensure(
+            &fake,
+            &target(Communication::EngineToConsole),
+            None,
+            Some(Communication::EngineToConsole),
+            true,
+        )
+        .await
+        .ok();
+        assert_eq!(
+            out.as_ref().and_then(|o| o.engine.as_ref()).map(|e| e.id),
+            Some(id)
+        );
         assert!(out.is_some_and(|o| o.refreshed));
     }
 
     #[test]
     fn dial_addresses() {
         let mut se = engine(Communication::ConsoleToEngine);
-        assert_eq!(dial_address(&se, "edge", "scanning", None), Ok(("edge-scan-engine.scanning.svc".into(), 40814)));
+        assert_eq!(
+            dial_address(&se, "edge", "scanning", None),
+            Ok(("edge-scan-engine.scanning.svc".into(), 40814))
+        );
         se.spec.advertised_address = Some("engine.example.com:4000".into());
-        assert_eq!(dial_address(&se, "edge", "scanning", None), Ok(("engine.example.com".into(), 4000)));
+        assert_eq!(
+            dial_address(&se, "edge", "scanning", None),
+            Ok(("engine.example.com".into(), 4000))
+        );
         se.spec.advertised_address = Some("engine.example.com".into());
-        assert_eq!(dial_address(&se, "edge", "scanning", None), Ok(("engine.example.com".into(), 40814)));
+        assert_eq!(
+            dial_address(&se, "edge", "scanning", None),
+            Ok(("engine.example.com".into(), 40814))
+        );
         se.spec.advertised_address = None;
         se.spec.service_type = Some(ServiceType::LoadBalancer);
         assert!(dial_address(&se, "edge", "scanning", None).is_err());
         let svc = Service {
             status: Some(ServiceStatus {
                 load_balancer: Some(LoadBalancerStatus {
-                    ingress: Some(vec![LoadBalancerIngress { ip: Some("192.0.2.10".into()), ..Default::default() }]),
+                    ingress: Some(vec![LoadBalancerIngress {
+                        ip: Some("192.0.2.10".into()),
+                        ..Default::default()
+                    }]),
                 }),
                 conditions: None,
             }),
             ..Default::default()
         };
-        assert_eq!(dial_address(&se, "edge", "scanning", Some(&svc)), Ok(("192.0.2.10".into(), 40814)));
+        assert_eq!(
+            dial_address(&se, "edge", "scanning", Some(&svc)),
+            Ok(("192.0.2.10".into(), 40814))
+        );
     }
 }

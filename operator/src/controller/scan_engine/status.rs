@@ -45,7 +45,9 @@ pub struct Observed<'a> {
 
 /// The communication state: Pairing until the console knows the engine.
 pub fn state(registration: Option<&Engine>) -> EngineState {
-    registration.map_or(EngineState::Pairing, |e| EngineState::from_api(e.status.as_deref().unwrap_or("unknown")))
+    registration.map_or(EngineState::Pairing, |e| {
+        EngineState::from_api(e.status.as_deref().unwrap_or("unknown"))
+    })
 }
 
 fn parse_time(s: Option<&str>) -> Option<Time> {
@@ -65,7 +67,9 @@ pub fn compute(o: &Observed<'_>) -> ScanEngineStatus {
     // Ready: the console sees the engine Active.
     conds.push(match (&o.problem, state) {
         (Some(p), _) => Cond::false_(READY, p.reason.clone(), p.message.clone()),
-        (None, EngineState::Active) => Cond::true_(READY, "Active", "the console reports the engine active"),
+        (None, EngineState::Active) => {
+            Cond::true_(READY, "Active", "the console reports the engine active")
+        }
         (None, s) => Cond::false_(READY, s.as_str(), state_message(o, s)),
     });
 
@@ -87,15 +91,26 @@ pub fn compute(o: &Observed<'_>) -> ScanEngineStatus {
     });
 
     conds.push(match state {
-        EngineState::PendingAuthorization => {
-            Cond::false_(AUTHORIZED, "PendingAuthorization", state_message(o, EngineState::PendingAuthorization))
+        EngineState::PendingAuthorization => Cond::false_(
+            AUTHORIZED,
+            "PendingAuthorization",
+            state_message(o, EngineState::PendingAuthorization),
+        ),
+        EngineState::Pairing => {
+            Cond::false_(AUTHORIZED, "NotPaired", "the engine is not paired yet")
         }
-        EngineState::Pairing => Cond::false_(AUTHORIZED, "NotPaired", "the engine is not paired yet"),
-        EngineState::Incompatible => Cond::false_(AUTHORIZED, "Incompatible", "console and engine versions differ"),
+        EngineState::Incompatible => Cond::false_(
+            AUTHORIZED,
+            "Incompatible",
+            "console and engine versions differ",
+        ),
         _ => Cond::true_(AUTHORIZED, "Authorized", "the engine accepts its console"),
     });
 
-    let engine_version = o.registration.and_then(|e| e.product_version.as_deref()).filter(|v| !v.is_empty());
+    let engine_version = o
+        .registration
+        .and_then(|e| e.product_version.as_deref())
+        .filter(|v| !v.is_empty());
     conds.push(match (state, engine_version, o.console_version) {
         (EngineState::Incompatible, ev, cv) => Cond::false_(
             VERSION_COMPATIBLE,
@@ -111,8 +126,16 @@ pub fn compute(o: &Observed<'_>) -> ScanEngineStatus {
             "VersionMismatch",
             format!("console runs {cv} and engine runs {ev}: they must run the same version"),
         ),
-        (_, Some(ev), _) => Cond::true_(VERSION_COMPATIBLE, "SameVersion", format!("engine runs {ev}")),
-        _ => Cond::true_(VERSION_COMPATIBLE, "NotReported", "the console has not reported the engine's version"),
+        (_, Some(ev), _) => Cond::true_(
+            VERSION_COMPATIBLE,
+            "SameVersion",
+            format!("engine runs {ev}"),
+        ),
+        _ => Cond::true_(
+            VERSION_COMPATIBLE,
+            "NotReported",
+            "the console has not reported the engine's version",
+        ),
     });
 
     conds.push(if o.policy_applied {
@@ -124,14 +147,22 @@ pub fn compute(o: &Observed<'_>) -> ScanEngineStatus {
                     "ingress only from Console {console_name} on port {}",
                     o.engine.spec.port
                 ),
-                Communication::EngineToConsole => "no ingress: the engine dials its console".to_string(),
+                Communication::EngineToConsole => {
+                    "no ingress: the engine dials its console".to_string()
+                }
             },
         )
     } else {
         let previous_np = conditions::find(&previous.conditions, NETWORK_POLICY_READY);
         match previous_np {
-            Some(c) if c.status == "True" => Cond::true_(NETWORK_POLICY_READY, c.reason.clone(), c.message.clone()),
-            _ => Cond::false_(NETWORK_POLICY_READY, "NotApplied", "the NetworkPolicy has not been applied yet"),
+            Some(c) if c.status == "True" => {
+                Cond::true_(NETWORK_POLICY_READY, c.reason.clone(), c.message.clone())
+            }
+            _ => Cond::false_(
+                NETWORK_POLICY_READY,
+                "NotApplied",
+                "the NetworkPolicy has not been applied yet",
+            ),
         }
     });
 
@@ -166,7 +197,10 @@ pub fn compute(o: &Observed<'_>) -> ScanEngineStatus {
         engine_id: o.registration.map(|e| e.id),
         engine_name: Some(o.engine.console_engine_name()),
         version: engine_version.map(str::to_string),
-        last_refresh_time: parse_time(o.registration.and_then(|e| e.last_refreshed_date.as_deref())),
+        last_refresh_time: parse_time(
+            o.registration
+                .and_then(|e| e.last_refreshed_date.as_deref()),
+        ),
         last_handled_refresh: o.handled_refresh.clone().or(previous.last_handled_refresh),
         message,
         conditions: conditions::merge(&previous.conditions, &conds, generation, o.now),
@@ -196,7 +230,11 @@ fn state_message(o: &Observed<'_>, state: EngineState) -> String {
 /// Whether `new` differs from `old` in anything but timestamps.
 pub fn changed(old: Option<&ScanEngineStatus>, new: &ScanEngineStatus) -> bool {
     let Some(old) = old else { return true };
-    let strip = |s: &ScanEngineStatus| ScanEngineStatus { last_refresh_time: None, conditions: vec![], ..s.clone() };
+    let strip = |s: &ScanEngineStatus| ScanEngineStatus {
+        last_refresh_time: None,
+        conditions: vec![],
+        ..s.clone()
+    };
     strip(old) != strip(new) || !conditions::same_ignoring_time(&old.conditions, &new.conditions)
 }
 
@@ -232,7 +270,8 @@ mod tests {
     }
 
     fn cond<'a>(s: &'a ScanEngineStatus, t: &str) -> (&'a str, &'a str) {
-        conditions::find(&s.conditions, t).map_or(("", ""), |c| (c.status.as_str(), c.reason.as_str()))
+        conditions::find(&s.conditions, t)
+            .map_or(("", ""), |c| (c.status.as_str(), c.reason.as_str()))
     }
 
     #[test]
@@ -240,8 +279,16 @@ mod tests {
         let se = engine(Communication::ConsoleToEngine);
         let reg = registration("active", "0.1.0");
         let s = compute(&observe(&se, Some(&reg), 100));
-        assert_eq!(s.communication.as_ref().map(|c| c.state), Some(EngineState::Active));
-        assert_eq!(s.communication.as_ref().map(|c| c.direction_display.as_str()), Some("Console → Engine"));
+        assert_eq!(
+            s.communication.as_ref().map(|c| c.state),
+            Some(EngineState::Active)
+        );
+        assert_eq!(
+            s.communication
+                .as_ref()
+                .map(|c| c.direction_display.as_str()),
+            Some("Console → Engine")
+        );
         assert_eq!(cond(&s, READY), ("True", "Active"));
         assert_eq!(cond(&s, PAIRED), ("True", "Registered"));
         assert_eq!(cond(&s, AUTHORIZED), ("True", "Authorized"));
@@ -250,14 +297,22 @@ mod tests {
         assert_eq!(s.engine_id, Some(7));
         assert_eq!(s.version.as_deref(), Some("0.1.0"));
         assert_eq!(s.message.as_deref(), Some("console says active"));
-        assert!(s.conditions.iter().all(|c| c.observed_generation == Some(1)));
+        assert!(
+            s.conditions
+                .iter()
+                .all(|c| c.observed_generation == Some(1))
+        );
     }
 
     #[test]
     fn every_console_state_maps_to_conditions() {
         let se = engine(Communication::ConsoleToEngine);
         for (api, state, ready_reason) in [
-            ("pending-authorization", EngineState::PendingAuthorization, "PendingAuthorization"),
+            (
+                "pending-authorization",
+                EngineState::PendingAuthorization,
+                "PendingAuthorization",
+            ),
             ("incompatible", EngineState::Incompatible, "Incompatible"),
             ("not-responding", EngineState::Down, "Down"),
             ("unknown", EngineState::Unknown, "Unknown"),
@@ -268,18 +323,30 @@ mod tests {
             assert_eq!(cond(&s, READY), ("False", ready_reason), "{api}");
         }
         let reg = registration("pending-authorization", "0.1.0");
-        assert_eq!(cond(&compute(&observe(&se, Some(&reg), 1)), AUTHORIZED), ("False", "PendingAuthorization"));
+        assert_eq!(
+            cond(&compute(&observe(&se, Some(&reg), 1)), AUTHORIZED),
+            ("False", "PendingAuthorization")
+        );
         let reg = registration("incompatible", "0.2.0");
-        assert_eq!(cond(&compute(&observe(&se, Some(&reg), 1)), VERSION_COMPATIBLE), ("False", "Incompatible"));
+        assert_eq!(
+            cond(&compute(&observe(&se, Some(&reg), 1)), VERSION_COMPATIBLE),
+            ("False", "Incompatible")
+        );
     }
 
     #[test]
     fn unpaired_reverse_engine_waits() {
         let se = engine(Communication::EngineToConsole);
         let s = compute(&observe(&se, None, 100));
-        assert_eq!(s.communication.as_ref().map(|c| c.state), Some(EngineState::Pairing));
+        assert_eq!(
+            s.communication.as_ref().map(|c| c.state),
+            Some(EngineState::Pairing)
+        );
         assert_eq!(cond(&s, PAIRED), ("False", "WaitingForEngine"));
-        assert_eq!(s.communication.map(|c| c.direction_display), Some("Engine → Console".to_string()));
+        assert_eq!(
+            s.communication.map(|c| c.direction_display),
+            Some("Engine → Console".to_string())
+        );
     }
 
     #[test]
@@ -297,18 +364,30 @@ mod tests {
         let down = registration("not-responding", "0.1.0");
         let third = compute(&observe(&se, Some(&down), 500));
         assert!(changed(Some(&first), &third));
-        let ready = conditions::find(&third.conditions, READY).map(|c| c.last_transition_time.clone());
-        assert_eq!(ready, Some(Time(Timestamp::from_second(500).unwrap_or(Timestamp::UNIX_EPOCH))));
+        let ready =
+            conditions::find(&third.conditions, READY).map(|c| c.last_transition_time.clone());
+        assert_eq!(
+            ready,
+            Some(Time(
+                Timestamp::from_second(500).unwrap_or(Timestamp::UNIX_EPOCH)
+            ))
+        );
     }
 
     #[test]
     fn problems_surface_in_ready_and_message() {
         let se = engine(Communication::ConsoleToEngine);
         let mut o = observe(&se, None, 100);
-        o.problem = Some(Problem { reason: "ConsoleUnreachable".into(), message: "console scanning/main: unreachable".into() });
+        o.problem = Some(Problem {
+            reason: "ConsoleUnreachable".into(),
+            message: "console scanning/main: unreachable".into(),
+        });
         let s = compute(&o);
         assert_eq!(cond(&s, READY), ("False", "ConsoleUnreachable"));
         assert_eq!(cond(&s, PAIRED), ("False", "ConsoleUnreachable"));
-        assert_eq!(s.message.as_deref(), Some("console scanning/main: unreachable"));
+        assert_eq!(
+            s.message.as_deref(),
+            Some("console scanning/main: unreachable")
+        );
     }
 }

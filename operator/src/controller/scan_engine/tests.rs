@@ -36,7 +36,12 @@ fn secret(name: &str, data: &[(&str, &str)]) -> Value {
     use base64::Engine as _;
     let data: serde_json::Map<String, Value> = data
         .iter()
-        .map(|(k, v)| (k.to_string(), Value::String(base64::engine::general_purpose::STANDARD.encode(v))))
+        .map(|(k, v)| {
+            (
+                k.to_string(),
+                Value::String(base64::engine::general_purpose::STANDARD.encode(v)),
+            )
+        })
         .collect();
     json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": NS}, "data": data})
 }
@@ -50,8 +55,16 @@ fn engine(communication: Communication) -> ScanEngine {
 /// The requests every apply-branch reconcile starts with, up to the console connection.
 fn applied(scenario: Scenario, communication: Communication) -> Scenario {
     let s = scenario
-        .get("/apis/scanengine.dev/v1alpha1/namespaces/scanning/consoles/main", console())
-        .apply("/apis/networking.k8s.io/v1", NS, "networkpolicies", "edge-scan-engine");
+        .get(
+            "/apis/scanengine.dev/v1alpha1/namespaces/scanning/consoles/main",
+            console(),
+        )
+        .apply(
+            "/apis/networking.k8s.io/v1",
+            NS,
+            "networkpolicies",
+            "edge-scan-engine",
+        );
     let s = match communication {
         Communication::ConsoleToEngine => s.apply("/api/v1", NS, "services", "edge-scan-engine"),
         Communication::EngineToConsole => s.expect(
@@ -61,30 +74,50 @@ fn applied(scenario: Scenario, communication: Communication) -> Scenario {
         ),
     };
     s.apply("/apis/apps/v1", NS, "statefulsets", "edge-scan-engine")
-        .get("/api/v1/namespaces/scanning/secrets/main-console-admin", secret("main-console-admin", &[("username", "admin"), ("password", "pw")]))
-        .get("/api/v1/namespaces/scanning/secrets/main-console-ca", secret("main-console-ca", &[("ca.crt", "PEM")]))
+        .get(
+            "/api/v1/namespaces/scanning/secrets/main-console-admin",
+            secret(
+                "main-console-admin",
+                &[("username", "admin"), ("password", "pw")],
+            ),
+        )
+        .get(
+            "/api/v1/namespaces/scanning/secrets/main-console-ca",
+            secret("main-console-ca", &[("ca.crt", "PEM")]),
+        )
 }
 
 /// Expects the status write; answers with the engine holding the new status.
 fn status_patch(s: Scenario, se: &ScanEngine) -> Scenario {
     let mut obj = serde_json::to_value(se).unwrap_or_default();
-    s.expect(Method::PATCH, format!("{SE_PATH}/status?&force=true&fieldManager=scan-engine-operator"), move |body| {
-        obj["status"] = body["status"].clone();
-        (http::StatusCode::OK, obj)
-    })
+    s.expect(
+        Method::PATCH,
+        format!("{SE_PATH}/status?&force=true&fieldManager=scan-engine-operator"),
+        move |body| {
+            obj["status"] = body["status"].clone();
+            (http::StatusCode::OK, obj)
+        },
+    )
 }
 
 /// Expects a JSON patch of the engine's finalizers; answers with the engine.
 fn finalizer_patch(s: Scenario, se: &ScanEngine) -> Scenario {
     let obj = serde_json::to_value(se).unwrap_or_default();
-    s.expect(Method::PATCH, format!("{SE_PATH}?"), move |_| (http::StatusCode::OK, obj))
+    s.expect(Method::PATCH, format!("{SE_PATH}?"), move |_| {
+        (http::StatusCode::OK, obj)
+    })
 }
 
 fn condition<'a>(status: &'a Value, type_: &str) -> (&'a str, &'a str) {
     status["conditions"]
         .as_array()
         .and_then(|cs| cs.iter().find(|c| c["type"] == type_))
-        .map_or(("", ""), |c| (c["status"].as_str().unwrap_or(""), c["reason"].as_str().unwrap_or("")))
+        .map_or(("", ""), |c| {
+            (
+                c["status"].as_str().unwrap_or(""),
+                c["reason"].as_str().unwrap_or(""),
+            )
+        })
 }
 
 #[tokio::test]
@@ -94,10 +127,17 @@ async fn adds_the_finalizer_first() {
     let mut se = engine(Communication::ConsoleToEngine);
     se.metadata.finalizers = None;
     let scenario = finalizer_patch(Scenario::new(), &se);
-    let (result, seen) = drive(reconcile(Arc::new(se), context(client, &fake)), scenario.run(handle)).await;
+    let (result, seen) = drive(
+        reconcile(Arc::new(se), context(client, &fake)),
+        scenario.run(handle),
+    )
+    .await;
     assert!(result.is_ok(), "{result:?}");
     let ops = seen[0].body.to_string();
-    assert!(ops.contains("\"op\":\"add\"") && ops.contains("scanengine.dev/console-cleanup"), "{ops}");
+    assert!(
+        ops.contains("\"op\":\"add\"") && ops.contains("scanengine.dev/console-cleanup"),
+        "{ops}"
+    );
 }
 
 #[tokio::test]
@@ -106,35 +146,76 @@ async fn creates_registers_and_writes_status_then_is_quiet() {
     let fake = FakeConsole::default();
     let ctx = context(client, &fake);
     let se = engine(Communication::ConsoleToEngine);
-    let scenario = status_patch(applied(Scenario::new(), Communication::ConsoleToEngine).event(NS), &se).event(NS);
-    let (result, seen) = drive(reconcile(Arc::new(se.clone()), ctx.clone()), scenario.run(handle)).await;
+    let scenario = status_patch(
+        applied(Scenario::new(), Communication::ConsoleToEngine).event(NS),
+        &se,
+    )
+    .event(NS);
+    let (result, seen) = drive(
+        reconcile(Arc::new(se.clone()), ctx.clone()),
+        scenario.run(handle),
+    )
+    .await;
     assert!(result.is_ok(), "{result:?}");
 
     // The objects applied.
     let np = &seen[1].body;
     assert_eq!(np["spec"]["ingress"][0]["ports"][0]["port"], 40814);
-    assert_eq!(np["spec"]["ingress"][0]["from"][0]["podSelector"]["matchLabels"]["scanengine.dev/console"], "main");
+    assert_eq!(
+        np["spec"]["ingress"][0]["from"][0]["podSelector"]["matchLabels"]["scanengine.dev/console"],
+        "main"
+    );
     let sts = &seen[3].body;
     assert_eq!(sts["metadata"]["ownerReferences"][0]["controller"], true);
     let env = sts["spec"]["template"]["spec"]["containers"][0]["env"].to_string();
-    assert!(env.contains("SCAN_ENGINE_TRUSTED_CONSOLE_FINGERPRINT") && env.contains("sha256:c0ffee"), "{env}");
+    assert!(
+        env.contains("SCAN_ENGINE_TRUSTED_CONSOLE_FINGERPRINT") && env.contains("sha256:c0ffee"),
+        "{env}"
+    );
 
     // Registered at the console with the Service's DNS name.
-    assert_eq!(fake.state().engines.get(&7).and_then(|e| e.address.clone()).as_deref(), Some("edge-scan-engine.scanning.svc"));
-    assert!(seen[6].body["note"].as_str().unwrap_or("").contains("registered at Console main as engine 7"));
+    assert_eq!(
+        fake.state()
+            .engines
+            .get(&7)
+            .and_then(|e| e.address.clone())
+            .as_deref(),
+        Some("edge-scan-engine.scanning.svc")
+    );
+    assert!(
+        seen[6].body["note"]
+            .as_str()
+            .unwrap_or("")
+            .contains("registered at Console main as engine 7")
+    );
 
     // Status.
     let status = &seen[7].body["status"];
     assert_eq!(status["communication"]["direction"], "ConsoleToEngine");
-    assert_eq!(status["communication"]["directionDisplay"], "Console → Engine");
+    assert_eq!(
+        status["communication"]["directionDisplay"],
+        "Console → Engine"
+    );
     assert_eq!(status["communication"]["state"], "Active");
     assert_eq!(status["engineId"], 7);
     assert_eq!(status["version"], "0.1.0");
     assert_eq!(status["observedGeneration"], 1);
-    for t in ["Ready", "Paired", "Authorized", "VersionCompatible", "NetworkPolicyReady", "MemoryReserved"] {
+    for t in [
+        "Ready",
+        "Paired",
+        "Authorized",
+        "VersionCompatible",
+        "NetworkPolicyReady",
+        "MemoryReserved",
+    ] {
         assert_eq!(condition(status, t).0, "True", "{t}: {status}");
     }
-    assert!(seen[8].body["note"].as_str().unwrap_or("").contains("none → Active"));
+    assert!(
+        seen[8].body["note"]
+            .as_str()
+            .unwrap_or("")
+            .contains("none → Active")
+    );
 
     // Second reconcile, nothing changed: same applies, no status write, no event.
     let mut se2 = se;
@@ -154,8 +235,16 @@ async fn direction_switch_removes_old_registration_and_swaps_policies() {
     // First paired ConsoleToEngine.
     let (client, handle) = mock_client();
     let se = engine(Communication::ConsoleToEngine);
-    let scenario = status_patch(applied(Scenario::new(), Communication::ConsoleToEngine).event(NS), &se).event(NS);
-    let (_, seen) = drive(reconcile(Arc::new(se.clone()), context(client, &fake)), scenario.run(handle)).await;
+    let scenario = status_patch(
+        applied(Scenario::new(), Communication::ConsoleToEngine).event(NS),
+        &se,
+    )
+    .event(NS);
+    let (_, seen) = drive(
+        reconcile(Arc::new(se.clone()), context(client, &fake)),
+        scenario.run(handle),
+    )
+    .await;
     let status = seen[7].body["status"].clone();
 
     // Now the user switches to EngineToConsole.
@@ -164,25 +253,52 @@ async fn direction_switch_removes_old_registration_and_swaps_policies() {
     switched.metadata.generation = Some(2);
     switched.status = serde_json::from_value(status).ok();
     let (client, handle) = mock_client();
-    let scenario = status_patch(applied(Scenario::new(), Communication::EngineToConsole).event(NS), &switched).event(NS);
-    let (result, seen) = drive(reconcile(Arc::new(switched), context(client, &fake)), scenario.run(handle)).await;
+    let scenario = status_patch(
+        applied(Scenario::new(), Communication::EngineToConsole).event(NS),
+        &switched,
+    )
+    .event(NS);
+    let (result, seen) = drive(
+        reconcile(Arc::new(switched), context(client, &fake)),
+        scenario.run(handle),
+    )
+    .await;
     assert!(result.is_ok(), "{result:?}");
 
     // Policy swapped: no ingress at all; Service removed; pod reconfigured for reverse pairing.
     let np = &seen[1].body;
     assert_eq!(np["spec"]["ingress"], json!([]));
-    assert_eq!(np["metadata"]["labels"]["scanengine.dev/communication"], "engine-to-console");
+    assert_eq!(
+        np["metadata"]["labels"]["scanengine.dev/communication"],
+        "engine-to-console"
+    );
     assert_eq!(seen[2].method, Method::DELETE);
     let env = seen[3].body["spec"]["template"]["spec"]["containers"][0]["env"].to_string();
-    assert!(env.contains("engine-to-console") && env.contains("SCAN_ENGINE_SHARED_SECRET_FILE"), "{env}");
+    assert!(
+        env.contains("engine-to-console") && env.contains("SCAN_ENGINE_SHARED_SECRET_FILE"),
+        "{env}"
+    );
     // Old registration removed at the console.
     assert!(fake.state().engines.is_empty());
-    assert!(fake.state().calls.iter().any(|c| c == "DELETE /api/3/scan_engines/{id} 7"));
-    assert!(seen[6].body["note"].as_str().unwrap_or("").contains("removed registration 7"));
+    assert!(
+        fake.state()
+            .calls
+            .iter()
+            .any(|c| c == "DELETE /api/3/scan_engines/{id} 7")
+    );
+    assert!(
+        seen[6].body["note"]
+            .as_str()
+            .unwrap_or("")
+            .contains("removed registration 7")
+    );
     // Status: re-pairing in the new direction.
     let status = &seen[7].body["status"];
     assert_eq!(status["communication"]["direction"], "EngineToConsole");
-    assert_eq!(status["communication"]["directionDisplay"], "Engine → Console");
+    assert_eq!(
+        status["communication"]["directionDisplay"],
+        "Engine → Console"
+    );
     assert_eq!(status["communication"]["state"], "Pairing");
     assert_eq!(condition(status, "Paired"), ("False", "WaitingForEngine"));
     assert_eq!(status["observedGeneration"], 2);
@@ -194,21 +310,40 @@ async fn console_api_errors_surface_as_conditions_and_events() {
     fake.state().down = true;
     let (client, handle) = mock_client();
     let se = engine(Communication::ConsoleToEngine);
-    let scenario = status_patch(applied(Scenario::new(), Communication::ConsoleToEngine), &se).event(NS).event(NS);
-    let (result, seen) = drive(reconcile(Arc::new(se), context(client, &fake)), scenario.run(handle)).await;
+    let scenario = status_patch(
+        applied(Scenario::new(), Communication::ConsoleToEngine),
+        &se,
+    )
+    .event(NS)
+    .event(NS);
+    let (result, seen) = drive(
+        reconcile(Arc::new(se), context(client, &fake)),
+        scenario.run(handle),
+    )
+    .await;
     match &result {
-        Err(Error::Finalizer(inner)) => assert!(inner.to_string().contains("ConsoleApi") || !inner.to_string().is_empty()),
+        Err(Error::Finalizer(inner)) => {
+            assert!(inner.to_string().contains("ConsoleApi") || !inner.to_string().is_empty())
+        }
         other => panic!("expected a failure, got {other:?}"),
     }
     let status = &seen[6].body["status"];
     assert_eq!(condition(status, "Ready"), ("False", "ConsoleUnreachable"));
     assert_eq!(condition(status, "Paired"), ("False", "ConsoleUnreachable"));
     assert_eq!(condition(status, "NetworkPolicyReady").0, "True");
-    assert!(status["message"].as_str().unwrap_or("").contains("unreachable"));
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("unreachable")
+    );
     let warning = &seen[8].body;
     assert_eq!(warning["type"], "Warning");
     assert_eq!(warning["reason"], "ConsoleUnreachable");
-    assert_eq!(result.err().map(|e| e.metric_label()), Some("console_unreachable"));
+    assert_eq!(
+        result.err().map(|e| e.metric_label()),
+        Some("console_unreachable")
+    );
 }
 
 #[tokio::test]
@@ -217,27 +352,67 @@ async fn deletion_with_the_console_down_keeps_the_finalizer_until_escaped() {
     fake.insert_engine("edge.scanning", "active", "console-to-engine");
     fake.state().down = true;
     let mut se = engine(Communication::ConsoleToEngine);
-    se.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(crate::controller::fixtures::now()));
+    se.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        crate::controller::fixtures::now(),
+    ));
 
     let (client, handle) = mock_client();
     let scenario = Scenario::new()
-        .get("/apis/scanengine.dev/v1alpha1/namespaces/scanning/consoles/main", console())
-        .get("/api/v1/namespaces/scanning/secrets/main-console-admin", secret("main-console-admin", &[("username", "admin"), ("password", "pw")]))
-        .get("/api/v1/namespaces/scanning/secrets/main-console-ca", secret("main-console-ca", &[("ca.crt", "PEM")]));
+        .get(
+            "/apis/scanengine.dev/v1alpha1/namespaces/scanning/consoles/main",
+            console(),
+        )
+        .get(
+            "/api/v1/namespaces/scanning/secrets/main-console-admin",
+            secret(
+                "main-console-admin",
+                &[("username", "admin"), ("password", "pw")],
+            ),
+        )
+        .get(
+            "/api/v1/namespaces/scanning/secrets/main-console-ca",
+            secret("main-console-ca", &[("ca.crt", "PEM")]),
+        );
     let scenario = status_patch(scenario, &se).event(NS);
-    let (result, seen) = drive(reconcile(Arc::new(se.clone()), context(client, &fake)), scenario.run(handle)).await;
+    let (result, seen) = drive(
+        reconcile(Arc::new(se.clone()), context(client, &fake)),
+        scenario.run(handle),
+    )
+    .await;
     assert!(matches!(result, Err(Error::Finalizer(_))), "{result:?}");
     let status = &seen[3].body["status"];
-    assert_eq!(condition(status, "ConsoleCleanup"), ("False", "ConsoleUnreachable"));
-    assert!(status["message"].as_str().unwrap_or("").contains("scanengine.dev/skip-console-cleanup"));
+    assert_eq!(
+        condition(status, "ConsoleCleanup"),
+        ("False", "ConsoleUnreachable")
+    );
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("scanengine.dev/skip-console-cleanup")
+    );
     assert_eq!(seen[4].body["reason"], "ConsoleCleanupFailed");
-    assert!(seen.iter().all(|s| !s.body.to_string().contains("\"op\":\"remove\"")), "finalizer kept");
+    assert!(
+        seen.iter()
+            .all(|s| !s.body.to_string().contains("\"op\":\"remove\"")),
+        "finalizer kept"
+    );
 
     // The escape hatch lets it go without touching the console.
-    se.metadata.annotations = Some([(crate::crd::SKIP_CLEANUP_ANNOTATION.to_string(), "true".to_string())].into());
+    se.metadata.annotations = Some(
+        [(
+            crate::crd::SKIP_CLEANUP_ANNOTATION.to_string(),
+            "true".to_string(),
+        )]
+        .into(),
+    );
     let (client, handle) = mock_client();
     let scenario = finalizer_patch(Scenario::new().event(NS), &se);
-    let (result, seen) = drive(reconcile(Arc::new(se), context(client, &fake)), scenario.run(handle)).await;
+    let (result, seen) = drive(
+        reconcile(Arc::new(se), context(client, &fake)),
+        scenario.run(handle),
+    )
+    .await;
     assert!(result.is_ok(), "{result:?}");
     assert_eq!(seen[0].body["reason"], "ConsoleCleanupSkipped");
     assert!(seen[1].body.to_string().contains("\"op\":\"remove\""));
@@ -248,15 +423,33 @@ async fn deletion_removes_the_engine_from_its_console() {
     let fake = FakeConsole::default();
     let id = fake.insert_engine("edge.scanning", "active", "console-to-engine");
     let mut se = engine(Communication::ConsoleToEngine);
-    se.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(crate::controller::fixtures::now()));
+    se.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        crate::controller::fixtures::now(),
+    ));
     let (client, handle) = mock_client();
     let scenario = Scenario::new()
-        .get("/apis/scanengine.dev/v1alpha1/namespaces/scanning/consoles/main", console())
-        .get("/api/v1/namespaces/scanning/secrets/main-console-admin", secret("main-console-admin", &[("username", "admin"), ("password", "pw")]))
-        .get("/api/v1/namespaces/scanning/secrets/main-console-ca", secret("main-console-ca", &[("ca.crt", "PEM")]))
+        .get(
+            "/apis/scanengine.dev/v1alpha1/namespaces/scanning/consoles/main",
+            console(),
+        )
+        .get(
+            "/api/v1/namespaces/scanning/secrets/main-console-admin",
+            secret(
+                "main-console-admin",
+                &[("username", "admin"), ("password", "pw")],
+            ),
+        )
+        .get(
+            "/api/v1/namespaces/scanning/secrets/main-console-ca",
+            secret("main-console-ca", &[("ca.crt", "PEM")]),
+        )
         .event(NS);
     let scenario = finalizer_patch(scenario, &se);
-    let (result, seen) = drive(reconcile(Arc::new(se), context(client, &fake)), scenario.run(handle)).await;
+    let (result, seen) = drive(
+        reconcile(Arc::new(se), context(client, &fake)),
+        scenario.run(handle),
+    )
+    .await;
     assert!(result.is_ok(), "{result:?}");
     assert!(!fake.state().engines.contains_key(&id));
     assert_eq!(seen[3].body["reason"], "Unregistered");
@@ -267,10 +460,24 @@ async fn refresh_annotation_triggers_a_console_refresh_once() {
     let fake = FakeConsole::default();
     let (client, handle) = mock_client();
     let mut se = engine(Communication::ConsoleToEngine);
-    se.metadata.annotations = Some([(crate::crd::REFRESH_ANNOTATION.to_string(), "1".to_string())].into());
-    let scenario = status_patch(applied(Scenario::new(), Communication::ConsoleToEngine).event(NS), &se).event(NS);
-    let (result, seen) = drive(reconcile(Arc::new(se), context(client, &fake)), scenario.run(handle)).await;
+    se.metadata.annotations =
+        Some([(crate::crd::REFRESH_ANNOTATION.to_string(), "1".to_string())].into());
+    let scenario = status_patch(
+        applied(Scenario::new(), Communication::ConsoleToEngine).event(NS),
+        &se,
+    )
+    .event(NS);
+    let (result, seen) = drive(
+        reconcile(Arc::new(se), context(client, &fake)),
+        scenario.run(handle),
+    )
+    .await;
     assert!(result.is_ok(), "{result:?}");
-    assert!(fake.state().calls.iter().any(|c| c == "POST /api/3/scan_engines/{id}/refresh 7"));
+    assert!(
+        fake.state()
+            .calls
+            .iter()
+            .any(|c| c == "POST /api/3/scan_engines/{id}/refresh 7")
+    );
     assert_eq!(seen[7].body["status"]["lastHandledRefresh"], "1");
 }

@@ -22,24 +22,35 @@ pub fn console_side(engine: &ScanEngine, console: &Console) -> Result<ConsoleSid
         name: name.clone(),
         managed: console.is_managed(),
         engine_listener: status.engine_listener_address.clone().or_else(|| {
-            console.is_managed().then(|| connection::managed_engine_listener(&name, &ns))
+            console
+                .is_managed()
+                .then(|| connection::managed_engine_listener(&name, &ns))
         }),
         shared_secret_name: status.shared_secret.as_ref().map(|s| s.secret_name.clone()),
         fingerprint: status.certificate_fingerprint.clone(),
-        source_cidrs: console.spec.external.as_ref().and_then(|e| e.source_cidrs.clone()).unwrap_or_default(),
+        source_cidrs: console
+            .spec
+            .external
+            .as_ref()
+            .and_then(|e| e.source_cidrs.clone())
+            .unwrap_or_default(),
     };
     match engine.spec.communication {
         Communication::EngineToConsole => {
             if side.shared_secret_name.is_none() {
                 return Err(NotReady {
                     reason: "WaitingForSharedSecret",
-                    message: format!("waiting for Console {name} to publish its pairing shared secret"),
+                    message: format!(
+                        "waiting for Console {name} to publish its pairing shared secret"
+                    ),
                 });
             }
             if side.engine_listener.is_none() {
                 return Err(NotReady {
                     reason: "WaitingForConsole",
-                    message: format!("waiting for Console {name} to report its engine listener address"),
+                    message: format!(
+                        "waiting for Console {name} to report its engine listener address"
+                    ),
                 });
             }
             side.fingerprint = None;
@@ -48,7 +59,9 @@ pub fn console_side(engine: &ScanEngine, console: &Console) -> Result<ConsoleSid
             if engine.spec.authorization == Authorization::Automatic && side.fingerprint.is_none() {
                 return Err(NotReady {
                     reason: "WaitingForConsole",
-                    message: format!("waiting for Console {name} to report its certificate fingerprint"),
+                    message: format!(
+                        "waiting for Console {name} to report its certificate fingerprint"
+                    ),
                 });
             }
             if engine.spec.authorization == Authorization::Manual {
@@ -67,7 +80,13 @@ mod tests {
     use crate::crd::console::{ConsoleSpec, ConsoleStatus, ManagedConsole, SharedSecretStatus};
 
     fn console(status: ConsoleStatus) -> Console {
-        let mut c = Console::new("main", ConsoleSpec { managed: Some(ManagedConsole::default()), ..Default::default() });
+        let mut c = Console::new(
+            "main",
+            ConsoleSpec {
+                managed: Some(ManagedConsole::default()),
+                ..Default::default()
+            },
+        );
         c.metadata.namespace = Some("scanning".into());
         c.status = Some(status);
         c
@@ -80,13 +99,25 @@ mod tests {
         assert_eq!(err.map(|e| e.reason), Some("WaitingForSharedSecret"));
 
         let status = ConsoleStatus {
-            shared_secret: Some(SharedSecretStatus { secret_name: "main-console-shared-secret".into(), expires_at: None }),
+            shared_secret: Some(SharedSecretStatus {
+                secret_name: "main-console-shared-secret".into(),
+                expires_at: None,
+            }),
             certificate_fingerprint: Some("sha256:ab".into()),
             ..Default::default()
         };
         let side = console_side(&se, &console(status)).ok();
-        assert_eq!(side.as_ref().and_then(|s| s.engine_listener.clone()).as_deref(), Some("main-console-engines.scanning.svc:40815"));
-        assert_eq!(side.and_then(|s| s.fingerprint), None, "reverse engines need no fingerprint");
+        assert_eq!(
+            side.as_ref()
+                .and_then(|s| s.engine_listener.clone())
+                .as_deref(),
+            Some("main-console-engines.scanning.svc:40815")
+        );
+        assert_eq!(
+            side.and_then(|s| s.fingerprint),
+            None,
+            "reverse engines need no fingerprint"
+        );
     }
 
     #[test]

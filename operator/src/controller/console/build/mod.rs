@@ -70,10 +70,20 @@ pub(crate) mod testing {
     }
 
     pub fn inputs<'a>(spec: &'a ManagedConsole, settings: &'a Settings) -> Inputs<'a> {
-        Inputs { name: "main", namespace: "scanning", spec, owner: owner(), settings }
+        Inputs {
+            name: "main",
+            namespace: "scanning",
+            spec,
+            owner: owner(),
+            settings,
+        }
     }
 
     pub fn settings() -> Settings {
-        Settings { operator_namespace: "scan-engine-system".into(), default_version: "0.1.0".into(), ..Settings::default() }
+        Settings {
+            operator_namespace: "scan-engine-system".into(),
+            default_version: "0.1.0".into(),
+            ..Settings::default()
+        }
     }
 }

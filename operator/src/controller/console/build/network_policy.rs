@@ -3,7 +3,8 @@
 //! source when the listener is exposed outside the cluster.
 
 use k8s_openapi::api::networking::v1::{
-    NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicySpec,
+    NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort,
+    NetworkPolicySpec,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -14,17 +15,28 @@ use crate::controller::names;
 use crate::crd::scan_engine::ServiceType;
 
 fn port(p: i32) -> Option<Vec<NetworkPolicyPort>> {
-    Some(vec![NetworkPolicyPort { port: Some(IntOrString::Int(p)), protocol: Some("TCP".into()), end_port: None }])
+    Some(vec![NetworkPolicyPort {
+        port: Some(IntOrString::Int(p)),
+        protocol: Some("TCP".into()),
+        end_port: None,
+    }])
 }
 
 fn selector(labels: std::collections::BTreeMap<String, String>) -> Option<LabelSelector> {
-    Some(LabelSelector { match_labels: Some(labels), match_expressions: None })
+    Some(LabelSelector {
+        match_labels: Some(labels),
+        match_expressions: None,
+    })
 }
 
 pub fn network_policy(inputs: &Inputs<'_>) -> NetworkPolicy {
     let operator = NetworkPolicyPeer {
         namespace_selector: selector(
-            [("kubernetes.io/metadata.name".to_string(), inputs.settings.operator_namespace.clone())].into(),
+            [(
+                "kubernetes.io/metadata.name".to_string(),
+                inputs.settings.operator_namespace.clone(),
+            )]
+            .into(),
         ),
         pod_selector: selector(inputs.settings.operator_pod_labels.clone()),
         ip_block: None,
@@ -43,8 +55,14 @@ pub fn network_policy(inputs: &Inputs<'_>) -> NetworkPolicy {
             pod_selector: selector(names::console_selector(inputs.name)),
             policy_types: Some(vec!["Ingress".into()]),
             ingress: Some(vec![
-                NetworkPolicyIngressRule { from: Some(vec![operator]), ports: port(API_PORT) },
-                NetworkPolicyIngressRule { from: engines_from, ports: port(ENGINE_LISTENER_PORT) },
+                NetworkPolicyIngressRule {
+                    from: Some(vec![operator]),
+                    ports: port(API_PORT),
+                },
+                NetworkPolicyIngressRule {
+                    from: engines_from,
+                    ports: port(ENGINE_LISTENER_PORT),
+                },
             ]),
             egress: None,
         }),
@@ -62,6 +80,9 @@ mod tests {
     fn golden_network_policy() {
         let spec = ManagedConsole::default();
         let settings = settings();
-        assert_golden("console-networkpolicy", &network_policy(&inputs(&spec, &settings)));
+        assert_golden(
+            "console-networkpolicy",
+            &network_policy(&inputs(&spec, &settings)),
+        );
     }
 }

@@ -28,13 +28,25 @@ fn service(inputs: &Inputs<'_>, name: String, type_: &str, port_name: &str, port
 
 /// `c-console`: the REST API the operator calls.
 pub fn api_service(inputs: &Inputs<'_>) -> Service {
-    service(inputs, names::console_objects(inputs.name), "ClusterIP", "api", API_PORT)
+    service(
+        inputs,
+        names::console_objects(inputs.name),
+        "ClusterIP",
+        "api",
+        API_PORT,
+    )
 }
 
 /// `c-console-engines`: where reverse engines dial in.
 pub fn engine_service(inputs: &Inputs<'_>) -> Service {
     let type_ = inputs.spec.engine_listener_service_type.unwrap_or_default();
-    service(inputs, names::console_engine_service(inputs.name), type_.as_str(), "engines", ENGINE_LISTENER_PORT)
+    service(
+        inputs,
+        names::console_engine_service(inputs.name),
+        type_.as_str(),
+        "engines",
+        ENGINE_LISTENER_PORT,
+    )
 }
 
 #[cfg(test)]
@@ -48,6 +60,12 @@ mod tests {
     fn golden_services() {
         let spec = ManagedConsole::default();
         let settings = settings();
-        assert_golden("console-services", &[api_service(&inputs(&spec, &settings)), engine_service(&inputs(&spec, &settings))]);
+        assert_golden(
+            "console-services",
+            &[
+                api_service(&inputs(&spec, &settings)),
+                engine_service(&inputs(&spec, &settings)),
+            ],
+        );
     }
 }

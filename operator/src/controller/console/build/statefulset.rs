@@ -2,9 +2,9 @@
 
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EmptyDirVolumeSource, EnvVar, KeyToPath, PersistentVolumeClaim, PersistentVolumeClaimSpec,
-    PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SecretVolumeSource, TCPSocketAction, Volume, VolumeMount,
-    VolumeResourceRequirements,
+    Container, ContainerPort, EmptyDirVolumeSource, EnvVar, KeyToPath, PersistentVolumeClaim,
+    PersistentVolumeClaimSpec, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
+    SecretVolumeSource, TCPSocketAction, Volume, VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -13,7 +13,9 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use super::Inputs;
 use crate::controller::connection::{API_PORT, ENGINE_LISTENER_PORT};
 use crate::controller::names;
-use crate::controller::scan_engine::build::statefulset::{container_security_context, pod_security_context};
+use crate::controller::scan_engine::build::statefulset::{
+    container_security_context, pod_security_context,
+};
 
 pub const DATA_DIR: &str = "/var/lib/security-console";
 pub const TLS_DIR: &str = "/etc/security-console/tls";
@@ -21,19 +23,34 @@ pub const ADMIN_DIR: &str = "/etc/security-console/admin";
 pub const ADMIN_USER: &str = "admin";
 
 fn env(name: &str, value: impl Into<String>) -> EnvVar {
-    EnvVar { name: name.into(), value: Some(value.into()), value_from: None }
+    EnvVar {
+        name: name.into(),
+        value: Some(value.into()),
+        value_from: None,
+    }
 }
 
 pub fn image(inputs: &Inputs<'_>) -> String {
     inputs.spec.image.clone().unwrap_or_else(|| {
-        format!("security-console:{}", inputs.spec.version.as_deref().unwrap_or(&inputs.settings.default_version))
+        format!(
+            "security-console:{}",
+            inputs
+                .spec
+                .version
+                .as_deref()
+                .unwrap_or(&inputs.settings.default_version)
+        )
     })
 }
 
 fn default_resources() -> ResourceRequirements {
     ResourceRequirements {
         requests: Some(
-            [("cpu".to_string(), Quantity("250m".into())), ("memory".to_string(), Quantity("512Mi".into()))].into(),
+            [
+                ("cpu".to_string(), Quantity("250m".into())),
+                ("memory".to_string(), Quantity("512Mi".into())),
+            ]
+            .into(),
         ),
         limits: Some([("memory".to_string(), Quantity("512Mi".into()))].into()),
         ..ResourceRequirements::default()
@@ -42,7 +59,10 @@ fn default_resources() -> ResourceRequirements {
 
 fn tcp_probe(port: &str, period: i32) -> Probe {
     Probe {
-        tcp_socket: Some(TCPSocketAction { port: IntOrString::String(port.into()), host: None }),
+        tcp_socket: Some(TCPSocketAction {
+            port: IntOrString::String(port.into()),
+            host: None,
+        }),
         period_seconds: Some(period),
         failure_threshold: Some(3),
         ..Probe::default()
@@ -57,7 +77,14 @@ fn secret_volume(name: &str, secret: String, items: &[(&str, &str)]) -> Volume {
             default_mode: Some(0o440),
             optional: Some(false),
             items: Some(
-                items.iter().map(|(k, p)| KeyToPath { key: k.to_string(), path: p.to_string(), mode: None }).collect(),
+                items
+                    .iter()
+                    .map(|(k, p)| KeyToPath {
+                        key: k.to_string(),
+                        path: p.to_string(),
+                        mode: None,
+                    })
+                    .collect(),
             ),
         }),
         ..Volume::default()
@@ -75,11 +102,23 @@ pub fn statefulset(inputs: &Inputs<'_>) -> StatefulSet {
         env: Some(vec![
             env("SECURITY_CONSOLE_DATA_DIR", DATA_DIR),
             env("SECURITY_CONSOLE_API_LISTEN", format!("0.0.0.0:{API_PORT}")),
-            env("SECURITY_CONSOLE_ENGINE_LISTEN", format!("0.0.0.0:{ENGINE_LISTENER_PORT}")),
-            env("SECURITY_CONSOLE_API_TLS_CERT_FILE", format!("{TLS_DIR}/tls.crt")),
-            env("SECURITY_CONSOLE_API_TLS_KEY_FILE", format!("{TLS_DIR}/tls.key")),
+            env(
+                "SECURITY_CONSOLE_ENGINE_LISTEN",
+                format!("0.0.0.0:{ENGINE_LISTENER_PORT}"),
+            ),
+            env(
+                "SECURITY_CONSOLE_API_TLS_CERT_FILE",
+                format!("{TLS_DIR}/tls.crt"),
+            ),
+            env(
+                "SECURITY_CONSOLE_API_TLS_KEY_FILE",
+                format!("{TLS_DIR}/tls.key"),
+            ),
             env("SECURITY_CONSOLE_ADMIN_USER", ADMIN_USER),
-            env("SECURITY_CONSOLE_ADMIN_PASSWORD_FILE", format!("{ADMIN_DIR}/password")),
+            env(
+                "SECURITY_CONSOLE_ADMIN_PASSWORD_FILE",
+                format!("{ADMIN_DIR}/password"),
+            ),
             env("SECURITY_CONSOLE_LOG_FORMAT", "json"),
         ]),
         ports: Some(vec![
@@ -98,10 +137,28 @@ pub fn statefulset(inputs: &Inputs<'_>) -> StatefulSet {
         ]),
         resources: Some(spec.resources.clone().unwrap_or_else(default_resources)),
         volume_mounts: Some(vec![
-            VolumeMount { name: "data".into(), mount_path: DATA_DIR.into(), ..VolumeMount::default() },
-            VolumeMount { name: "api-tls".into(), mount_path: TLS_DIR.into(), read_only: Some(true), ..VolumeMount::default() },
-            VolumeMount { name: "admin".into(), mount_path: ADMIN_DIR.into(), read_only: Some(true), ..VolumeMount::default() },
-            VolumeMount { name: "tmp".into(), mount_path: "/tmp".into(), ..VolumeMount::default() },
+            VolumeMount {
+                name: "data".into(),
+                mount_path: DATA_DIR.into(),
+                ..VolumeMount::default()
+            },
+            VolumeMount {
+                name: "api-tls".into(),
+                mount_path: TLS_DIR.into(),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            },
+            VolumeMount {
+                name: "admin".into(),
+                mount_path: ADMIN_DIR.into(),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            },
+            VolumeMount {
+                name: "tmp".into(),
+                mount_path: "/tmp".into(),
+                ..VolumeMount::default()
+            },
         ]),
         readiness_probe: Some(tcp_probe("api", 10)),
         liveness_probe: Some(tcp_probe("api", 20)),
@@ -113,15 +170,33 @@ pub fn statefulset(inputs: &Inputs<'_>) -> StatefulSet {
         spec: Some(StatefulSetSpec {
             replicas: Some(1),
             service_name: Some(name),
-            selector: LabelSelector { match_labels: Some(names::console_selector(inputs.name)), match_expressions: None },
+            selector: LabelSelector {
+                match_labels: Some(names::console_selector(inputs.name)),
+                match_expressions: None,
+            },
             template: PodTemplateSpec {
-                metadata: Some(ObjectMeta { labels: Some(names::console_labels(inputs.name)), ..ObjectMeta::default() }),
+                metadata: Some(ObjectMeta {
+                    labels: Some(names::console_labels(inputs.name)),
+                    ..ObjectMeta::default()
+                }),
                 spec: Some(PodSpec {
                     containers: vec![container],
                     volumes: Some(vec![
-                        secret_volume("api-tls", names::console_tls_secret(inputs.name), &[("tls.crt", "tls.crt"), ("tls.key", "tls.key")]),
-                        secret_volume("admin", names::console_admin_secret(inputs.name), &[("password", "password")]),
-                        Volume { name: "tmp".into(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Volume::default() },
+                        secret_volume(
+                            "api-tls",
+                            names::console_tls_secret(inputs.name),
+                            &[("tls.crt", "tls.crt"), ("tls.key", "tls.key")],
+                        ),
+                        secret_volume(
+                            "admin",
+                            names::console_admin_secret(inputs.name),
+                            &[("password", "password")],
+                        ),
+                        Volume {
+                            name: "tmp".into(),
+                            empty_dir: Some(EmptyDirVolumeSource::default()),
+                            ..Volume::default()
+                        },
                     ]),
                     security_context: Some(pod_security_context()),
                     automount_service_account_token: Some(false),
@@ -142,7 +217,13 @@ pub fn statefulset(inputs: &Inputs<'_>) -> StatefulSet {
                     access_modes: Some(vec!["ReadWriteOnce".into()]),
                     storage_class_name: storage.storage_class_name,
                     resources: Some(VolumeResourceRequirements {
-                        requests: Some([("storage".to_string(), storage.size.unwrap_or_else(|| Quantity("1Gi".into())))].into()),
+                        requests: Some(
+                            [(
+                                "storage".to_string(),
+                                storage.size.unwrap_or_else(|| Quantity("1Gi".into())),
+                            )]
+                            .into(),
+                        ),
                         limits: None,
                     }),
                     ..PersistentVolumeClaimSpec::default()
@@ -166,16 +247,25 @@ mod tests {
     fn golden_statefulset() {
         let spec = ManagedConsole::default();
         let settings = settings();
-        assert_golden("console-statefulset", &statefulset(&inputs(&spec, &settings)));
+        assert_golden(
+            "console-statefulset",
+            &statefulset(&inputs(&spec, &settings)),
+        );
     }
 
     #[test]
     fn image_and_secrets() {
-        let spec = ManagedConsole { version: Some("0.2.0".into()), ..Default::default() };
+        let spec = ManagedConsole {
+            version: Some("0.2.0".into()),
+            ..Default::default()
+        };
         let settings = settings();
         let sts = statefulset(&inputs(&spec, &settings));
         let pod = sts.spec.and_then(|s| s.template.spec).unwrap_or_default();
-        assert_eq!(pod.containers[0].image.as_deref(), Some("security-console:0.2.0"));
+        assert_eq!(
+            pod.containers[0].image.as_deref(),
+            Some("security-console:0.2.0")
+        );
         let secrets: Vec<_> = pod
             .volumes
             .unwrap_or_default()

@@ -23,13 +23,20 @@ pub const DEFAULT_CPU: &str = "250m";
 /// The container image: `spec.image`, else `scan-engine:<version>`.
 pub fn image(inputs: &Inputs<'_>) -> String {
     let spec = &inputs.engine.spec;
-    spec.image
-        .clone()
-        .unwrap_or_else(|| format!("scan-engine:{}", spec.version.as_deref().unwrap_or(inputs.default_version)))
+    spec.image.clone().unwrap_or_else(|| {
+        format!(
+            "scan-engine:{}",
+            spec.version.as_deref().unwrap_or(inputs.default_version)
+        )
+    })
 }
 
 fn env(name: &str, value: impl Into<String>) -> EnvVar {
-    EnvVar { name: name.into(), value: Some(value.into()), value_from: None }
+    EnvVar {
+        name: name.into(),
+        value: Some(value.into()),
+        value_from: None,
+    }
 }
 
 /// Environment of the engine container. Secrets are passed as files, never as values.
@@ -38,12 +45,18 @@ pub fn environment(inputs: &Inputs<'_>) -> Vec<EnvVar> {
         env("SCAN_ENGINE_DATA_DIR", DATA_DIR),
         env("SCAN_ENGINE_NAME", inputs.engine.console_engine_name()),
         env("SCAN_ENGINE_COMMUNICATION", inputs.communication.as_flag()),
-        env("SCAN_ENGINE_HEALTH_LISTEN", format!("0.0.0.0:{HEALTH_PORT}")),
+        env(
+            "SCAN_ENGINE_HEALTH_LISTEN",
+            format!("0.0.0.0:{HEALTH_PORT}"),
+        ),
         env("SCAN_ENGINE_LOG_FORMAT", "json"),
     ];
     match inputs.communication {
         Communication::ConsoleToEngine => {
-            vars.push(env("SCAN_ENGINE_LISTEN", format!("0.0.0.0:{}", inputs.port())));
+            vars.push(env(
+                "SCAN_ENGINE_LISTEN",
+                format!("0.0.0.0:{}", inputs.port()),
+            ));
             if inputs.authorization() == Authorization::Automatic
                 && let Some(fp) = &inputs.console.fingerprint
             {
@@ -56,7 +69,10 @@ pub fn environment(inputs: &Inputs<'_>) -> Vec<EnvVar> {
             }
             vars.push(env(
                 "SCAN_ENGINE_SHARED_SECRET_FILE",
-                format!("{SHARED_SECRET_DIR}/{}", crate::controller::names::SHARED_SECRET_KEY),
+                format!(
+                    "{SHARED_SECRET_DIR}/{}",
+                    crate::controller::names::SHARED_SECRET_KEY
+                ),
             ));
         }
     }
@@ -68,7 +84,10 @@ pub fn environment(inputs: &Inputs<'_>) -> Vec<EnvVar> {
 pub enum MemoryReservation {
     Reserved,
     /// The user set a request different from the limit (or no limit).
-    NotReserved { request: Option<String>, limit: Option<String> },
+    NotReserved {
+        request: Option<String>,
+        limit: Option<String>,
+    },
 }
 
 /// Resources of the engine container: the spec's, with memory request and limit made equal
@@ -94,9 +113,14 @@ pub fn resources(inputs: &Inputs<'_>) -> (ResourceRequirements, MemoryReservatio
             MemoryReservation::Reserved
         }
         (Some(r), Some(l)) if r == l => MemoryReservation::Reserved,
-        (Some(r), Some(l)) => MemoryReservation::NotReserved { request: Some(r.0), limit: Some(l.0) },
+        (Some(r), Some(l)) => MemoryReservation::NotReserved {
+            request: Some(r.0),
+            limit: Some(l.0),
+        },
     };
-    requests.entry("cpu".into()).or_insert_with(|| Quantity(DEFAULT_CPU.into()));
+    requests
+        .entry("cpu".into())
+        .or_insert_with(|| Quantity(DEFAULT_CPU.into()));
     res.requests = Some(requests);
     res.limits = Some(limits);
     (res, reservation)
@@ -113,7 +137,9 @@ mod tests {
     use super::*;
 
     fn names(vars: &[EnvVar]) -> Vec<String> {
-        vars.iter().map(|v| format!("{}={}", v.name, v.value.as_deref().unwrap_or_default())).collect()
+        vars.iter()
+            .map(|v| format!("{}={}", v.name, v.value.as_deref().unwrap_or_default()))
+            .collect()
     }
 
     #[test]
@@ -140,7 +166,11 @@ mod tests {
         se.spec.authorization = Authorization::Manual;
         let console = console_side();
         let env = names(&environment(&inputs(&se, &console)));
-        assert!(!env.iter().any(|v| v.starts_with("SCAN_ENGINE_TRUSTED_CONSOLE_FINGERPRINT")), "{env:?}");
+        assert!(
+            !env.iter()
+                .any(|v| v.starts_with("SCAN_ENGINE_TRUSTED_CONSOLE_FINGERPRINT")),
+            "{env:?}"
+        );
     }
 
     #[test]
@@ -149,12 +179,20 @@ mod tests {
         let console = console_side();
         let env = names(&environment(&inputs(&se, &console)));
         assert!(env.contains(&"SCAN_ENGINE_COMMUNICATION=engine-to-console".to_string()));
-        assert!(env.contains(&"SCAN_ENGINE_CONSOLE_ADDRESS=main-console-engines.scanning.svc:40815".to_string()));
+        assert!(env.contains(
+            &"SCAN_ENGINE_CONSOLE_ADDRESS=main-console-engines.scanning.svc:40815".to_string()
+        ));
         assert!(
-            env.contains(&"SCAN_ENGINE_SHARED_SECRET_FILE=/etc/scan-engine/shared-secret/shared-secret".to_string())
+            env.contains(
+                &"SCAN_ENGINE_SHARED_SECRET_FILE=/etc/scan-engine/shared-secret/shared-secret"
+                    .to_string()
+            )
         );
         assert!(!env.iter().any(|v| v.starts_with("SCAN_ENGINE_LISTEN")));
-        assert!(!env.iter().any(|v| v.starts_with("SCAN_ENGINE_TRUSTED_CONSOLE_FINGERPRINT")));
+        assert!(
+            !env.iter()
+                .any(|v| v.starts_with("SCAN_ENGINE_TRUSTED_CONSOLE_FINGERPRINT"))
+        );
     }
 
     #[test]
@@ -163,8 +201,14 @@ mod tests {
         let mut se = engine(Communication::ConsoleToEngine);
         let (res, reservation) = resources(&inputs(&se, &console));
         assert_eq!(reservation, MemoryReservation::Reserved);
-        assert_eq!(res.requests.as_ref().and_then(|r| r.get("memory")), Some(&Quantity("1Gi".into())));
-        assert_eq!(res.limits.as_ref().and_then(|r| r.get("memory")), Some(&Quantity("1Gi".into())));
+        assert_eq!(
+            res.requests.as_ref().and_then(|r| r.get("memory")),
+            Some(&Quantity("1Gi".into()))
+        );
+        assert_eq!(
+            res.limits.as_ref().and_then(|r| r.get("memory")),
+            Some(&Quantity("1Gi".into()))
+        );
 
         // Only a limit: the request follows it.
         se.spec.resources = Some(ResourceRequirements {
@@ -173,7 +217,10 @@ mod tests {
         });
         let (res, reservation) = resources(&inputs(&se, &console));
         assert_eq!(reservation, MemoryReservation::Reserved);
-        assert_eq!(res.requests.as_ref().and_then(|r| r.get("memory")), Some(&Quantity("2Gi".into())));
+        assert_eq!(
+            res.requests.as_ref().and_then(|r| r.get("memory")),
+            Some(&Quantity("2Gi".into()))
+        );
 
         // Request below limit: kept as the user asked, but reported.
         se.spec.resources = Some(ResourceRequirements {
@@ -184,7 +231,10 @@ mod tests {
         let (_, reservation) = resources(&inputs(&se, &console));
         assert_eq!(
             reservation,
-            MemoryReservation::NotReserved { request: Some("512Mi".into()), limit: Some("2Gi".into()) }
+            MemoryReservation::NotReserved {
+                request: Some("512Mi".into()),
+                limit: Some("2Gi".into())
+            }
         );
     }
 
@@ -196,6 +246,9 @@ mod tests {
         se.spec.version = Some("0.2.0".into());
         assert_eq!(image(&inputs(&se, &console)), "scan-engine:0.2.0");
         se.spec.image = Some("registry.local/scan-engine@sha256:abc".into());
-        assert_eq!(image(&inputs(&se, &console)), "registry.local/scan-engine@sha256:abc");
+        assert_eq!(
+            image(&inputs(&se, &console)),
+            "registry.local/scan-engine@sha256:abc"
+        );
     }
 }

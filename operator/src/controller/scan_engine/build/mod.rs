@@ -63,7 +63,11 @@ impl Inputs<'_> {
         ObjectMeta {
             name: Some(names::engine_objects(self.name)),
             namespace: Some(self.namespace.to_string()),
-            labels: Some(names::engine_labels(self.name, &self.console.name, self.communication)),
+            labels: Some(names::engine_labels(
+                self.name,
+                &self.console.name,
+                self.communication,
+            )),
             owner_references: Some(vec![self.owner.clone()]),
             ..ObjectMeta::default()
         }
@@ -99,7 +103,9 @@ pub(crate) mod testing {
         let mut se = ScanEngine::new(
             "edge",
             ScanEngineSpec {
-                console_ref: ConsoleRef { name: "main".into() },
+                console_ref: ConsoleRef {
+                    name: "main".into(),
+                },
                 communication,
                 port: DEFAULT_ENGINE_PORT,
                 image: None,
@@ -157,7 +163,9 @@ pub(crate) mod testing {
     /// Compares `value` with the golden file `tests/golden/<name>.yaml`; `UPDATE_GOLDEN=1`
     /// rewrites it.
     pub fn assert_golden<T: serde::Serialize>(name: &str, value: &T) {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(format!("{name}.yaml"));
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/golden")
+            .join(format!("{name}.yaml"));
         let rendered = match serde_yaml::to_string(value) {
             Ok(s) => s,
             Err(e) => panic!("cannot render {name}: {e}"),

@@ -8,7 +8,8 @@
 //! console.
 
 use k8s_openapi::api::networking::v1::{
-    IPBlock, NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicySpec,
+    IPBlock, NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort,
+    NetworkPolicySpec,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -38,7 +39,10 @@ pub fn network_policy(inputs: &Inputs<'_>) -> NetworkPolicy {
                         .source_cidrs
                         .iter()
                         .map(|cidr| NetworkPolicyPeer {
-                            ip_block: Some(IPBlock { cidr: cidr.clone(), except: None }),
+                            ip_block: Some(IPBlock {
+                                cidr: cidr.clone(),
+                                except: None,
+                            }),
                             ..NetworkPolicyPeer::default()
                         })
                         .collect(),
@@ -77,14 +81,20 @@ mod tests {
     fn golden_console_to_engine() {
         let se = engine(Communication::ConsoleToEngine);
         let console = console_side();
-        assert_golden("engine-networkpolicy-console-to-engine", &network_policy(&inputs(&se, &console)));
+        assert_golden(
+            "engine-networkpolicy-console-to-engine",
+            &network_policy(&inputs(&se, &console)),
+        );
     }
 
     #[test]
     fn golden_engine_to_console() {
         let se = engine(Communication::EngineToConsole);
         let console = console_side();
-        assert_golden("engine-networkpolicy-engine-to-console", &network_policy(&inputs(&se, &console)));
+        assert_golden(
+            "engine-networkpolicy-engine-to-console",
+            &network_policy(&inputs(&se, &console)),
+        );
     }
 
     #[test]
@@ -95,14 +105,23 @@ mod tests {
         console.managed = false;
         let np = network_policy(&inputs(&se, &console));
         let rule = &np.spec.clone().and_then(|s| s.ingress).unwrap_or_default()[0];
-        assert!(rule.from.is_none(), "no CIDRs known: any source, engine port only");
-        assert_eq!(rule.ports.as_ref().map(|p| p[0].port.clone()), Some(Some(IntOrString::Int(41000))));
+        assert!(
+            rule.from.is_none(),
+            "no CIDRs known: any source, engine port only"
+        );
+        assert_eq!(
+            rule.ports.as_ref().map(|p| p[0].port.clone()),
+            Some(Some(IntOrString::Int(41000)))
+        );
 
         console.source_cidrs = vec!["192.0.2.0/24".into()];
         let np = network_policy(&inputs(&se, &console));
         let rule = &np.spec.and_then(|s| s.ingress).unwrap_or_default()[0];
         assert_eq!(
-            rule.from.as_ref().and_then(|f| f[0].ip_block.as_ref()).map(|b| b.cidr.as_str()),
+            rule.from
+                .as_ref()
+                .and_then(|f| f[0].ip_block.as_ref())
+                .map(|b| b.cidr.as_str()),
             Some("192.0.2.0/24")
         );
     }

@@ -56,7 +56,9 @@ mod tests {
         se.spec.port = 41000;
         se.spec.service_type = Some(ServiceType::LoadBalancer);
         let console = console_side();
-        let spec = service(&inputs(&se, &console)).and_then(|s| s.spec).unwrap_or_default();
+        let spec = service(&inputs(&se, &console))
+            .and_then(|s| s.spec)
+            .unwrap_or_default();
         assert_eq!(spec.type_.as_deref(), Some("LoadBalancer"));
         assert_eq!(spec.ports.unwrap_or_default()[0].port, 41000);
     }
@@ -66,6 +68,9 @@ mod tests {
         let se = engine(Communication::EngineToConsole);
         let console = console_side();
         assert!(service(&inputs(&se, &console)).is_none());
-        assert_eq!(cluster_dns_name("edge", "scanning"), "edge-scan-engine.scanning.svc");
+        assert_eq!(
+            cluster_dns_name("edge", "scanning"),
+            "edge-scan-engine.scanning.svc"
+        );
     }
 }

@@ -2,10 +2,10 @@
 
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
-    Affinity, Capabilities, Container, ContainerPort, EmptyDirVolumeSource, HTTPGetAction, PersistentVolumeClaim,
-    PersistentVolumeClaimSpec, PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec, PodTemplateSpec,
-    Probe, SeccompProfile, SecretVolumeSource, SecurityContext, Volume, VolumeMount, VolumeResourceRequirements,
-    WeightedPodAffinityTerm,
+    Affinity, Capabilities, Container, ContainerPort, EmptyDirVolumeSource, HTTPGetAction,
+    PersistentVolumeClaim, PersistentVolumeClaimSpec, PodAffinityTerm, PodAntiAffinity,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile, SecretVolumeSource,
+    SecurityContext, Volume, VolumeMount, VolumeResourceRequirements, WeightedPodAffinityTerm,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -28,7 +28,10 @@ pub fn pod_security_context() -> PodSecurityContext {
         run_as_user: Some(RUN_AS),
         run_as_group: Some(RUN_AS),
         fs_group: Some(RUN_AS),
-        seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), localhost_profile: None }),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            localhost_profile: None,
+        }),
         ..PodSecurityContext::default()
     }
 }
@@ -40,8 +43,14 @@ pub fn container_security_context() -> SecurityContext {
         privileged: Some(false),
         read_only_root_filesystem: Some(true),
         run_as_non_root: Some(true),
-        capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), add: None }),
-        seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), localhost_profile: None }),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            add: None,
+        }),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            localhost_profile: None,
+        }),
         ..SecurityContext::default()
     }
 }
@@ -52,17 +61,21 @@ pub fn container_security_context() -> SecurityContext {
 pub fn default_affinity() -> Affinity {
     Affinity {
         pod_anti_affinity: Some(PodAntiAffinity {
-            preferred_during_scheduling_ignored_during_execution: Some(vec![WeightedPodAffinityTerm {
-                weight: 100,
-                pod_affinity_term: PodAffinityTerm {
-                    label_selector: Some(LabelSelector {
-                        match_labels: Some([(COMPONENT_LABEL.to_string(), "console".to_string())].into()),
-                        match_expressions: None,
-                    }),
-                    topology_key: "kubernetes.io/hostname".into(),
-                    ..PodAffinityTerm::default()
+            preferred_during_scheduling_ignored_during_execution: Some(vec![
+                WeightedPodAffinityTerm {
+                    weight: 100,
+                    pod_affinity_term: PodAffinityTerm {
+                        label_selector: Some(LabelSelector {
+                            match_labels: Some(
+                                [(COMPONENT_LABEL.to_string(), "console".to_string())].into(),
+                            ),
+                            match_expressions: None,
+                        }),
+                        topology_key: "kubernetes.io/hostname".into(),
+                        ..PodAffinityTerm::default()
+                    },
                 },
-            }]),
+            ]),
             required_during_scheduling_ignored_during_execution: None,
         }),
         ..Affinity::default()
@@ -96,8 +109,16 @@ pub fn statefulset(inputs: &Inputs<'_>) -> StatefulSet {
         ..ContainerPort::default()
     }];
     let mut mounts = vec![
-        VolumeMount { name: "data".into(), mount_path: DATA_DIR.into(), ..VolumeMount::default() },
-        VolumeMount { name: "tmp".into(), mount_path: "/tmp".into(), ..VolumeMount::default() },
+        VolumeMount {
+            name: "data".into(),
+            mount_path: DATA_DIR.into(),
+            ..VolumeMount::default()
+        },
+        VolumeMount {
+            name: "tmp".into(),
+            mount_path: "/tmp".into(),
+            ..VolumeMount::default()
+        },
     ];
     let mut volumes = vec![Volume {
         name: "tmp".into(),
@@ -162,7 +183,13 @@ pub fn statefulset(inputs: &Inputs<'_>) -> StatefulSet {
             storage_class_name: storage.storage_class_name,
             resources: Some(VolumeResourceRequirements {
                 requests: Some(
-                    [("storage".to_string(), storage.size.unwrap_or_else(|| Quantity(DEFAULT_STORAGE.into())))].into(),
+                    [(
+                        "storage".to_string(),
+                        storage
+                            .size
+                            .unwrap_or_else(|| Quantity(DEFAULT_STORAGE.into())),
+                    )]
+                    .into(),
                 ),
                 limits: None,
             }),
@@ -176,10 +203,16 @@ pub fn statefulset(inputs: &Inputs<'_>) -> StatefulSet {
         spec: Some(StatefulSetSpec {
             replicas: Some(1),
             service_name: Some(name),
-            selector: LabelSelector { match_labels: Some(names::engine_selector(inputs.name)), match_expressions: None },
+            selector: LabelSelector {
+                match_labels: Some(names::engine_selector(inputs.name)),
+                match_expressions: None,
+            },
             pod_management_policy: Some("Parallel".into()),
             template: PodTemplateSpec {
-                metadata: Some(ObjectMeta { labels: Some(labels), ..ObjectMeta::default() }),
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels),
+                    ..ObjectMeta::default()
+                }),
                 spec: Some(PodSpec {
                     containers: vec![container],
                     volumes: Some(volumes),
@@ -209,14 +242,20 @@ mod tests {
     fn golden_console_to_engine() {
         let se = engine(Communication::ConsoleToEngine);
         let console = console_side();
-        assert_golden("engine-statefulset-console-to-engine", &statefulset(&inputs(&se, &console)));
+        assert_golden(
+            "engine-statefulset-console-to-engine",
+            &statefulset(&inputs(&se, &console)),
+        );
     }
 
     #[test]
     fn golden_engine_to_console() {
         let se = engine(Communication::EngineToConsole);
         let console = console_side();
-        assert_golden("engine-statefulset-engine-to-console", &statefulset(&inputs(&se, &console)));
+        assert_golden(
+            "engine-statefulset-engine-to-console",
+            &statefulset(&inputs(&se, &console)),
+        );
     }
 
     #[test]
@@ -227,12 +266,18 @@ mod tests {
         let pod = sts.spec.and_then(|s| s.template.spec).unwrap_or_default();
         let psc = pod.security_context.unwrap_or_default();
         assert_eq!(psc.run_as_non_root, Some(true));
-        assert_eq!(psc.seccomp_profile.map(|p| p.type_).as_deref(), Some("RuntimeDefault"));
+        assert_eq!(
+            psc.seccomp_profile.map(|p| p.type_).as_deref(),
+            Some("RuntimeDefault")
+        );
         for c in &pod.containers {
             let sc = c.security_context.clone().unwrap_or_default();
             assert_eq!(sc.allow_privilege_escalation, Some(false));
             assert_eq!(sc.read_only_root_filesystem, Some(true));
-            assert_eq!(sc.capabilities.and_then(|c| c.drop), Some(vec!["ALL".to_string()]));
+            assert_eq!(
+                sc.capabilities.and_then(|c| c.drop),
+                Some(vec!["ALL".to_string()])
+            );
         }
     }
 
@@ -242,20 +287,43 @@ mod tests {
         let console = console_side();
         let sts = statefulset(&inputs(&se, &console));
         assert_eq!(sts.metadata.name.as_deref(), Some("edge-scan-engine"));
-        assert_eq!(sts.metadata.owner_references.as_ref().map(|o| o[0].controller), Some(Some(true)));
+        assert_eq!(
+            sts.metadata
+                .owner_references
+                .as_ref()
+                .map(|o| o[0].controller),
+            Some(Some(true))
+        );
         let spec = sts.spec.unwrap_or_default();
         assert_eq!(spec.replicas, Some(1));
         let claim = &spec.volume_claim_templates.unwrap_or_default()[0];
         assert_eq!(claim.metadata.name.as_deref(), Some("data"));
         let pod = spec.template.spec.unwrap_or_default();
         let mounts = pod.containers[0].volume_mounts.clone().unwrap_or_default();
-        assert!(mounts.iter().any(|m| m.name == "data" && m.mount_path == "/var/lib/scan-engine"));
-        assert!(mounts.iter().any(|m| m.name == "shared-secret" && m.read_only == Some(true)));
+        assert!(
+            mounts
+                .iter()
+                .any(|m| m.name == "data" && m.mount_path == "/var/lib/scan-engine")
+        );
+        assert!(
+            mounts
+                .iter()
+                .any(|m| m.name == "shared-secret" && m.read_only == Some(true))
+        );
         // Reverse engines listen on nothing but health.
         let ports = pod.containers[0].ports.clone().unwrap_or_default();
         assert_eq!(ports.len(), 1);
-        let labels = spec.template.metadata.and_then(|m| m.labels).unwrap_or_default();
-        assert_eq!(labels.get("scanengine.dev/communication").map(String::as_str), Some("engine-to-console"));
+        let labels = spec
+            .template
+            .metadata
+            .and_then(|m| m.labels)
+            .unwrap_or_default();
+        assert_eq!(
+            labels
+                .get("scanengine.dev/communication")
+                .map(String::as_str),
+            Some("engine-to-console")
+        );
         assert!(pod.affinity.and_then(|a| a.pod_anti_affinity).is_some());
     }
 }
