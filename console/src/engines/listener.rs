@@ -27,6 +27,11 @@ use crate::{
     store::{Direction, NewReverseEngine, Observation, Outcome},
 };
 
+/// How long an unpinned engine has, after the greetings, to present the shared secret. An
+/// engine that means to pair sends it at once; one that thinks it is paired sends nothing and
+/// must hear `Rejected {NotPaired}` before its own handshake timeout.
+const PAIR_REQUEST_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Connections allowed to be in admission at once; more are dropped straight away.
 const MAX_PENDING_ADMISSIONS: usize = 256;
 
@@ -175,7 +180,7 @@ async fn admit(
         }
 
         // Not pinned: the engine must present the shared secret now.
-        let presented = match session.recv(timeout).await {
+        let presented = match session.recv(timeout.min(PAIR_REQUEST_WAIT)).await {
             Ok(Message::PairRequest { shared_secret }) => Some(shared_secret),
             Ok(_) | Err(scan_engine_protocol::Error::Timeout(_)) => None,
             Err(e) => return Err(e.into()),
