@@ -172,7 +172,13 @@ async fn status_of(client: &reqwest::Client, addr: SocketAddr, name: &str) -> Op
         .and_then(|e| e["status"].as_str().map(str::to_owned))
 }
 
-fn engine_in(host: &EngineHost, logs: &TestLogs, name: &str, args: &[String]) -> Proc {
+fn engine_in(
+    host: &EngineHost,
+    logs: &TestLogs,
+    name: &str,
+    health_port: u16,
+    args: &[String],
+) -> Proc {
     let bin = workspace_bin("scan-engine");
     ProcBuilder::new("ip")
         .name(name)
@@ -182,7 +188,8 @@ fn engine_in(host: &EngineHost, logs: &TestLogs, name: &str, args: &[String]) ->
         .arg("--data-dir")
         .arg(logs.path(&format!("{name}-data")).as_os_str())
         .args(["--name", name, "--ping-interval", ENGINE_PING])
-        .args(["--health-listen", "127.0.0.1:18080"])
+        .arg("--health-listen")
+        .arg(format!("127.0.0.1:{health_port}"))
         .args(args.iter().map(String::as_str))
         .spawn()
 }
@@ -237,10 +244,11 @@ async fn only_the_reverse_direction_crosses_a_firewall_that_blocks_inbound() {
     let secret_file = logs.path("secret");
     std::fs::write(&secret_file, secret.as_str().unwrap()).unwrap();
 
-    let _reverse = engine_in(
+    let mut reverse = engine_in(
         &host,
         &logs,
         "ns-reverse",
+        18080,
         &[
             "--communication".into(),
             "engine-to-console".into(),
@@ -254,6 +262,7 @@ async fn only_the_reverse_direction_crosses_a_firewall_that_blocks_inbound() {
         &host,
         &logs,
         "ns-standard",
+        18081,
         &[
             "--communication".into(),
             "console-to-engine".into(),
@@ -273,6 +282,7 @@ async fn only_the_reverse_direction_crosses_a_firewall_that_blocks_inbound() {
     // Reverse: active.
     let deadline = Instant::now() + DEADLINE;
     while status_of(&client, api_addr, "ns-reverse").await.as_deref() != Some("active") {
+        reverse.assert_running();
         assert!(
             Instant::now() < deadline,
             "the reverse engine never became active\n{}",
@@ -290,6 +300,7 @@ async fn only_the_reverse_direction_crosses_a_firewall_that_blocks_inbound() {
             break;
         }
         assert!(Instant::now() < deadline, "standard engine status {s:?}");
+        standard.assert_running();
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     // …and it stays that way.
