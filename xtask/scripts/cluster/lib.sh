@@ -54,11 +54,24 @@ go_env() {
   export CGO_ENABLED=0
 }
 
-# pid helpers: every long-running process has a pid file in RUN_DIR.
-pid_of() { local f="$RUN_DIR/$1.pid"; [[ -f $f ]] && cat "$f"; }
+# write_file PATH: write stdin to PATH only when the content differs, so a running daemon that
+# watches its configuration (kube-proxy exits when it changes) is not disturbed by `up` again.
+write_file() {
+  local path="$1" tmp="$1.new"
+  cat >"$tmp"
+  if cmp -s "$tmp" "$path"; then rm -f "$tmp"; else mv "$tmp" "$path"; fi
+}
+
+# pid helpers: every long-running process has a pid file in RUN_DIR holding its pid and the
+# program it runs, so a pid reused by another program after a reboot is never taken for ours.
+pid_of() { local f="$RUN_DIR/$1.pid"; [[ -f $f ]] && head -1 "$f"; }
 is_running() {
-  local pid; pid="$(pid_of "$1")" || return 1
-  [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null
+  local pid want have
+  pid="$(pid_of "$1")" || return 1
+  [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null || return 1
+  want="$(sed -n 2p "$RUN_DIR/$1.pid")"
+  have="$(tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | head -1)"
+  [[ -z $want || $have == "$want" ]]
 }
 
 # start_daemon NAME CMD...: run CMD in its own session with output to LOG_DIR/NAME.log.
@@ -67,7 +80,7 @@ start_daemon() {
   if is_running "$name"; then log "$name already running (pid $(pid_of "$name"))"; return 0; fi
   mkdir -p "$RUN_DIR" "$LOG_DIR"
   setsid "$@" >>"$LOG_DIR/$name.log" 2>&1 </dev/null &
-  echo $! >"$RUN_DIR/$name.pid"
+  printf '%s\n%s\n' "$!" "$1" >"$RUN_DIR/$name.pid"
   log "started $name (pid $!, log $LOG_DIR/$name.log)"
 }
 
@@ -75,7 +88,7 @@ start_daemon() {
 stop_daemon() {
   local name="$1" timeout="${2:-15}" pid
   pid="$(pid_of "$name")" || return 0
-  if [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null; then
+  if is_running "$name"; then
     kill -TERM "$pid" 2>/dev/null || true
     local i
     for ((i = 0; i < timeout * 5; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
@@ -116,4 +129,4 @@ cgroup_dirs() {
   fi
 }
 
-kctl() { KUBECONFIG="$KUBECONFIG_PATH" "$KUBE_BIN/kubectl" "$@"; }
+kctl() { KUBECONFIG="$KUBECONFIG_PATH" "$KUBE_BIN/kubectl" --cache-dir "$STATE_DIR/kube-cache" "$@"; }

@@ -93,7 +93,7 @@ make_pki() {
 # kubeconfig NAME CERT: a kubeconfig with the credentials embedded.
 kubeconfig() {
   local out="$1" cert="$2" server="https://127.0.0.1:$APISERVER_PORT"
-  cat >"$out.tmp" <<EOF
+  (umask 077; write_file "$out") <<EOF
 apiVersion: v1
 kind: Config
 clusters:
@@ -111,7 +111,6 @@ contexts:
   context: {cluster: $CLUSTER_NAME, user: $cert}
 current-context: $CLUSTER_NAME
 EOF
-  chmod 600 "$out.tmp"; mv "$out.tmp" "$out"
 }
 
 # --- host state that down.sh restores ---------------------------------------------------------------
@@ -191,7 +190,7 @@ start_controllers() {
 # --- node -----------------------------------------------------------------------------------------
 write_cni_config() {
   mkdir -p "$STATE_DIR/cni/net.d" "$STATE_DIR/cni/ipam"
-  cat >"$STATE_DIR/cni/net.d/10-$CLUSTER_NAME.conflist" <<EOF
+  write_file "$STATE_DIR/cni/net.d/10-$CLUSTER_NAME.conflist" <<EOF
 {
   "cniVersion": "1.0.0",
   "name": "$CLUSTER_NAME",
@@ -211,7 +210,7 @@ EOF
 
 start_containerd() {
   mkdir -p "$STATE_DIR/containerd"
-  cat >"$STATE_DIR/containerd/config.toml" <<EOF
+  write_file "$STATE_DIR/containerd/config.toml" <<EOF
 version = 3
 root = "$STATE_DIR/containerd/root"
 state = "$STATE_DIR/containerd/state"
@@ -291,7 +290,7 @@ start_kubelet() {
   local c
   for c in $(cgroup_dirs); do mkdir -p "$c"; done
   mkdir -p "$STATE_DIR/kubelet" "$STATE_DIR/pod-logs" "$STATE_DIR/volume-plugins"
-  cat >"$STATE_DIR/kubelet/config.yaml" <<EOF
+  write_file "$STATE_DIR/kubelet/config.yaml" <<EOF
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 authentication:
@@ -325,7 +324,7 @@ EOF
 }
 
 start_kube_proxy() {
-  cat >"$STATE_DIR/kube-proxy.yaml" <<EOF
+  write_file "$STATE_DIR/kube-proxy.yaml" <<EOF
 apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration
 mode: iptables
