@@ -49,11 +49,18 @@ pub fn server_config(cli: &Cli) -> Result<Arc<rustls::ServerConfig>> {
     load(&cert_path, &key_path)
 }
 
-/// Generates `api.crt`/`api.key` in `dir` unless both exist; returns their paths.
+/// Generates `api.crt`/`api.key` in `dir` unless both exist for the same names (recorded in
+/// `api.names`); returns their paths.
 pub fn ensure_self_signed(dir: &Path, names: &[String]) -> Result<(PathBuf, PathBuf)> {
     let cert_path = dir.join("api.crt");
     let key_path = dir.join("api.key");
-    if cert_path.exists() && key_path.exists() {
+    let names_path = dir.join("api.names");
+    let wanted = names.join(",");
+    let generated_for = fs::read_to_string(&names_path).ok();
+    if cert_path.exists()
+        && key_path.exists()
+        && generated_for.as_deref().is_none_or(|n| n.trim() == wanted)
+    {
         return Ok((cert_path, key_path));
     }
     let key = rcgen::KeyPair::generate()?;
@@ -70,6 +77,7 @@ pub fn ensure_self_signed(dir: &Path, names: &[String]) -> Result<(PathBuf, Path
     let cert = params.self_signed(&key)?;
     write(&key_path, key.serialize_pem().as_bytes(), true)?;
     write(&cert_path, cert.pem().as_bytes(), false)?;
+    write(&names_path, wanted.as_bytes(), false)?;
     tracing::info!(path = %cert_path.display(), names = ?names, "generated a self-signed API certificate");
     Ok((cert_path, key_path))
 }
@@ -183,4 +191,39 @@ pub async fn serve(
         while connections.join_next().await.is_some() {}
     })
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_generated_certificate_is_kept_until_the_names_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+        let (cert, key) = ensure_self_signed(dir.path(), &names).unwrap();
+        let first = fs::read(&cert).unwrap();
+        load(&cert, &key).unwrap();
+        ensure_self_signed(dir.path(), &names).unwrap();
+        assert_eq!(fs::read(&cert).unwrap(), first, "kept across restarts");
+        ensure_self_signed(dir.path(), &["console.ns.svc".to_owned()]).unwrap();
+        assert_ne!(fs::read(&cert).unwrap(), first, "regenerated for new names");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(
+                fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
+        }
+    }
+
+    #[test]
+    fn unreadable_files_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let cert = dir.path().join("c.pem");
+        fs::write(&cert, "junk").unwrap();
+        let err = load(&cert, &dir.path().join("missing.pem")).unwrap_err();
+        assert!(err.to_string().contains("c.pem"), "{err}");
+    }
 }

@@ -250,6 +250,9 @@ async fn garbage_and_oversized_frames_drop_only_their_own_connection() {
         testing::pair(addr, &good, "good", secret.value.expose()).await;
     assert!(matches!(answer, Message::Paired { .. }));
 
+    // A peer that connects and says nothing.
+    let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+
     // Plain garbage instead of TLS.
     let mut raw = tokio::net::TcpStream::connect(addr).await.unwrap();
     raw.write_all(b"GET / HTTP/1.1\r\n\r\n\x00\xff garbage")
@@ -296,6 +299,20 @@ async fn garbage_and_oversized_frames_drop_only_their_own_connection() {
     )
     .await;
     assert!(n.is_ok(), "oversized-frame connection not closed");
+    let started = std::time::Instant::now();
+    let n = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::io::AsyncReadExt::read(&mut silent, &mut buf),
+    )
+    .await;
+    assert!(
+        matches!(n, Ok(Ok(0)) | Ok(Err(_))),
+        "silent connection not closed: {n:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "bounded by the handshake timeout"
+    );
     // ...while the good session keeps working.
     testing::ping(&mut good_session, 7).await;
     assert_eq!(app.store.engines().await.unwrap().len(), 1);
