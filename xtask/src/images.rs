@@ -351,7 +351,7 @@ pub fn shared_libraries(ldd: &str) -> Result<Vec<String>> {
             bail!("ldd: {line}");
         }
         let path = match line.split_once("=>") {
-            Some((_, right)) => right.trim().split_whitespace().next().unwrap_or_default(),
+            Some((_, right)) => right.split_whitespace().next().unwrap_or_default(),
             None => line.split_whitespace().next().unwrap_or_default(),
         };
         // linux-vdso.so.1 has no file; everything real is an absolute path.
