@@ -80,17 +80,23 @@ build_coredns() {
 }
 
 # The project's own small Go programs (tools/): pause, probe, netpol (NetworkPolicy enforcer),
-# cri (sandbox teardown). Cached by a hash of their sources.
+# storage (volume provisioner), cri (sandbox teardown). Cached by a hash of their sources.
 build_tools() {
   local src="$SCRIPT_DIR/tools" sum
   sum="$(cd "$src" && find . -type f \( -name '*.go' -o -name go.mod -o -name go.sum \) -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -c1-12)"
   TOOLS_BIN="$CACHE_DIR/cluster-tools-$sum/bin"
-  if [[ -x $TOOLS_BIN/netpol && -x $TOOLS_BIN/pause && -x $TOOLS_BIN/probe && -x $TOOLS_BIN/cri ]]; then return 0; fi
+  if [[ -x $TOOLS_BIN/netpol && -x $TOOLS_BIN/storage && -x $TOOLS_BIN/pause && -x $TOOLS_BIN/probe && -x $TOOLS_BIN/cri ]]; then return 0; fi
   local start=$SECONDS
-  log "building cluster tools (pause, probe, netpol, cri)"
+  log "building cluster tools (pause, probe, netpol, storage, cri)"
   mkdir -p "$TOOLS_BIN"
-  (go_env; cd "$src" && nice -n 19 go build -trimpath -ldflags "-s -w" -o "$TOOLS_BIN/" ./pause ./probe ./netpol ./cri)
+  (go_env; cd "$src" && nice -n 19 go build -trimpath -ldflags "-s -w" -o "$TOOLS_BIN/" ./pause ./probe ./netpol ./storage ./cri)
   log "built cluster tools in $((SECONDS - start))s"
+  # builds of earlier sources (and their images) are not needed any more
+  local old
+  for old in "$CACHE_DIR"/cluster-tools-* "$CACHE_DIR"/cluster-images-cluster-tools-*; do
+    [[ -e $old && $old != "$CACHE_DIR/cluster-tools-$sum" && $old != *"cluster-tools-$sum-"* ]] && rm -rf "$old"
+  done
+  return 0
 }
 
 # oci_image OUT.tar REF ROOTFS_DIR ENTRYPOINT_JSON: a single-layer image in the docker-archive

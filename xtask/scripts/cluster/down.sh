@@ -24,6 +24,7 @@ if is_running containerd && [[ -x $TOOLS_BIN/cri ]]; then
   "$TOOLS_BIN/cri" -endpoint "unix://$CONTAINERD_SOCK" -timeout 90s teardown || log "warning: some pod sandboxes could not be removed through CRI; forcing"
 fi
 stop_daemon netpol
+stop_daemon storage
 stop_daemon kube-proxy
 stop_daemon containerd 20
 

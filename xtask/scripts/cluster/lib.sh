@@ -29,6 +29,7 @@ IMAGE_REPO="scan-engine-operator"
 PAUSE_IMAGE="docker.io/$IMAGE_REPO/pause:$PAUSE_TAG"
 PROBE_IMAGE="docker.io/$IMAGE_REPO/cluster-probe:dev"
 COREDNS_IMAGE="docker.io/$IMAGE_REPO/coredns:$COREDNS_VERSION"
+STORAGE_PROVISIONER="scan-engine-operator.local/hostpath"
 # --------------------------------------------------------------------------------------------------
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"

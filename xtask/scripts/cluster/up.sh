@@ -3,8 +3,9 @@
 #
 # Builds (once, cached) and starts: etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
 # containerd + runc, kubelet, kube-proxy (iptables), the bridge CNI, CoreDNS (Deployment, Service
-# 10.96.0.10) and the NetworkPolicy enforcer (tools/netpol). Imports the locally built pause, probe
-# and CoreDNS images, and the project's images (target/images/*.tar) when present.
+# 10.96.0.10), the NetworkPolicy enforcer (tools/netpol) and a hostPath volume provisioner for the
+# default StorageClass "standard" (tools/storage). Imports the locally built pause, probe and
+# CoreDNS images, and the project's images (target/images/*.tar) when present.
 #
 # Idempotent: what already runs is left running, what exists is reused. `down.sh` undoes it all.
 set -euo pipefail
@@ -87,6 +88,7 @@ make_pki() {
   sign kubelet-client "/O=system:nodes/CN=system:node:$NODE_NAME"
   sign kubelet-serving "/O=system:nodes/CN=system:node:$NODE_NAME" "DNS:$NODE_NAME,DNS:$host,DNS:localhost,IP:$NODE_IP,IP:127.0.0.1"
   sign netpol "/CN=scan-engine-operator:netpol"
+  sign storage "/CN=scan-engine-operator:storage"
   chmod 600 "$PKI_DIR"/*.key
 }
 
@@ -361,6 +363,35 @@ roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "scan-en
 subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: "scan-engine-operator:netpol"}]
 ---
 apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: "scan-engine-operator:storage"}
+rules:
+- apiGroups: [""]
+  resources: [persistentvolumes]
+  verbs: [get, list, watch, create, delete]
+- apiGroups: [""]
+  resources: [persistentvolumeclaims]
+  verbs: [get, list, watch]
+- apiGroups: [storage.k8s.io]
+  resources: [storageclasses]
+  verbs: [get, list, watch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: "scan-engine-operator:storage"}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "scan-engine-operator:storage"}
+subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: "scan-engine-operator:storage"}]
+---
+apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata:
+  name: standard
+  annotations: {storageclass.kubernetes.io/is-default-class: "true"}
+provisioner: $STORAGE_PROVISIONER
+reclaimPolicy: Delete
+volumeBindingMode: Immediate
+---
+apiVersion: rbac.authorization.k8s.io/v1
 kind: ClusterRoleBinding
 metadata: {name: "scan-engine-operator:kube-proxy"}
 roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "system:node-proxier"}
@@ -495,6 +526,7 @@ kubeconfig "$STATE_DIR/scheduler.kubeconfig" scheduler
 kubeconfig "$STATE_DIR/kube-proxy.kubeconfig" kube-proxy
 kubeconfig "$STATE_DIR/kubelet.kubeconfig" kubelet-client
 kubeconfig "$STATE_DIR/netpol.kubeconfig" netpol
+kubeconfig "$STATE_DIR/storage.kubeconfig" storage
 
 ports_free
 setup_host_network
@@ -508,6 +540,8 @@ import_images
 start_kubelet
 start_kube_proxy
 start_daemon netpol "$TOOLS_BIN/netpol" -kubeconfig "$STATE_DIR/netpol.kubeconfig" -node "$NODE_NAME"
+start_daemon storage "$TOOLS_BIN/storage" -kubeconfig "$STATE_DIR/storage.kubeconfig" -node "$NODE_NAME" -dir "$STATE_DIR/volumes" \
+  -provisioner "$STORAGE_PROVISIONER"
 
 wait_for "node $NODE_NAME Ready" 180 kctl wait --for=condition=Ready "node/$NODE_NAME" --timeout=5s
 wait_for "CoreDNS available" 180 kctl -n kube-system wait --for=condition=Available deployment/coredns --timeout=5s

@@ -4,7 +4,10 @@
 #   1. the node is Ready;
 #   2. a pod resolves kubernetes.default.svc.cluster.local through CoreDNS;
 #   3. a client pod reaches a server pod across the bridge, by pod IP and through a Service;
-#   4. a deny-all ingress NetworkPolicy blocks that traffic, and an allow rule lets it back in.
+#   4. a deny-all ingress NetworkPolicy blocks that traffic, and an allow rule lets it back in;
+#      an egress policy that allows only DNS blocks it again;
+#   5. a PersistentVolumeClaim of the default StorageClass is provisioned, written to by a
+#      non-root pod, and its volume is deleted with it.
 # Prints one line per check and "N passed, N failed" at the end; exits non-zero on any failure.
 set -uo pipefail
 # shellcheck source=lib.sh
@@ -98,6 +101,37 @@ spec:
 EOF
 check "an egress policy (DNS only) blocks client -> server" blocked 20 in_client get "http://$SERVER_IP:8080/" 2s
 check "... while DNS still resolves from the client" retry 10 in_client resolve "kubernetes.default.svc.$CLUSTER_DOMAIN"
+
+kctl -n "$NS" apply -f - >/dev/null <<EOF
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: data}
+spec:
+  accessModes: [ReadWriteOnce]
+  resources: {requests: {storage: 64Mi}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: writer}
+spec:
+  restartPolicy: Never
+  securityContext: {runAsNonRoot: true, runAsUser: 65532, runAsGroup: 65532, seccompProfile: {type: RuntimeDefault}}
+  containers:
+  - name: probe
+    image: $PROBE_IMAGE
+    imagePullPolicy: Never
+    args: [write, /data/probe.txt]
+    securityContext: {readOnlyRootFilesystem: true, allowPrivilegeEscalation: false, capabilities: {drop: [ALL]}}
+    volumeMounts: [{name: data, mountPath: /data}]
+  volumes: [{name: data, persistentVolumeClaim: {claimName: data}}]
+EOF
+pv_gone() { ! kctl get pv -o name | grep -q "$1"; }
+check "a PVC of the default StorageClass binds, and a non-root pod writes to it" \
+  kctl -n "$NS" wait --for=jsonpath='{.status.phase}'=Succeeded pod/writer --timeout=60s
+PV="$(kctl -n "$NS" get pvc data -o jsonpath='{.spec.volumeName}')"
+kctl -n "$NS" delete pod writer --wait=true >/dev/null
+kctl -n "$NS" delete pvc data --wait=false >/dev/null
+check "deleting the PVC deletes its volume ($PV)" retry 30 pv_gone "${PV:-none}"
 
 if [[ ${KEEP:-0} != 1 ]]; then kctl delete namespace "$NS" --wait=false >/dev/null; fi
 echo "$passed passed, $failed failed"

@@ -5,6 +5,7 @@
 //	probe serve [ADDR]          serve "<hostname>\n" on ADDR (default :8080) until SIGTERM
 //	probe get URL [TIMEOUT]     GET URL, print the body; exit 1 on any error (default timeout 3s)
 //	probe resolve NAME          print NAME's addresses; exit 1 when it does not resolve
+//	probe write FILE            write the hostname to FILE and read it back
 //	probe sleep                 sleep until SIGTERM
 package main
 
@@ -22,7 +23,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: probe serve [ADDR] | get URL [TIMEOUT] | resolve NAME | sleep")
+		fmt.Fprintln(os.Stderr, "usage: probe serve [ADDR] | get URL [TIMEOUT] | resolve NAME | write FILE | sleep")
 		os.Exit(2)
 	}
 	arg := func(i int, def string) string {
@@ -65,6 +66,16 @@ func main() {
 		for _, a := range addrs {
 			fmt.Println(a)
 		}
+	case "write":
+		host, _ := os.Hostname()
+		if err := os.WriteFile(arg(2, ""), []byte(host+"\n"), 0o644); err != nil {
+			fail(err)
+		}
+		b, err := os.ReadFile(arg(2, ""))
+		if err != nil {
+			fail(err)
+		}
+		fmt.Print(string(b))
 	case "sleep":
 		waitSignal()
 	default:
