@@ -651,3 +651,114 @@ mod tests {
         assert!(matches!(err.map(|e| e.kind), Some(ApiErrorKind::Config(_))));
     }
 }
+
+#[cfg(test)]
+mod tls_tests {
+    //! The client over real TLS, with a certificate the operator generates for managed consoles.
+
+    use std::sync::Arc;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+    use crate::controller::console::secrets::{api_dns_names, generate_tls};
+
+    /// Serves `connections` HTTPS connections, each answered with an info document.
+    async fn https_console(cert_pem: &str, key_pem: &str, connections: usize) -> String {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let certs: Vec<_> = rustls_pemfile::certs(&mut cert_pem.as_bytes())
+            .filter_map(Result::ok)
+            .collect();
+        let key = rustls_pemfile::private_key(&mut key_pem.as_bytes())
+            .ok()
+            .flatten();
+        let Some(key) = key else { panic!("no key") };
+        let config = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(certs, key);
+        let Ok(config) = config else {
+            panic!("bad server config")
+        };
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let Ok(listener) = tokio::net::TcpListener::bind("127.0.0.1:0").await else {
+            panic!("bind")
+        };
+        let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
+        tokio::spawn(async move {
+            for _ in 0..connections {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let mut buf = vec![0u8; 4096];
+                    let _ = tls.read(&mut buf).await;
+                    let body = r#"{"version":{"semantic":"0.1.0"}}"#;
+                    let resp = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = tls.write_all(resp.as_bytes()).await;
+                    let _ = tls.shutdown().await;
+                });
+            }
+        });
+        format!("https://localhost:{port}")
+    }
+
+    fn conn(url: &str, ca: Option<&str>, insecure: bool) -> ConsoleConnection {
+        ConsoleConnection {
+            console: "ns/main".into(),
+            url: url.into(),
+            username: "admin".into(),
+            password: SecretString::new("pw"),
+            ca_bundle: ca.map(|c| c.as_bytes().to_vec()),
+            insecure_skip_tls_verify: insecure,
+        }
+    }
+
+    #[tokio::test]
+    async fn trusts_the_generated_ca_only() {
+        let Ok(tls) = generate_tls("main", api_dns_names("main", "scanning")) else {
+            panic!("generate")
+        };
+        let url = https_console(&tls.cert, &tls.key, 3).await;
+        let settings = HttpSettings {
+            retry: RetryPolicy {
+                attempts: 1,
+                base_delay: Duration::ZERO,
+            },
+            ..HttpSettings::default()
+        };
+
+        let api = HttpConsoleApi::new(conn(&url, Some(&tls.ca_cert), false), settings)
+            .map_err(|e| e.to_string());
+        let info = match api {
+            Ok(api) => api.info().await.map_err(|e| e.to_string()),
+            Err(e) => Err(e),
+        };
+        assert_eq!(
+            info.map(|i| i.version.semantic),
+            Ok(Some("0.1.0".to_string()))
+        );
+
+        // Without the CA (and without the explicit insecure switch) the console is not trusted.
+        let Ok(api) = HttpConsoleApi::new(conn(&url, None, false), settings) else {
+            panic!("client")
+        };
+        let err = api.info().await.err();
+        assert!(
+            err.as_ref().is_some_and(ApiError::is_unreachable),
+            "{err:?}"
+        );
+
+        // The explicit insecure switch accepts it.
+        let Ok(api) = HttpConsoleApi::new(conn(&url, None, true), settings) else {
+            panic!("client")
+        };
+        assert!(api.info().await.is_ok());
+    }
+}

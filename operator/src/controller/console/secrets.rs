@@ -11,8 +11,8 @@ use kube::api::{Api, PostParams};
 use rand::Rng;
 use rand::distr::Alphanumeric;
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose,
 };
 
 use super::build::Inputs;
@@ -80,6 +80,11 @@ pub fn generate_tls(console: &str, dns_names: Vec<String>) -> Result<GeneratedTl
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, names::console_objects(console));
     params.distinguished_name = dn;
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     let cert = params
         .signed_by(&key, &issuer)
         .map_err(gen_err("API serving certificate"))?;
