@@ -131,9 +131,7 @@ pub fn images(root: &Path, args: &ImagesArgs) -> Result<()> {
     if !args.no_cargo_build {
         let start = Instant::now();
         let mut cargo = crate::cargo();
-        cargo
-            .args(["build", "--release", "--locked"])
-            .current_dir(root);
+        cargo.args(["build", "--release"]).current_dir(root);
         for image in &images {
             cargo.args(["-p", image.package, "--bin", image.binary]);
         }
