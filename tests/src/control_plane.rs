@@ -38,8 +38,11 @@ use anyhow::{Context, Result, bail};
 use base64::Engine as _;
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, DeleteParams, PostParams};
+use kube::api::{
+    Api, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams,
+};
 use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::discovery::Scope;
 use kube::{Client, Config};
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
@@ -212,6 +215,68 @@ impl ControlPlane {
         cmd
     }
 
+    /// A `helm` command (from the binaries' directory) using the admin kubeconfig.
+    pub fn helm(&self) -> Command {
+        let mut cmd = Command::new(self.bin_dir.join("helm"));
+        cmd.arg("--kubeconfig").arg(&self.admin_kubeconfig_path);
+        cmd
+    }
+
+    /// Server-side applies every object of a (multi-document) YAML text as `client`'s user,
+    /// putting namespaced objects without a namespace into `namespace`. Returns the objects
+    /// as the API server stored them. Use it for `examples/`, `helm template` output (the
+    /// chart's RBAC), or any fixture.
+    pub async fn apply_yaml(
+        &self,
+        client: &Client,
+        yaml: &str,
+        namespace: &str,
+    ) -> Vec<DynamicObject> {
+        let mut applied = Vec::new();
+        for doc in serde_yaml::Deserializer::from_str(yaml) {
+            let value = <serde_yaml::Value as serde::Deserialize>::deserialize(doc)
+                .unwrap_or_else(|err| panic!("parsing YAML: {err}"));
+            if value.is_null() {
+                continue;
+            }
+            let mut object: DynamicObject = serde_yaml::from_value(value)
+                .unwrap_or_else(|err| panic!("not a Kubernetes object: {err}"));
+            let types = object
+                .types
+                .clone()
+                .expect("every object names its apiVersion and kind");
+            let gvk = GroupVersionKind::try_from(&types)
+                .unwrap_or_else(|err| panic!("bad apiVersion/kind {types:?}: {err}"));
+            let (resource, caps) = kube::discovery::pinned_kind(client, &gvk)
+                .await
+                .unwrap_or_else(|err| panic!("the API server does not serve {gvk:?}: {err}"));
+            let name = object
+                .metadata
+                .name
+                .clone()
+                .expect("every object has a name");
+            let api: Api<DynamicObject> = if caps.scope == Scope::Namespaced {
+                let ns = object
+                    .metadata
+                    .namespace
+                    .get_or_insert_with(|| namespace.to_owned())
+                    .clone();
+                Api::namespaced_with(client.clone(), &ns, &resource)
+            } else {
+                Api::all_with(client.clone(), &resource)
+            };
+            object.metadata.managed_fields = None;
+            object.metadata.resource_version = None;
+            let params = PatchParams::apply("scan-engine-tests").force();
+            let stored = api
+                .patch(&name, &params, &Patch::Apply(&object))
+                .await
+                .unwrap_or_else(|err| panic!("applying {} {name}: {err}", gvk.kind));
+            applied.push(stored);
+        }
+        applied
+    }
+
     /// Creates a namespace with a unique name derived from the test's name, waits until its
     /// `default` ServiceAccount exists (when the controller manager runs), and returns a handle
     /// that deletes it on drop (best effort).
@@ -280,8 +345,8 @@ impl ControlPlane {
                 let crd: CustomResourceDefinition = serde_yaml::from_value(value)
                     .unwrap_or_else(|err| panic!("{} is not a CRD: {err}", file.display()));
                 let name = crd.metadata.name.clone().expect("a CRD has a name");
-                let ssapply = kube::api::PatchParams::apply("scan-engine-tests").force();
-                api.patch(&name, &ssapply, &kube::api::Patch::Apply(&crd))
+                let ssapply = PatchParams::apply("scan-engine-tests").force();
+                api.patch(&name, &ssapply, &Patch::Apply(&crd))
                     .await
                     .unwrap_or_else(|err| {
                         panic!("installing CRD {name} from {}: {err}", file.display())

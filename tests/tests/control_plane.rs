@@ -125,3 +125,76 @@ async fn service_account_kubeconfig_carries_the_impersonation() {
         status.message
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn applied_rbac_is_exactly_what_a_service_account_gets() {
+    let cp = ControlPlane::start_with(scan_engine_tests::ControlPlaneOptions {
+        controller_manager: false,
+        ..Default::default()
+    })
+    .await;
+    let ns = cp.namespace().await;
+    let rbac = format!(
+        r#"
+apiVersion: v1
+kind: ServiceAccount
+metadata:
+  name: reader
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata:
+  name: configmap-reader
+rules:
+  - apiGroups: [""]
+    resources: ["configmaps"]
+    verbs: ["get", "list", "watch"]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata:
+  name: reader
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: Role
+  name: configmap-reader
+subjects:
+  - kind: ServiceAccount
+    name: reader
+    namespace: {ns}
+"#
+    );
+    let applied = cp.apply_yaml(&cp.client(), &rbac, ns.name()).await;
+    assert_eq!(applied.len(), 3);
+    assert!(
+        applied
+            .iter()
+            .all(|o| o.metadata.namespace.as_deref() == Some(ns.name()))
+    );
+
+    let reader = cp.service_account_client(ns.name(), "reader");
+    Api::<ConfigMap>::namespaced(reader.clone(), ns.name())
+        .list(&ListParams::default())
+        .await
+        .expect("the Role lets the reader list ConfigMaps");
+    let err = Api::<Secret>::namespaced(reader.clone(), ns.name())
+        .list(&ListParams::default())
+        .await
+        .expect_err("… and nothing else");
+    assert!(
+        matches!(&err, kube::Error::Api(s) if s.code == 403),
+        "{err:?}"
+    );
+    let err = cms_in_other_namespace(reader).await;
+    assert!(
+        matches!(&err, kube::Error::Api(s) if s.code == 403),
+        "{err:?}"
+    );
+}
+
+async fn cms_in_other_namespace(client: kube::Client) -> kube::Error {
+    Api::<ConfigMap>::namespaced(client, "default")
+        .list(&ListParams::default())
+        .await
+        .expect_err("a Role binds in its own namespace only")
+}
