@@ -17,7 +17,13 @@ pub enum LogFormat {
 /// The open Security Console: pairs distributed Scan Engines in both communication directions,
 /// serves the InsightVM-v3-shaped REST API over HTTPS and stores scan results.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "security-console", version, about, long_about = None)]
+#[command(
+    name = "security-console",
+    version,
+    about,
+    long_about = None,
+    after_help = "Logs go to stderr; RUST_LOG sets the filter (default: info). The shared secret, the admin password and private keys are never logged."
+)]
 pub struct Cli {
     /// Directory of the SQLite database (`console.db`), the engine-communication identity
     /// (`console.key`, `console.crt`) and a generated API certificate (`api.key`, `api.crt`).

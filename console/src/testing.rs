@@ -10,6 +10,7 @@ use scan_engine_protocol::{
     tls,
 };
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 
 use crate::{
     api::Credentials,
@@ -119,4 +120,78 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("timed out waiting for {what}");
+}
+
+/// A console-to-engine fake engine: answers `answer` after hello and, when accepting, pings
+/// back and runs scan jobs by reporting one finding.
+pub async fn fake_standard_engine(
+    answer: Message,
+    version: &'static str,
+) -> (std::net::SocketAddr, Identity) {
+    let identity = Identity::generate("std").unwrap();
+    let acceptor = TlsAcceptor::from(tls::server_config(&identity).unwrap());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let acceptor = acceptor.clone();
+            let answer = answer.clone();
+            tokio::spawn(async move {
+                let Ok(mut s) = Session::accept(tcp, &acceptor, Duration::from_secs(5)).await
+                else {
+                    return;
+                };
+                if s.exchange_hello(Role::Engine, version, "std", Duration::from_secs(5))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                if s.send(answer.clone()).await.is_err() || answer != Message::Accepted {
+                    return;
+                }
+                while let Ok(m) = s.recv(Duration::from_secs(30)).await {
+                    let reply = match m {
+                        Message::Ping { seq } => vec![Message::Pong { seq }],
+                        Message::ScanJob(job) => vec![
+                            Message::ScanProgress {
+                                scan_id: job.scan_id,
+                                done: 1,
+                                total: 2,
+                            },
+                            Message::ScanFinding {
+                                scan_id: job.scan_id,
+                                finding: scan_engine_protocol::messages::Finding {
+                                    address: "127.0.0.1".into(),
+                                    host_name: Some("localhost".into()),
+                                    port: job.ports[0],
+                                    banner: Some("SSH-2.0-test".into()),
+                                },
+                            },
+                            Message::ScanProgress {
+                                scan_id: job.scan_id,
+                                done: 2,
+                                total: 2,
+                            },
+                            Message::ScanFinished {
+                                scan_id: job.scan_id,
+                                outcome: scan_engine_protocol::messages::ScanOutcome::Finished,
+                                message: "done".into(),
+                            },
+                        ],
+                        _ => vec![],
+                    };
+                    for r in reply {
+                        if s.send(r).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (addr, identity)
 }

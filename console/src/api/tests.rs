@@ -446,3 +446,65 @@ async fn sites_scans_and_assets() {
     );
     assert_eq!(assets["resources"][0]["ip"], json!("10.0.0.1"));
 }
+
+#[tokio::test]
+async fn a_scan_started_through_the_api_reaches_the_engine_and_its_results_show() {
+    let app = testing::app();
+    let (addr, _) =
+        testing::fake_standard_engine(scan_engine_protocol::Message::Accepted, testing::VERSION)
+            .await;
+    let (s, created) = call(
+        &app,
+        "POST",
+        "/api/3/scan_engines",
+        Some(json!({"name": "scanner", "address": addr.ip().to_string(), "port": addr.port()})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let engine = created["id"].as_i64().unwrap();
+    testing::eventually("engine active with an open session", || {
+        let app = app.clone();
+        async move {
+            let (_, e) = call(&app, "GET", &format!("/api/3/scan_engines/{engine}"), None).await;
+            e["status"] == json!("active") && app.sessions.is_connected(engine)
+        }
+    })
+    .await;
+    let (s, e) = call(
+        &app,
+        "POST",
+        &format!("/api/3/scan_engines/{engine}/refresh"),
+        None,
+    )
+    .await;
+    assert_eq!((s, &e["status"]), (StatusCode::OK, &json!("active")), "{e}");
+    assert_eq!(e["productVersion"], json!(testing::VERSION));
+
+    let (_, site) = call(
+        &app,
+        "POST",
+        "/api/3/sites",
+        Some(json!({"name": "lab", "engineId": engine,
+            "scan": {"assets": {"includedTargets": {"addresses": ["localhost"]}}}, "ports": [2222]})),
+    )
+    .await;
+    let site = site["id"].as_i64().unwrap();
+    let (s, scan) = call(&app, "POST", &format!("/api/3/sites/{site}/scans"), None).await;
+    assert_eq!(s, StatusCode::CREATED, "{scan}");
+    let scan = scan["id"].as_i64().unwrap();
+    testing::eventually("scan finished", || {
+        let app = app.clone();
+        async move {
+            call(&app, "GET", &format!("/api/3/scans/{scan}"), None)
+                .await
+                .1["status"]
+                == json!("finished")
+        }
+    })
+    .await;
+    let (_, v) = call(&app, "GET", &format!("/api/3/scans/{scan}"), None).await;
+    assert_eq!(v["progress"], json!({"done": 2, "total": 2}));
+    let (_, assets) = call(&app, "GET", "/api/3/assets", None).await;
+    assert_eq!(assets["resources"][0]["hostName"], json!("localhost"));
+    assert_eq!(assets["resources"][0]["services"][0]["port"], json!(2222));
+}

@@ -2,14 +2,8 @@
 
 use std::time::Duration;
 
-use scan_engine_protocol::{
-    Identity, Message,
-    messages::{RejectReason, Role},
-    session::Session,
-    tls,
-};
+use scan_engine_protocol::{Identity, Message, messages::RejectReason, tls};
 use tokio::{io::AsyncWriteExt, net::TcpListener};
-use tokio_rustls::TlsAcceptor;
 
 use crate::{
     clock::Clock,
@@ -318,80 +312,6 @@ async fn garbage_and_oversized_frames_drop_only_their_own_connection() {
     assert_eq!(app.store.engines().await.unwrap().len(), 1);
 }
 
-/// A console-to-engine fake engine: answers `answer` after hello and, when accepting, pings
-/// back and runs scan jobs by reporting one finding.
-async fn fake_standard_engine(
-    answer: Message,
-    version: &'static str,
-) -> (std::net::SocketAddr, Identity) {
-    let identity = Identity::generate("std").unwrap();
-    let acceptor = TlsAcceptor::from(tls::server_config(&identity).unwrap());
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else {
-                return;
-            };
-            let acceptor = acceptor.clone();
-            let answer = answer.clone();
-            tokio::spawn(async move {
-                let Ok(mut s) = Session::accept(tcp, &acceptor, Duration::from_secs(5)).await
-                else {
-                    return;
-                };
-                if s.exchange_hello(Role::Engine, version, "std", Duration::from_secs(5))
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-                if s.send(answer.clone()).await.is_err() || answer != Message::Accepted {
-                    return;
-                }
-                while let Ok(m) = s.recv(Duration::from_secs(30)).await {
-                    let reply = match m {
-                        Message::Ping { seq } => vec![Message::Pong { seq }],
-                        Message::ScanJob(job) => vec![
-                            Message::ScanProgress {
-                                scan_id: job.scan_id,
-                                done: 1,
-                                total: 2,
-                            },
-                            Message::ScanFinding {
-                                scan_id: job.scan_id,
-                                finding: scan_engine_protocol::messages::Finding {
-                                    address: "127.0.0.1".into(),
-                                    host_name: Some("localhost".into()),
-                                    port: job.ports[0],
-                                    banner: Some("SSH-2.0-test".into()),
-                                },
-                            },
-                            Message::ScanProgress {
-                                scan_id: job.scan_id,
-                                done: 2,
-                                total: 2,
-                            },
-                            Message::ScanFinished {
-                                scan_id: job.scan_id,
-                                outcome: scan_engine_protocol::messages::ScanOutcome::Finished,
-                                message: "done".into(),
-                            },
-                        ],
-                        _ => vec![],
-                    };
-                    for r in reply {
-                        if s.send(r).await.is_err() {
-                            return;
-                        }
-                    }
-                }
-            });
-        }
-    });
-    (addr, identity)
-}
-
 async fn add_standard(app: &crate::app::App, name: &str, addr: std::net::SocketAddr) -> i64 {
     let id = app
         .store
@@ -413,9 +333,11 @@ async fn wait_status(app: &crate::app::App, id: i64, want: EngineStatus) {
 #[tokio::test]
 async fn standard_engines_pending_accepted_incompatible_and_down() {
     let app = testing::app();
-    let (pending_addr, _) = fake_standard_engine(Message::PendingAuthorization, VERSION).await;
-    let (accepting_addr, accepting_id) = fake_standard_engine(Message::Accepted, VERSION).await;
-    let (old_addr, _) = fake_standard_engine(Message::Accepted, "0.0.1").await;
+    let (pending_addr, _) =
+        testing::fake_standard_engine(Message::PendingAuthorization, VERSION).await;
+    let (accepting_addr, accepting_id) =
+        testing::fake_standard_engine(Message::Accepted, VERSION).await;
+    let (old_addr, _) = testing::fake_standard_engine(Message::Accepted, "0.0.1").await;
     let closed = TcpListener::bind("127.0.0.1:0")
         .await
         .unwrap()
@@ -476,7 +398,7 @@ async fn standard_engines_pending_accepted_incompatible_and_down() {
 #[tokio::test]
 async fn a_scan_runs_over_a_standard_session_and_stores_results() {
     let app = testing::app();
-    let (addr, _) = fake_standard_engine(Message::Accepted, VERSION).await;
+    let (addr, _) = testing::fake_standard_engine(Message::Accepted, VERSION).await;
     let engine = add_standard(&app, "scanner", addr).await;
     wait_status(&app, engine, EngineStatus::Active).await;
     testing::eventually("session registered", || {
@@ -527,7 +449,7 @@ async fn a_restarted_console_keeps_its_engines_without_re_pairing() {
         )
         .unwrap()
     };
-    let (std_addr, _) = fake_standard_engine(Message::Accepted, VERSION).await;
+    let (std_addr, _) = testing::fake_standard_engine(Message::Accepted, VERSION).await;
     let engine = Identity::generate("rev").unwrap();
 
     let first = open();
