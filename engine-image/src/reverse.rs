@@ -104,15 +104,15 @@ async fn attempt(
     shutdown: &CancellationToken,
 ) -> anyhow::Result<Attempt> {
     let record = pairing::load(&ctx.data_dir)?;
-    if let (Some(r), Some(t)) = (&record, &ctx.trusted_console) {
-        if &r.console_fingerprint != t {
-            anyhow::bail!(
-                "the pairing record {} names console {} but --trusted-console-fingerprint is {t}; \
-                 remove the record to pair with the trusted console",
-                pairing::path(&ctx.data_dir).display(),
-                r.console_fingerprint
-            );
-        }
+    if let (Some(r), Some(t)) = (&record, &ctx.trusted_console)
+        && &r.console_fingerprint != t
+    {
+        anyhow::bail!(
+            "the pairing record {} names console {} but --trusted-console-fingerprint is {t}; \
+             remove the record to pair with the trusted console",
+            pairing::path(&ctx.data_dir).display(),
+            r.console_fingerprint
+        );
     }
     // Without a record the secret is needed: fail before dialing if it is missing.
     let secret = match &record {
@@ -128,15 +128,15 @@ async fn attempt(
         .as_ref()
         .map(|r| &r.console_fingerprint)
         .or(ctx.trusted_console.as_ref());
-    if let Some(expected) = expected {
-        if &console != expected {
-            session.close().await;
-            anyhow::bail!(
-                "the console at {} presents certificate {console}, not the expected {expected}; \
-                 refusing to talk to it",
-                options.console_address
-            );
-        }
+    if let Some(expected) = expected
+        && &console != expected
+    {
+        session.close().await;
+        anyhow::bail!(
+            "the console at {} presents certificate {console}, not the expected {expected}; \
+             refusing to talk to it",
+            options.console_address
+        );
     }
     let hello = session
         .exchange_hello(

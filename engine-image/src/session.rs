@@ -116,10 +116,10 @@ pub async fn serve(
                 session.send(Message::Ping { seq }).await?;
             }
             Some(done) = scans.join_next(), if !scans.is_empty() => {
-                if let Err(e) = done {
-                    if e.is_panic() {
-                        tracing::error!("a scan task panicked: {e}");
-                    }
+                if let Err(e) = done
+                    && e.is_panic()
+                {
+                    tracing::error!("a scan task panicked: {e}");
                 }
             }
             () = idle => return Err(SessionError::Idle(options.idle_timeout)),

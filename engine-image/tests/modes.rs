@@ -46,7 +46,8 @@ fn free_addr() -> SocketAddr {
 
 async fn dial(addr: SocketAddr, console: &Identity) -> Session {
     for _ in 0..100 {
-        if let Ok(s) = Session::dial(&addr.to_string(), tls::client_config(console).unwrap(), T).await
+        if let Ok(s) =
+            Session::dial(&addr.to_string(), tls::client_config(console).unwrap(), T).await
         {
             return s;
         }
@@ -64,7 +65,10 @@ async fn standard_mode_pending_then_accepted_after_restart() {
     let stop = CancellationToken::new();
     let engine = tokio::spawn(standard::run(context(dir.path(), None), addr, stop.clone()));
     let mut s = dial(addr, &console).await;
-    let hello = s.exchange_hello(Role::Console, VERSION, "c", T).await.unwrap();
+    let hello = s
+        .exchange_hello(Role::Console, VERSION, "c", T)
+        .await
+        .unwrap();
     assert_eq!(hello.role, Role::Engine);
     assert_eq!(s.recv(T).await.unwrap(), Message::PendingAuthorization);
     let file = consoles_xml::load(&dir.path().join("consoles.xml")).unwrap();
@@ -74,8 +78,13 @@ async fn standard_mode_pending_then_accepted_after_restart() {
 
     // A different version is incompatible.
     let mut s = dial(addr, &console).await;
-    s.exchange_hello(Role::Console, "9.9.9", "c", T).await.unwrap();
-    assert!(matches!(s.recv(T).await.unwrap(), Message::Incompatible { .. }));
+    s.exchange_hello(Role::Console, "9.9.9", "c", T)
+        .await
+        .unwrap();
+    assert!(matches!(
+        s.recv(T).await.unwrap(),
+        Message::Incompatible { .. }
+    ));
 
     // Garbage does not stop the listener.
     {
@@ -93,7 +102,9 @@ async fn standard_mode_pending_then_accepted_after_restart() {
     let stop = CancellationToken::new();
     let engine = tokio::spawn(standard::run(context(dir.path(), None), addr, stop.clone()));
     let mut s = dial(addr, &console).await;
-    s.exchange_hello(Role::Console, VERSION, "c", T).await.unwrap();
+    s.exchange_hello(Role::Console, VERSION, "c", T)
+        .await
+        .unwrap();
     assert_eq!(s.recv(T).await.unwrap(), Message::Accepted);
 
     // Pings are answered while a scan runs.
@@ -137,7 +148,10 @@ async fn console_accepts(
     let acceptor = TlsAcceptor::from(tls::server_config(console).unwrap());
     let (tcp, _) = listener.accept().await.unwrap();
     let mut s = Session::accept(tcp, &acceptor, T).await.unwrap();
-    let hello = s.exchange_hello(Role::Console, VERSION, "c", T).await.unwrap();
+    let hello = s
+        .exchange_hello(Role::Console, VERSION, "c", T)
+        .await
+        .unwrap();
     (s, hello)
 }
 
@@ -203,7 +217,10 @@ async fn reverse_mode_pairs_once_then_reconnects_by_certificate() {
     .unwrap();
     drop(s);
     let (mut s, _) = console_accepts(&listener, &console).await;
-    assert!(matches!(s.recv(T).await.unwrap(), Message::PairRequest { .. }));
+    assert!(matches!(
+        s.recv(T).await.unwrap(),
+        Message::PairRequest { .. }
+    ));
     s.send(Message::Paired { engine_id: 8 }).await.unwrap();
     assert!(matches!(s.recv(T).await.unwrap(), Message::Ping { .. }));
     assert_eq!(pairing::load(dir.path()).unwrap().unwrap().engine_id, 8);

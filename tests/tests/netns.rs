@@ -72,9 +72,18 @@ impl EngineHost {
         run(&["ip", "netns", "add", &ns])?;
         let host = EngineHost { ns, root_ip, ns_ip };
         let ns = host.ns.as_str();
-        run(&["ip", "link", "add", &v_root, "type", "veth", "peer", "name", &v_ns])?;
+        run(&[
+            "ip", "link", "add", &v_root, "type", "veth", "peer", "name", &v_ns,
+        ])?;
         run(&["ip", "link", "set", &v_ns, "netns", ns])?;
-        run(&["ip", "addr", "add", &format!("{root_ip}/24"), "dev", &v_root])?;
+        run(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{root_ip}/24"),
+            "dev",
+            &v_root,
+        ])?;
         run(&["ip", "link", "set", &v_root, "up"])?;
         let in_ns = |args: &[&str]| {
             let mut cmd = vec!["ip", "netns", "exec", ns];
@@ -95,11 +104,31 @@ impl EngineHost {
         let iptables = || -> Result<(), String> {
             for rule in [
                 vec!["-A", "INPUT", "-i", "lo", "-j", "ACCEPT"],
-                vec!["-A", "INPUT", "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"],
+                vec![
+                    "-A",
+                    "INPUT",
+                    "-m",
+                    "conntrack",
+                    "--ctstate",
+                    "ESTABLISHED,RELATED",
+                    "-j",
+                    "ACCEPT",
+                ],
                 vec!["-P", "INPUT", "DROP"],
                 vec!["-A", "OUTPUT", "-o", "lo", "-j", "ACCEPT"],
-                vec!["-A", "OUTPUT", "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"],
-                vec!["-A", "OUTPUT", "-p", "tcp", "-d", &console, "--dport", &port, "-j", "ACCEPT"],
+                vec![
+                    "-A",
+                    "OUTPUT",
+                    "-m",
+                    "conntrack",
+                    "--ctstate",
+                    "ESTABLISHED,RELATED",
+                    "-j",
+                    "ACCEPT",
+                ],
+                vec![
+                    "-A", "OUTPUT", "-p", "tcp", "-d", &console, "--dport", &port, "-j", "ACCEPT",
+                ],
                 vec!["-P", "OUTPUT", "DROP"],
             ] {
                 let mut cmd = vec!["iptables"];
@@ -164,7 +193,14 @@ async fn api(
 }
 
 async fn status_of(client: &reqwest::Client, addr: SocketAddr, name: &str) -> Option<String> {
-    let v = api(client, addr, reqwest::Method::GET, "/api/3/scan_engines", None).await;
+    let v = api(
+        client,
+        addr,
+        reqwest::Method::GET,
+        "/api/3/scan_engines",
+        None,
+    )
+    .await;
     v["resources"]
         .as_array()?
         .iter()
@@ -275,7 +311,9 @@ async fn only_the_reverse_direction_crosses_a_firewall_that_blocks_inbound() {
         api_addr,
         reqwest::Method::POST,
         "/api/3/scan_engines",
-        Some(json!({"name": "ns-standard", "address": host.ns_ip.to_string(), "port": ENGINE_PORT})),
+        Some(
+            json!({"name": "ns-standard", "address": host.ns_ip.to_string(), "port": ENGINE_PORT}),
+        ),
     )
     .await;
 

@@ -256,8 +256,14 @@ async fn a_killed_engine_is_not_responding_and_active_again_after_restart() {
 
     reverse.restart();
     standard.restart();
-    assert_eq!(console.wait_status("reverse-k", "active").await["id"], r["id"]);
-    assert_eq!(console.wait_status("standard-k", "active").await["id"], s["id"]);
+    assert_eq!(
+        console.wait_status("reverse-k", "active").await["id"],
+        r["id"]
+    );
+    assert_eq!(
+        console.wait_status("standard-k", "active").await["id"],
+        s["id"]
+    );
     assert_eq!(console.engines().await.len(), 2);
 }
 
@@ -291,8 +297,14 @@ async fn a_restarted_console_gets_its_engines_back_without_re_pairing() {
         .await;
     let console = console.restart().await;
     assert_eq!(console.fingerprint().await, fp);
-    assert_eq!(console.wait_status("reverse-c", "active").await["id"], r["id"]);
-    assert_eq!(console.wait_status("standard-c", "active").await["id"], s["id"]);
+    assert_eq!(
+        console.wait_status("reverse-c", "active").await["id"],
+        r["id"]
+    );
+    assert_eq!(
+        console.wait_status("standard-c", "active").await["id"],
+        s["id"]
+    );
     assert_eq!(console.engines().await.len(), 2);
     assert_eq!(
         reverse.output().matches("paired with the console").count(),
@@ -368,7 +380,10 @@ async fn a_discovery_scan_finds_exactly_the_open_ports() {
         }
     })
     .await;
-    assert_eq!(done["progress"]["done"], done["progress"]["total"], "{done}");
+    assert_eq!(
+        done["progress"]["done"], done["progress"]["total"],
+        "{done}"
+    );
     assert_eq!(done["progress"]["total"], 5, "{done}");
 
     let assets = console.get("/api/3/assets").await;

@@ -53,10 +53,10 @@ pub fn classify(target: &str) -> Result<Target, String> {
         return Ok(Target::Address(a));
     }
     // Bracketed IPv6 is an address too.
-    if let Some(inner) = t.strip_prefix('[').and_then(|s| s.strip_suffix(']')) {
-        if let Ok(a) = inner.parse::<IpAddr>() {
-            return Ok(Target::Address(a));
-        }
+    if let Some(inner) = t.strip_prefix('[').and_then(|s| s.strip_suffix(']'))
+        && let Ok(a) = inner.parse::<IpAddr>()
+    {
+        return Ok(Target::Address(a));
     }
     let valid_name = t.len() <= 253
         && t.split('.').all(|label| {

@@ -146,7 +146,10 @@ impl Console {
 
     pub async fn post(&self, path: &str, body: Value) -> Value {
         let (status, reply) = self.call(reqwest::Method::POST, path, Some(body)).await;
-        assert!((200..300).contains(&status), "POST {path}: {status} {reply}");
+        assert!(
+            (200..300).contains(&status),
+            "POST {path}: {status} {reply}"
+        );
         reply
     }
 
@@ -191,9 +194,7 @@ impl Console {
                 json!({"name": name, "address": "127.0.0.1", "port": port}),
             )
             .await;
-        v["id"]
-            .as_u64()
-            .unwrap_or_else(|| panic!("no id in {v}"))
+        v["id"].as_u64().unwrap_or_else(|| panic!("no id in {v}"))
     }
 
     /// Waits until the engine named `name` has `status`; returns it.
