@@ -165,3 +165,77 @@ async fn resolve_external(
         insecure_skip_tls_verify: external.insecure_skip_tls_verify.unwrap_or(false),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::controller::fixtures::{Scenario, drive, mock_client};
+    use crate::crd::console::{CaBundleRef, ConsoleSpec, CredentialsSecretRef};
+
+    fn external(ca_ref: CaBundleRef) -> Console {
+        let mut c = Console::new(
+            "corp",
+            ConsoleSpec {
+                external: Some(ExternalConsole {
+                    url: "https://console.example.com:3780".into(),
+                    credentials_secret_ref: CredentialsSecretRef {
+                        name: "creds".into(),
+                        username_key: Some("user".into()),
+                        password_key: None,
+                    },
+                    ca_bundle_ref: Some(ca_ref),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        );
+        c.metadata.namespace = Some("ns".into());
+        c
+    }
+
+    #[tokio::test]
+    async fn external_console_with_a_configmap_ca() {
+        let (client, handle) = mock_client();
+        let console = external(CaBundleRef {
+            kind: CaBundleKind::ConfigMap,
+            name: "ca".into(),
+            key: None,
+        });
+        let scenario = Scenario::new()
+            .get(
+                "/api/v1/namespaces/ns/secrets/creds",
+                json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "creds"}, "data": {"user": "b3Bz", "password": "cHc="}}),
+            )
+            .get(
+                "/api/v1/namespaces/ns/configmaps/ca",
+                json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "ca"}, "data": {"ca.crt": "PEM"}}),
+            );
+        let (conn, _) = drive(resolve(&client, &console), scenario.run(handle)).await;
+        let conn = conn.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(conn.console, "ns/corp");
+        assert_eq!(conn.url, "https://console.example.com:3780");
+        assert_eq!(conn.username, "ops");
+        assert_eq!(conn.password.expose(), "pw");
+        assert_eq!(conn.ca_bundle.as_deref(), Some(&b"PEM"[..]));
+        assert!(!conn.insecure_skip_tls_verify);
+    }
+
+    #[tokio::test]
+    async fn missing_key_names_the_secret_and_key() {
+        let (client, handle) = mock_client();
+        let console = external(CaBundleRef {
+            kind: CaBundleKind::Secret,
+            name: "ca".into(),
+            key: None,
+        });
+        let scenario = Scenario::new().get(
+            "/api/v1/namespaces/ns/secrets/creds",
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "creds", "namespace": "ns"}, "data": {"password": "cHc="}}),
+        );
+        let (result, _) = drive(resolve(&client, &console), scenario.run(handle)).await;
+        let message = result.err().map(|e| e.to_string()).unwrap_or_default();
+        assert_eq!(message, "Secret ns/creds has no key user (API user)");
+    }
+}
