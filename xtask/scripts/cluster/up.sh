@@ -292,6 +292,9 @@ start_kubelet() {
   local c
   for c in $(cgroup_dirs); do mkdir -p "$c"; done
   mkdir -p "$STATE_DIR/kubelet" "$STATE_DIR/pod-logs" "$STATE_DIR/volume-plugins"
+  # with systemd-resolved, /etc/resolv.conf names a loopback stub that pods cannot reach
+  local resolv=/etc/resolv.conf
+  [[ -f /run/systemd/resolve/resolv.conf ]] && resolv=/run/systemd/resolve/resolv.conf
   write_file "$STATE_DIR/kubelet/config.yaml" <<EOF
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
@@ -311,7 +314,7 @@ tlsCertFile: "$PKI_DIR/kubelet-serving.crt"
 tlsPrivateKeyFile: "$PKI_DIR/kubelet-serving.key"
 podLogsDir: "$STATE_DIR/pod-logs"
 volumePluginDir: "$STATE_DIR/volume-plugins"
-resolvConf: /etc/resolv.conf
+resolvConf: "$resolv"
 readOnlyPort: 0
 healthzBindAddress: 127.0.0.1
 serializeImagePulls: false
