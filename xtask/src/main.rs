@@ -58,6 +58,7 @@ enum Cmd {
     /// Exits non-zero if any tier fails. A tier whose test file does not exist yet is reported
     /// as "not present".
     Test {
+    #[command(verbatim_doc_comment)]
         /// Which tier to run.
         #[arg(long, value_enum, default_value_t = Tier::All)]
         tier: Tier,
@@ -189,9 +190,25 @@ fn k8s_bins() -> Result<PathBuf> {
     if !assets_ready && !on_path("go") {
         // The script checks too; say it here before anything starts, and say what to do.
         bail!(
+    if !assets_ready {
+        // Already built? Then Go is not needed.
+        let check = Command::new("bash")
+            .arg(&script)
+            .arg("--check")
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output()
+            .with_context(|| format!("running {} --check", script.display()))?;
+        let stdout = String::from_utf8_lossy(&check.stdout);
+        if check.status.success()
+            && let Some(dir) = stdout.lines().rev().find(|l| !l.trim().is_empty())
+        {
+            return Ok(PathBuf::from(dir.trim()));
+        }
+    }
             "Go is not installed, and it is needed to build etcd, kube-apiserver, \
              kube-controller-manager, kubectl and helm from their pinned Go modules.\n\
-             Install Go >= 1.24 (e.g. `apt-get install golang` or https://go.dev/dl), or set \
+             Install Go >= 1.24 (https://go.dev/dl), or set \
              KUBEBUILDER_ASSETS to a directory that already holds these binaries."
         );
     }
