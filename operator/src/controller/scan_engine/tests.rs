@@ -481,3 +481,36 @@ async fn refresh_annotation_triggers_a_console_refresh_once() {
     );
     assert_eq!(seen[7].body["status"]["lastHandledRefresh"], "1");
 }
+
+#[tokio::test]
+async fn reverse_engine_waits_for_the_consoles_shared_secret() {
+    let fake = FakeConsole::default();
+    let (client, handle) = mock_client();
+    let se = engine(Communication::EngineToConsole);
+    let mut no_secret = console();
+    no_secret["status"]["sharedSecret"] = Value::Null;
+    let scenario = Scenario::new().get(
+        "/apis/scanengine.dev/v1alpha1/namespaces/scanning/consoles/main",
+        no_secret,
+    );
+    let scenario = status_patch(scenario, &se).event(NS);
+    let (result, seen) = drive(
+        reconcile(Arc::new(se), context(client, &fake)),
+        scenario.run(handle),
+    )
+    .await;
+    assert!(result.is_ok(), "{result:?}");
+    let status = &seen[1].body["status"];
+    assert_eq!(
+        condition(status, "Ready"),
+        ("False", "WaitingForSharedSecret")
+    );
+    assert_eq!(
+        condition(status, "NetworkPolicyReady"),
+        ("False", "NotApplied")
+    );
+    assert!(
+        fake.state().calls.is_empty(),
+        "the console is not called before the engine can pair"
+    );
+}
