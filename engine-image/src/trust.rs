@@ -204,7 +204,8 @@ fn apply_enable(file: &mut Consoles, fingerprint: &Fingerprint, seen: &Seen) -> 
             if seen.address.is_some() {
                 e.last_address = seen.address.clone();
             }
-            if seen.port.is_some() {
+            // A dialing console's source port changes on every connection: keep the first.
+            if e.port.is_none() {
                 e.port = seen.port;
             }
             if e.cert_pem.is_none() {

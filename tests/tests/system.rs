@@ -58,6 +58,10 @@ async fn reverse_pairing_reaches_active() {
     let secret = console.shared_secret().await;
     assert!(!engine.output().contains(&secret));
 
+    // Its probes say it is alive and ready (it holds an admitted session).
+    assert_eq!(engine.probe("/healthz").await, 200);
+    assert_eq!(engine.probe("/readyz").await, 200);
+
     // Restarted without a secret file, it reconnects by certificate alone, same id.
     engine.mode = Mode::Reverse {
         console: console.engine_listen,
@@ -102,8 +106,10 @@ async fn standard_pairing_pending_until_consoles_xml_enables_the_console() {
     assert!(xml.contains("lastAddress=\"127.0.0.1\""), "{xml}");
     assert!(xml.contains("BEGIN CERTIFICATE"), "{xml}");
 
-    // An admin enables it and restarts the engine, as in the seeds.
-    engine.proc.stop();
+    // An admin enables it and restarts the engine, as in the seeds. SIGTERM stops it cleanly.
+    let status = engine.proc.stop().expect("exit status");
+    assert!(status.success(), "engine exited with {status}");
+    assert!(engine.output().contains("scan engine stopped"));
     let path = engine.data_dir.join("consoles.xml");
     std::fs::write(&path, xml.replace("enabled=\"0\"", "enabled=\"1\"")).unwrap();
     engine.restart();

@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use scan_engine_tests::{Proc, ProcBuilder, TestLogs, free_loopback_addr, free_port};
+use scan_engine_tests::{Proc, ProcBuilder, TestLogs, free_loopback_addr};
 use serde_json::{Value, json};
 
 /// Console knobs that make state changes quick enough to test.
@@ -235,6 +235,8 @@ pub enum Mode {
 /// A scan engine process with its own data directory.
 pub struct Engine {
     pub proc: Proc,
+    /// Where its `/healthz` and `/readyz` answer.
+    pub health: SocketAddr,
     pub name: String,
     pub data_dir: PathBuf,
     pub mode: Mode,
@@ -259,9 +261,11 @@ impl Engine {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        let proc = spawn_engine(logs, name, &data_dir, &mode, &envs, 0);
+        let health = free_loopback_addr();
+        let proc = spawn_engine(logs, name, &data_dir, &mode, &envs, health, 0);
         Engine {
             proc,
+            health,
             name: name.to_owned(),
             data_dir,
             mode,
@@ -280,6 +284,7 @@ impl Engine {
             &self.data_dir,
             &self.mode,
             &self.envs,
+            self.health,
             self.spawned,
         );
         self.spawned += 1;
@@ -294,6 +299,14 @@ impl Engine {
         self.proc.output()
     }
 
+    /// The HTTP status of `GET <health>/<path>` (0 when it cannot connect).
+    pub async fn probe(&self, path: &str) -> u16 {
+        match reqwest::get(format!("http://{}{path}", self.health)).await {
+            Ok(r) => r.status().as_u16(),
+            Err(_) => 0,
+        }
+    }
+
     /// Waits until the engine's log contains `needle`.
     pub async fn wait_for_log(&mut self, needle: &str) {
         self.proc.wait_for_output(needle, DEADLINE).await;
@@ -306,6 +319,7 @@ fn spawn_engine(
     data_dir: &Path,
     mode: &Mode,
     envs: &[(String, String)],
+    health: SocketAddr,
     incarnation: u32,
 ) -> Proc {
     let proc_name = if incarnation == 0 {
@@ -321,7 +335,7 @@ fn spawn_engine(
         .arg(data_dir.as_os_str())
         .args(["--name", name])
         .arg("--health-listen")
-        .arg(format!("127.0.0.1:{}", free_port()))
+        .arg(health.to_string())
         .args(["--ping-interval", ENGINE_PING]);
     match mode {
         Mode::Standard { port, trusted } => {
