@@ -3,6 +3,7 @@
 //! Every command is documented in `cargo xtask --help`; the README's test command is
 //! `cargo xtask test`.
 
+mod bench;
 mod chart;
 mod cluster;
 mod images;
@@ -57,8 +58,8 @@ enum Cmd {
     ///
     /// Exits non-zero if any tier fails. A tier whose test file does not exist yet is reported
     /// as "not present".
-    Test {
     #[command(verbatim_doc_comment)]
+    Test {
         /// Which tier to run.
         #[arg(long, value_enum, default_value_t = Tier::All)]
         tier: Tier,
@@ -82,9 +83,14 @@ enum Cmd {
     ///
     /// Everything is built from pinned sources or installed by the command; see docs/cluster.md.
     Cluster(cluster::ClusterArgs),
-    /// Run the benchmarks (not implemented yet).
+    /// Run a benchmark and print its table: `scan` (the engine's scanner against nmap -sT),
+    /// `console` (N reverse-paired engine sessions against one console) or `operator`
+    /// (N ScanEngines on a real control plane). See docs/performance.md.
+    ///
+    /// Builds the benchmarked binaries with --release; `cargo xtask bench <name> --help` lists
+    /// a benchmark's options.
     Bench {
-        /// Arguments for the benchmark runner.
+        /// The benchmark's name and options.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,
     },
@@ -153,10 +159,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             chart::chart_rbac(&workspace_root(), &args).map(|()| ExitCode::SUCCESS)
         }
         Cmd::Cluster(args) => cluster::cluster(&workspace_root(), &args),
-        Cmd::Bench { .. } => {
-            eprintln!("cargo xtask bench: not implemented yet");
-            Ok(ExitCode::FAILURE)
-        }
+        Cmd::Bench { args } => bench::bench(&workspace_root(), &args),
     }
 }
 
@@ -187,9 +190,6 @@ fn k8s_bins() -> Result<PathBuf> {
     let assets_ready = std::env::var_os("KUBEBUILDER_ASSETS")
         .map(PathBuf::from)
         .is_some_and(|dir| dir.join("etcd").is_file() && dir.join("kube-apiserver").is_file());
-    if !assets_ready && !on_path("go") {
-        // The script checks too; say it here before anything starts, and say what to do.
-        bail!(
     if !assets_ready {
         // Already built? Then Go is not needed.
         let check = Command::new("bash")
@@ -206,6 +206,9 @@ fn k8s_bins() -> Result<PathBuf> {
             return Ok(PathBuf::from(dir.trim()));
         }
     }
+    if !assets_ready && !on_path("go") {
+        // The script checks too; say it here before anything starts, and say what to do.
+        bail!(
             "Go is not installed, and it is needed to build etcd, kube-apiserver, \
              kube-controller-manager, kubectl and helm from their pinned Go modules.\n\
              Install Go >= 1.24 (https://go.dev/dl), or set \
