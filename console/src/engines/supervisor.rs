@@ -103,7 +103,11 @@ async fn supervise(
             _ = cancel.cancelled() => return,
             a = attempt(&app, &engine) => a,
         };
+        // Everyone who asked for a refresh before or during this attempt has their answer.
         for w in waiters.drain(..) {
+            let _ = w.send(());
+        }
+        while let Ok(w) = refresh.try_recv() {
             let _ = w.send(());
         }
         if let Some(mut session) = attempt {
