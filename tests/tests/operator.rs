@@ -463,7 +463,6 @@ fn assert_controlled_by<K: Resource>(obj: &K, kind: &str, name: &str, uid: &str)
         "owner of {:?}",
         obj.meta().name
     );
-    assert_eq!(r.block_owner_deletion, Some(true));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
