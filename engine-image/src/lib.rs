@@ -38,6 +38,20 @@ use tokio_util::sync::CancellationToken;
 
 pub use cli::{Cli, Communication, LogFormat};
 
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn describe_skips_repeated_causes() {
+        let io = std::io::Error::other("tls handshake eof");
+        let inner = scan_engine_protocol::Error::Io(io);
+        let e = anyhow::Error::new(inner).context("TLS handshake failed");
+        assert_eq!(
+            super::describe(&e),
+            "TLS handshake failed: i/o error: tls handshake eof"
+        );
+    }
+}
+
 /// How long a peer may take for the TLS handshake, and for each greeting message.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -64,6 +78,23 @@ impl Context {
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Relaxed)
     }
+}
+
+/// An error and its causes on one line, without repeating a cause that a message already
+/// includes (many error types print their source in their own message).
+pub fn describe(error: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 /// The engine's host name, the default `--name`.

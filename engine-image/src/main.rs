@@ -33,7 +33,7 @@ fn main() -> ExitCode {
         match scan_engine::run(cli, shutdown).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                tracing::error!("scan engine failed: {e:#}");
+                tracing::error!("scan engine failed: {}", scan_engine::describe(&e));
                 ExitCode::FAILURE
             }
         }

@@ -61,7 +61,11 @@ pub async fn run(
                 first
             }
             Err(e) => {
-                tracing::error!(console = %options.console_address, "{e:#}; retrying in {backoff:?}");
+                tracing::error!(
+                    console = %options.console_address,
+                    "{}; retrying in {backoff:?}",
+                    crate::describe(&e)
+                );
                 let d = backoff;
                 backoff = (backoff * 2).min(cap);
                 d
@@ -261,7 +265,10 @@ fn remember(
     if record != Some(&new) {
         match pairing::save(&ctx.data_dir, &new) {
             Ok(()) => tracing::info!(engine_id, "pairing record stored"),
-            Err(e) => tracing::error!("{e:#}; the engine will need the shared secret again"),
+            Err(e) => tracing::error!(
+                "{}; the engine will need the shared secret again",
+                crate::describe(&e)
+            ),
         }
         let seen = Seen {
             address: session.peer_addr().map(|a| a.ip().to_string()),

@@ -64,7 +64,9 @@ pub async fn run(
             let _permit = permit;
             match handle(ctx, acceptor, tcp, peer, shutdown).await {
                 Ok(outcome) => tracing::info!(peer = %peer, "connection closed: {outcome}"),
-                Err(e) => tracing::warn!(peer = %peer, "dropped connection: {e:#}"),
+                Err(e) => {
+                    tracing::warn!(peer = %peer, "dropped connection: {}", crate::describe(&e))
+                }
             }
         });
     }
