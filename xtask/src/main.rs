@@ -79,7 +79,8 @@ enum Cmd {
     ChartCrds(chart::ChartCrdsArgs),
     /// Print the chart's RBAC (ServiceAccount, roles, bindings) as rendered by `helm template`.
     ChartRbac(chart::ChartRbacArgs),
-    /// Run a real single-node Kubernetes cluster on this host (root): `up`, `down`, `status`.
+    /// Run a real single-node Kubernetes cluster on this host: `up`, `down` (root), `status`,
+    /// `verify`, `kubeconfig`.
     ///
     /// Everything is built from pinned sources or installed by the command; see docs/cluster.md.
     Cluster(cluster::ClusterArgs),
