@@ -19,8 +19,9 @@ pub struct ClusterArgs {
 #[derive(Debug, Clone, Copy, Subcommand)]
 pub enum ClusterAction {
     /// Build (once, cached outside the repository) and start etcd, the control plane, containerd,
-    /// kubelet, kube-proxy, CoreDNS and the NetworkPolicy enforcer; import the project's images
-    /// from target/images/ when present. Idempotent. Prints `export KUBECONFIG=...`.
+    /// kubelet, kube-proxy, CoreDNS, the NetworkPolicy enforcer and the volume provisioner
+    /// (default StorageClass `standard`); import the project's images from target/images/ when
+    /// present. Idempotent. Prints `export KUBECONFIG=...`.
     Up,
     /// Stop every process of the cluster and remove its pods, mounts, cgroups, interfaces,
     /// iptables rules, ipsets and state; the binary cache is kept.
@@ -28,7 +29,8 @@ pub enum ClusterAction {
     /// Show which processes run, the node and the pods; exits non-zero unless all is up.
     Status,
     /// Check a running cluster end to end: DNS from a pod, pod-to-pod and Service traffic,
-    /// and NetworkPolicy enforcement (deny-all, then an allow rule). Prints "N passed, N failed".
+    /// NetworkPolicy enforcement (deny-all, allow, egress) and a volume claim. Prints
+    /// "N passed, N failed".
     Verify,
     /// Print the admin kubeconfig's path (the cluster need not be running).
     Kubeconfig,
