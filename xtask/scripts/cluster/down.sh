@@ -124,4 +124,5 @@ fi
 remaining="$(awk -v d="$STATE_DIR" 'index($5, d) == 1' /proc/self/mountinfo | wc -l)"
 if ((remaining)); then die "$remaining mounts under $STATE_DIR are still busy; run down again"; fi
 rm -rf "$STATE_DIR"
+rmdir "$(dirname "$STATE_DIR")" 2>/dev/null || true   # the project's state directory, when empty
 log "cluster down in $((SECONDS - DOWN_START))s (binary cache kept in $CACHE_DIR)"
