@@ -251,11 +251,37 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_secs(5)).await;
     let idle = Duration::from_secs(2 * args.refresh_interval);
     eprintln!("bench operator: idle for {idle:?} (two refresh intervals)");
+    let np0_before = serde_json::to_value(np_api.get(&child_name(0)).await?)?;
+    let sts0_before = serde_json::to_value(sts_api.get(&child_name(0)).await?)?;
     let versions_before = resource_versions(&client, ns.name()).await?;
     let metrics_before = write_counts(&client).await?;
     tokio::time::sleep(idle).await;
     let metrics_after = write_counts(&client).await?;
     let versions_after = resource_versions(&client, ns.name()).await?;
+    // What changed in engine 0's children, for whoever chases idle writes.
+    for (kind, before, after) in [
+        (
+            "NetworkPolicy",
+            np0_before,
+            serde_json::to_value(np_api.get(&child_name(0)).await?)?,
+        ),
+        (
+            "StatefulSet",
+            sts0_before,
+            serde_json::to_value(sts_api.get(&child_name(0)).await?)?,
+        ),
+    ] {
+        let mut changes = Vec::new();
+        diff("", &before, &after, &mut changes);
+        changes.retain(|c| !c.starts_with(".metadata.resourceVersion"));
+        if !changes.is_empty() {
+            eprintln!(
+                "bench operator: {kind} {} changed while idle: {}",
+                child_name(0),
+                changes.join("; ")
+            );
+        }
+    }
     let hwm = proc_status_kib(op_pid, "VmHWM")?;
     let rss_after = proc_status_kib(op_pid, "VmRSS")?;
     operator.assert_running();
@@ -630,4 +656,31 @@ async fn baseline_one(
         .patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
         .await?;
     Ok(())
+}
+
+/// Paths where `a` and `b` differ, with both values (shortened).
+fn diff(path: &str, a: &Value, b: &Value, out: &mut Vec<String>) {
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            for k in x.keys().chain(y.keys().filter(|k| !x.contains_key(*k))) {
+                let null = Value::Null;
+                diff(
+                    &format!("{path}.{k}"),
+                    x.get(k).unwrap_or(&null),
+                    y.get(k).unwrap_or(&null),
+                    out,
+                );
+            }
+        }
+        (Value::Array(x), Value::Array(y)) if x.len() == y.len() => {
+            for (i, (p, q)) in x.iter().zip(y).enumerate() {
+                diff(&format!("{path}[{i}]"), p, q, out);
+            }
+        }
+        _ if a != b => {
+            let short = |v: &Value| v.to_string().chars().take(160).collect::<String>();
+            out.push(format!("{path}: {} -> {}", short(a), short(b)));
+        }
+        _ => {}
+    }
 }
