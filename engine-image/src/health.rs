@@ -19,7 +19,8 @@ pub async fn serve(
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding the health listener on {addr}"))?;
-    tracing::info!(address = %addr, "health endpoints /healthz and /readyz listening");
+    let bound = listener.local_addr().unwrap_or(addr);
+    tracing::info!(address = %bound, "health endpoints /healthz and /readyz listening");
     let app = router(ctx);
     Ok(tokio::spawn(async move {
         let result = axum::serve(listener, app)

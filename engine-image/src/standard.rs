@@ -37,7 +37,8 @@ pub async fn run(
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding the console listener on {listen}"))?;
-    tracing::info!(address = %listen, "waiting for consoles (console-to-engine)");
+    let bound = listener.local_addr().unwrap_or(listen);
+    tracing::info!(address = %bound, "waiting for consoles (console-to-engine)");
     ctx.set_ready(true);
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
