@@ -69,10 +69,7 @@ async fn crds_are_structural_examples_pass_dry_run_and_cel_rules_reject_invalid_
             String::new,
             || async {
                 let crd = crds.get(name).await.map_err(|e| e.to_string())?;
-                let conditions = crd
-                    .status
-                    .and_then(|s| s.conditions)
-                    .unwrap_or_default();
+                let conditions = crd.status.and_then(|s| s.conditions).unwrap_or_default();
                 let is_true = |t: &str| {
                     conditions
                         .iter()
@@ -182,8 +179,14 @@ async fn crds_are_structural_examples_pass_dry_run_and_cel_rules_reject_invalid_
         };
         let result = match case.get("oldSpec").filter(|v| !v.is_null()) {
             None => {
-                api.create(&PostParams { dry_run: true, field_manager: None }, &object(&case["spec"]))
-                    .await
+                api.create(
+                    &PostParams {
+                        dry_run: true,
+                        field_manager: None,
+                    },
+                    &object(&case["spec"]),
+                )
+                .await
             }
             Some(old) => {
                 let stored = api
@@ -195,7 +198,10 @@ async fn crds_are_structural_examples_pass_dry_run_and_cel_rules_reject_invalid_
                 let result = api
                     .replace(
                         &object_name,
-                        &PostParams { dry_run: true, field_manager: None },
+                        &PostParams {
+                            dry_run: true,
+                            field_manager: None,
+                        },
                         &new,
                     )
                     .await;
@@ -287,6 +293,22 @@ impl Harness {
         self.cp.client()
     }
 
+    /// The operator still runs and was never refused anything by the API server: with exactly
+    /// the chart's RBAC, a missing rule shows up as `forbidden` in its log.
+    fn assert_operator_never_forbidden(&self) {
+        self.operator.assert_running();
+        let log = self.operator.output();
+        let refused: Vec<&str> = log
+            .lines()
+            .filter(|l| l.to_ascii_lowercase().contains("forbidden"))
+            .collect();
+        assert!(
+            refused.is_empty(),
+            "the chart's RBAC refused the operator something:\n{}",
+            refused.join("\n")
+        );
+    }
+
     fn context(&self) -> impl Fn() -> String + '_ {
         || {
             format!(
@@ -366,9 +388,10 @@ impl Harness {
                     .map_err(|e| e.to_string())?
                     .ok_or("not there")?;
                 let env = env_of(&sts);
-                if env.iter().any(|(k, v)| {
-                    k == "SCAN_ENGINE_COMMUNICATION" && v == communication
-                }) {
+                if env
+                    .iter()
+                    .any(|(k, v)| k == "SCAN_ENGINE_COMMUNICATION" && v == communication)
+                {
                     Ok(sts)
                 } else {
                     Err(format!("env {env:?}"))
@@ -424,12 +447,15 @@ impl Harness {
     }
 
     async fn wait_state(&self, ns: &str, name: &str, state: &str) -> DynamicObject {
-        self.wait_engine(ns, name, &format!("state {state}"), |se| {
-            match engine_state(se).as_deref() {
+        self.wait_engine(
+            ns,
+            name,
+            &format!("state {state}"),
+            |se| match engine_state(se).as_deref() {
                 Some(s) if s == state => Ok(()),
                 other => Err(format!("state {other:?}")),
-            }
-        })
+            },
+        )
         .await
     }
 }
@@ -458,7 +484,12 @@ fn assert_controlled_by<K: Resource>(obj: &K, kind: &str, name: &str, uid: &str)
     );
     let r = controllers[0];
     assert_eq!(
-        (r.api_version.as_str(), r.kind.as_str(), r.name.as_str(), r.uid.as_str()),
+        (
+            r.api_version.as_str(),
+            r.kind.as_str(),
+            r.name.as_str(),
+            r.uid.as_str()
+        ),
         ("scanengine.dev/v1alpha1", kind, name, uid),
         "owner of {:?}",
         obj.meta().name
@@ -567,13 +598,19 @@ async fn reconciles_engines_in_both_directions_to_active_and_down() {
             .await;
     }
     // … so `kubectl wait` succeeds.
-    let out = h
-        .cp
-        .kubectl()
-        .args(["wait", "-n", ns, "--for=condition=Ready", "scanengine", "--all"])
-        .args(["--timeout=60s"])
-        .output()
-        .expect("running kubectl");
+    let out =
+        h.cp.kubectl()
+            .args([
+                "wait",
+                "-n",
+                ns,
+                "--for=condition=Ready",
+                "scanengine",
+                "--all",
+            ])
+            .args(["--timeout=60s"])
+            .output()
+            .expect("running kubectl");
     assert!(
         out.status.success(),
         "kubectl wait: {}{}",
@@ -626,6 +663,7 @@ async fn reconciles_engines_in_both_directions_to_active_and_down() {
     assert_eq!(ready["status"], "False", "{ready}");
     rev_engine.proc.kill();
     h.wait_state(ns, "reverse", "Down").await;
+    h.assert_operator_never_forbidden();
 }
 
 fn ingress_rules(np: &NetworkPolicy) -> usize {
@@ -691,6 +729,7 @@ async fn manual_authorization_shows_pending_authorization_until_enabled() {
         .start_engine(ns, "manual", "console-to-engine", "-1", &[])
         .await;
     h.wait_state(ns, "manual", "Active").await;
+    h.assert_operator_never_forbidden();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -719,6 +758,7 @@ async fn a_mismatched_engine_build_is_incompatible() {
         .expect("registered");
     assert_eq!(at_console["status"], "incompatible", "{at_console}");
     assert_eq!(at_console["productVersion"], "9.9.9", "{at_console}");
+    h.assert_operator_never_forbidden();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -761,10 +801,15 @@ async fn switching_direction_swaps_network_policies_and_re_pairs() {
         DEADLINE,
         h.context(),
         || async {
-            let np = policies.get("flip-scan-engine").await.map_err(|e| e.to_string())?;
+            let np = policies
+                .get("flip-scan-engine")
+                .await
+                .map_err(|e| e.to_string())?;
             let labels = np.labels().clone();
             if ingress_rules(&np) == 0
-                && labels.get("scanengine.dev/communication").map(String::as_str)
+                && labels
+                    .get("scanengine.dev/communication")
+                    .map(String::as_str)
                     == Some("engine-to-console")
             {
                 Ok(())
@@ -775,12 +820,17 @@ async fn switching_direction_swaps_network_policies_and_re_pairs() {
     )
     .await;
     let services: Api<Service> = Api::namespaced(client.clone(), ns);
-    eventually("the engine's Service is deleted", DEADLINE, h.context(), || async {
-        match services.get_opt("flip-scan-engine").await {
-            Ok(None) => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
-    })
+    eventually(
+        "the engine's Service is deleted",
+        DEADLINE,
+        h.context(),
+        || async {
+            match services.get_opt("flip-scan-engine").await {
+                Ok(None) => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
     .await;
     eventually(
         "the console-to-engine registration is gone at the console",
@@ -822,8 +872,14 @@ async fn switching_direction_swaps_network_policies_and_re_pairs() {
     assert_eq!(named.len(), 1, "one registration: {engines:?}");
     assert_eq!(named[0]["id"], new_id);
     assert_eq!(named[0]["direction"], "engine-to-console");
-    h.wait_engine(ns, "flip", "Ready at its new generation", ready_at_generation)
-        .await;
+    h.wait_engine(
+        ns,
+        "flip",
+        "Ready at its new generation",
+        ready_at_generation,
+    )
+    .await;
+    h.assert_operator_never_forbidden();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -864,10 +920,7 @@ async fn deleting_a_scan_engine_removes_it_from_the_console() {
         },
     )
     .await;
-    let (status, _) = h
-        .console
-        .get(&format!("/api/3/scan_engines/{id}"))
-        .await;
+    let (status, _) = h.console.get(&format!("/api/3/scan_engines/{id}")).await;
     assert_eq!(status, 404);
     eventually(
         "the finalizer lets the ScanEngine go",
@@ -886,6 +939,7 @@ async fn deleting_a_scan_engine_removes_it_from_the_console() {
         },
     )
     .await;
+    h.assert_operator_never_forbidden();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -910,7 +964,12 @@ async fn the_shared_secret_is_renewed_before_it_expires() {
             .unwrap_or_else(|| panic!("no expires-at annotation: {:?}", s.annotations()));
         (value, expires)
     };
-    let (first, first_expiry) = read(&secrets.get("corp-console-shared-secret").await.expect("Secret"));
+    let (first, first_expiry) = read(
+        &secrets
+            .get("corp-console-shared-secret")
+            .await
+            .expect("Secret"),
+    );
     assert!(!first.is_empty());
     let seen = std::cell::RefCell::new(vec![first.clone()]);
 
@@ -965,7 +1024,9 @@ async fn the_shared_secret_is_renewed_before_it_expires() {
             {
                 Ok(())
             } else {
-                Err(format!("status expiry {status_expiry:?}, Secret expiry {expiry}"))
+                Err(format!(
+                    "status expiry {status_expiry:?}, Secret expiry {expiry}"
+                ))
             }
         },
     )
@@ -995,12 +1056,22 @@ async fn the_shared_secret_is_renewed_before_it_expires() {
     let core_events_json = serde_json::to_string(&core_events.items).unwrap_or_default();
     let log = h.operator.output();
     for value in seen.borrow().iter() {
-        assert!(!console_json.contains(value.as_str()), "the secret is in the Console");
-        assert!(!events_json.contains(value.as_str()), "the secret is in an event");
+        assert!(
+            !console_json.contains(value.as_str()),
+            "the secret is in the Console"
+        );
+        assert!(
+            !events_json.contains(value.as_str()),
+            "the secret is in an event"
+        );
         assert!(
             !core_events_json.contains(value.as_str()),
             "the secret is in an event"
         );
-        assert!(!log.contains(value.as_str()), "the secret is in the operator's log");
+        assert!(
+            !log.contains(value.as_str()),
+            "the secret is in the operator's log"
+        );
     }
+    h.assert_operator_never_forbidden();
 }

@@ -172,9 +172,8 @@ pub fn api_pki() -> ApiPki {
     ];
     let ca = CertifiedIssuer::self_signed(ca_params, ca_key).expect("CA certificate");
     let key = KeyPair::generate().expect("serving key");
-    let mut params =
-        CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
-            .expect("serving params");
+    let mut params = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+        .expect("serving params");
     params
         .distinguished_name
         .push(DnType::CommonName, "security-console");
@@ -559,7 +558,10 @@ pub async fn start_engine_from_statefulset(
                     std::fs::write(dir.join(path), &value.0).expect("writing a Secret file");
                 }
             } else if volume.empty_dir.is_none() {
-                panic!("volume {} of kind the test cannot map: {volume:?}", mount.name);
+                panic!(
+                    "volume {} of kind the test cannot map: {volume:?}",
+                    mount.name
+                );
             }
             dir
         } else {
