@@ -6,6 +6,7 @@
 mod bench;
 mod chart;
 mod cluster;
+mod demo;
 mod images;
 
 use std::ffi::OsString;
@@ -55,6 +56,9 @@ enum Cmd {
     ///   control-plane  a real etcd, kube-apiserver and kube-controller-manager (built from
     ///                  pinned Go modules by `k8s-bins`), with the operator, console and engines
     ///                  as local processes.
+    ///   e2e            only when asked (`--tier e2e`, not part of `all`): tests/tests/e2e.rs
+    ///                  against the cluster KUBECONFIG names (e.g. `cargo xtask demo` or
+    ///                  `cargo xtask cluster up`), with the images already on it.
     ///
     /// Exits non-zero if any tier fails. A tier whose test file does not exist yet is reported
     /// as "not present".
@@ -67,9 +71,12 @@ enum Cmd {
         #[arg(long)]
         fail_fast: bool,
     },
-    /// Run the demo: a local cluster, the operator, a console and engines in both directions,
-    /// then print the engine table (not implemented yet).
-    Demo,
+    /// Run the demo: build the images, start the local cluster (root) — or use the cluster
+    /// KUBECONFIG names when it answers, loading nothing —, install the chart, apply
+    /// examples/managed-console.yaml in the namespace `scan-engine-demo`, wait until every
+    /// ScanEngine is Ready and print the engine and console tables. Idempotent; `--down` tears
+    /// it down.
+    Demo(demo::DemoArgs),
     /// Build the three images (scan-engine-operator, scan-engine, security-console) from
     /// host-built release binaries, without pulling anything, and save them to
     /// target/images/*.tar; starts dockerd when it is not running. `--check` inspects them
@@ -102,6 +109,8 @@ enum Tier {
     Unit,
     System,
     ControlPlane,
+    /// Only when asked: never part of `all`.
+    E2e,
     All,
 }
 
@@ -148,10 +157,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Test { tier, fail_fast } => test(tier, fail_fast),
-        Cmd::Demo => {
-            eprintln!("cargo xtask demo: not implemented yet");
-            Ok(ExitCode::FAILURE)
-        }
+        Cmd::Demo(args) => demo::demo(&workspace_root(), &args),
         Cmd::Images(args) => images::images(&workspace_root(), &args).map(|()| ExitCode::SUCCESS),
         Cmd::ChartCrds(args) => {
             chart::chart_crds(&workspace_root(), &args).map(|()| ExitCode::SUCCESS)
@@ -495,19 +501,35 @@ impl Runner {
         let mut test = integration_test("control_plane");
         test.env("KUBEBUILDER_ASSETS", &bins);
         self.step(tier, "control plane (tests/tests/control_plane.rs)", test);
-        let step = "operator (tests/tests/operator.rs)";
-        if self.test_file("operator").is_none() {
+    }
+
+    /// The end-to-end suite against a real cluster (KUBECONFIG); only run with `--tier e2e`.
+    fn e2e(&mut self) {
+        let tier = "e2e";
+        let step = "real cluster (tests/tests/e2e.rs)";
+        if self.test_file("e2e").is_none() {
             self.record(
                 tier,
                 step,
                 Duration::ZERO,
-                Outcome::NotPresent("tests/tests/operator.rs does not exist yet".into()),
+                Outcome::NotPresent("tests/tests/e2e.rs does not exist yet".into()),
             );
             return;
         }
-        let mut test = integration_test("operator");
-        test.env("KUBEBUILDER_ASSETS", &bins);
-        self.step(tier, step, test);
+        if std::env::var_os("KUBECONFIG").is_none_or(|v| v.is_empty()) {
+            self.record(
+                tier,
+                step,
+                Duration::ZERO,
+                Outcome::Failed(
+                    "KUBECONFIG is not set: run `cargo xtask demo` or `cargo xtask cluster up`, \
+                     then `export KUBECONFIG=$(cargo xtask cluster kubeconfig)`"
+                        .into(),
+                ),
+            );
+            return;
+        }
+        self.step(tier, step, integration_test("e2e"));
     }
 
     fn summary(&self) {
@@ -531,7 +553,7 @@ impl Runner {
         }
         println!("{}", "-".repeat(width + 20));
         println!("{:<width$}  {:>8.1}", "total", total.as_secs_f64());
-        for tier in ["unit", "system", "control-plane"] {
+        for tier in ["unit", "system", "control-plane", "e2e"] {
             let rows: Vec<&Row> = self.rows.iter().filter(|row| row.tier == tier).collect();
             if rows.is_empty() {
                 continue;
@@ -621,6 +643,9 @@ fn test(tier: Tier, fail_fast: bool) -> Result<ExitCode> {
     }
     if matches!(tier, Tier::ControlPlane | Tier::All) {
         runner.control_plane();
+    }
+    if tier == Tier::E2e {
+        runner.e2e();
     }
     runner.summary();
     Ok(if runner.failed() {
