@@ -501,6 +501,19 @@ impl Runner {
         let mut test = integration_test("control_plane");
         test.env("KUBEBUILDER_ASSETS", &bins);
         self.step(tier, "control plane (tests/tests/control_plane.rs)", test);
+        let step = "operator (tests/tests/operator.rs)";
+        if self.test_file("operator").is_none() {
+            self.record(
+                tier,
+                step,
+                Duration::ZERO,
+                Outcome::NotPresent("tests/tests/operator.rs does not exist yet".into()),
+            );
+            return;
+        }
+        let mut test = integration_test("operator");
+        test.env("KUBEBUILDER_ASSETS", &bins);
+        self.step(tier, step, test);
     }
 
     /// The end-to-end suite against a real cluster (KUBECONFIG); only run with `--tier e2e`.
