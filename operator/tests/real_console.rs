@@ -26,12 +26,28 @@ impl Drop for Killed {
     }
 }
 
-fn console_binary() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("SECURITY_CONSOLE_BIN") {
-        return Some(PathBuf::from(p));
+/// A workspace binary these tests drive: `<NAME>_BIN` when set, else the debug build in the
+/// workspace target directory. A missing binary fails the test with the command that builds it
+/// (`cargo xtask test` builds them before running the unit tier): these tests never skip.
+fn workspace_binary(name: &str, env_override: &str) -> PathBuf {
+    if let Some(p) = std::env::var_os(env_override) {
+        return PathBuf::from(p);
     }
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/security-console");
-    p.exists().then_some(p)
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let p = target.join("debug").join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: build it with `cargo build -p security-console -p scan-engine` \
+         (or set {env_override})",
+        p.display()
+    );
+    p
+}
+
+fn console_binary() -> PathBuf {
+    workspace_binary("security-console", "SECURITY_CONSOLE_BIN")
 }
 
 fn free_port() -> u16 {
@@ -43,10 +59,7 @@ fn free_port() -> u16 {
 
 #[tokio::test]
 async fn client_drives_the_real_console() {
-    let Some(bin) = console_binary() else {
-        eprintln!("skipped: no security-console binary (set SECURITY_CONSOLE_BIN or build it)");
-        return;
-    };
+    let bin = console_binary();
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
     let (_console, api, _, url) = start_console(&bin, dir.path()).await;
@@ -134,12 +147,8 @@ async fn client_drives_the_real_console() {
     );
 }
 
-fn engine_binary() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("SCAN_ENGINE_BIN") {
-        return Some(PathBuf::from(p));
-    }
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/scan-engine");
-    p.exists().then_some(p)
+fn engine_binary() -> PathBuf {
+    workspace_binary("scan-engine", "SCAN_ENGINE_BIN")
 }
 
 /// Starts a console; returns its guard, a client, its engine listener address and API URL.
@@ -271,10 +280,7 @@ async fn engines_configured_by_the_operator_pair_in_both_directions() {
     use scan_engine_operator::crd::scan_engine::{Authorization, ConsoleRef};
     use scan_engine_operator::crd::{Communication, ScanEngine, ScanEngineSpec};
 
-    let (Some(console_bin), Some(engine_bin)) = (console_binary(), engine_binary()) else {
-        eprintln!("skipped: no security-console or scan-engine binary");
-        return;
-    };
+    let (console_bin, engine_bin) = (console_binary(), engine_binary());
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
     let (_console, api, listener, _) = start_console(&console_bin, dir.path()).await;

@@ -103,7 +103,9 @@ mod tests {
     fn refuses_an_oversized_header_before_buffering() {
         let mut buf = BytesMut::from(&[0x7f, 0xff, 0xff, 0xff][..]);
         let err = FrameCodec::default().decode(&mut buf).unwrap_err();
-        assert!(matches!(err, Error::FrameTooLarge { len, max } if len == 0x7fff_ffff && max == MAX_FRAME_LEN));
+        assert!(
+            matches!(err, Error::FrameTooLarge { len, max } if len == 0x7fff_ffff && max == MAX_FRAME_LEN)
+        );
     }
 
     #[test]
@@ -142,8 +144,13 @@ mod tests {
                 product_version: v,
                 name: n
             }),
-            (any::<u64>(), ".{0,40}", any::<u16>(), proptest::option::of(".{0,200}")).prop_map(
-                |(scan_id, address, port, banner)| Message::ScanFinding {
+            (
+                any::<u64>(),
+                ".{0,40}",
+                any::<u16>(),
+                proptest::option::of(".{0,200}")
+            )
+                .prop_map(|(scan_id, address, port, banner)| Message::ScanFinding {
                     scan_id,
                     finding: Finding {
                         address,
@@ -151,8 +158,7 @@ mod tests {
                         port,
                         banner
                     }
-                }
-            ),
+                }),
             Just(Message::Accepted),
             Just(Message::PendingAuthorization),
         ]

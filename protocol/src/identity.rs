@@ -24,7 +24,11 @@ impl Fingerprint {
 
     /// The fingerprint of a DER-encoded certificate.
     pub fn of_der(der: &[u8]) -> Self {
-        Self(format!("{}{}", Self::PREFIX, hex::encode(Sha256::digest(der))))
+        Self(format!(
+            "{}{}",
+            Self::PREFIX,
+            hex::encode(Sha256::digest(der))
+        ))
     }
 
     /// The text form, `sha256:<hex>`.
@@ -38,16 +42,20 @@ impl std::str::FromStr for Fingerprint {
 
     fn from_str(s: &str) -> Result<Self, String> {
         let s = s.trim();
-        let hex_part = s.strip_prefix(Self::PREFIX).ok_or_else(|| {
-            format!("fingerprint {s:?} must start with {:?}", Self::PREFIX)
-        })?;
+        let hex_part = s
+            .strip_prefix(Self::PREFIX)
+            .ok_or_else(|| format!("fingerprint {s:?} must start with {:?}", Self::PREFIX))?;
         if hex_part.len() != 64 || !hex_part.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(format!(
                 "fingerprint {s:?} must be {:?} followed by 64 hex digits",
                 Self::PREFIX
             ));
         }
-        Ok(Self(format!("{}{}", Self::PREFIX, hex_part.to_ascii_lowercase())))
+        Ok(Self(format!(
+            "{}{}",
+            Self::PREFIX,
+            hex_part.to_ascii_lowercase()
+        )))
     }
 }
 
@@ -125,7 +133,10 @@ impl Identity {
             }
             (true, false) => Err(Error::InvalidIdentity {
                 path: key_path,
-                problem: format!("missing, but its certificate {} exists", cert_path.display()),
+                problem: format!(
+                    "missing, but its certificate {} exists",
+                    cert_path.display()
+                ),
             }),
             (false, true) => Err(Error::InvalidIdentity {
                 path: cert_path,
@@ -211,10 +222,20 @@ fn base64_encode(data: &[u8]) -> String {
 fn sanitize_dns(name: &str) -> String {
     let s: String = name
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c.to_ascii_lowercase() } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
         .collect();
     let s = s.trim_matches(|c| c == '-' || c == '.').to_owned();
-    if s.is_empty() { "scan-engine.invalid".to_owned() } else { s }
+    if s.is_empty() {
+        "scan-engine.invalid".to_owned()
+    } else {
+        s
+    }
 }
 
 fn read(path: &Path) -> Result<String> {
@@ -274,7 +295,10 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = fs::metadata(dir.path().join("engine.key")).unwrap().permissions().mode();
+            let mode = fs::metadata(dir.path().join("engine.key"))
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
     }
@@ -307,7 +331,13 @@ mod tests {
     #[test]
     fn fingerprint_parsing() {
         let id = Identity::generate("x").unwrap();
-        let f: Fingerprint = id.fingerprint().as_str().to_uppercase().replace("SHA256:", "sha256:").parse().unwrap();
+        let f: Fingerprint = id
+            .fingerprint()
+            .as_str()
+            .to_uppercase()
+            .replace("SHA256:", "sha256:")
+            .parse()
+            .unwrap();
         assert_eq!(&f, id.fingerprint());
         assert!("md5:abcd".parse::<Fingerprint>().is_err());
         assert!("sha256:abcd".parse::<Fingerprint>().is_err());

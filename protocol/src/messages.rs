@@ -179,6 +179,10 @@ mod tests {
         };
         assert!(!format!("{m:?}").contains("very-secret-value"));
         // ...but the wire carries it.
-        assert!(serde_json::to_string(&m).unwrap().contains("very-secret-value"));
+        assert!(
+            serde_json::to_string(&m)
+                .unwrap()
+                .contains("very-secret-value")
+        );
     }
 }

@@ -182,14 +182,26 @@ mod tests {
         let addr = listener.local_addr().unwrap().to_string();
         let server = tokio::spawn(async move {
             let (tcp, _) = listener.accept().await.unwrap();
-            let mut s = Session::accept(tcp, &acceptor, Duration::from_secs(5)).await.unwrap();
-            let hello = s.exchange_hello(Role::Engine, "1", "e", Duration::from_secs(5)).await.unwrap();
+            let mut s = Session::accept(tcp, &acceptor, Duration::from_secs(5))
+                .await
+                .unwrap();
+            let hello = s
+                .exchange_hello(Role::Engine, "1", "e", Duration::from_secs(5))
+                .await
+                .unwrap();
             (s.peer_fingerprint().clone(), hello)
         });
-        let mut c = Session::dial(&addr, tls::client_config(&client_id).unwrap(), Duration::from_secs(5))
+        let mut c = Session::dial(
+            &addr,
+            tls::client_config(&client_id).unwrap(),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+        let hello = c
+            .exchange_hello(Role::Console, "1", "c", Duration::from_secs(5))
             .await
             .unwrap();
-        let hello = c.exchange_hello(Role::Console, "1", "c", Duration::from_secs(5)).await.unwrap();
         assert_eq!(c.peer_fingerprint(), server_id.fingerprint());
         assert_eq!(hello.role, Role::Engine);
         let (seen_client, their_hello) = server.await.unwrap();
@@ -208,12 +220,14 @@ mod tests {
             Session::accept(tcp, &acceptor, Duration::from_secs(5)).await
         });
         // A client with no certificate at all.
-        let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .unwrap()
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AcceptAny))
-            .with_no_client_auth();
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AcceptAny))
+        .with_no_client_auth();
         let tcp = TcpStream::connect(addr).await.unwrap();
         let _ = TlsConnector::from(Arc::new(config))
             .connect(ServerName::try_from("x.invalid").unwrap(), tcp)
@@ -229,24 +243,45 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let _idle = TcpStream::connect(addr).await.unwrap();
         let (tcp, _) = listener.accept().await.unwrap();
-        let err = Session::accept(tcp, &acceptor, Duration::from_millis(200)).await.unwrap_err();
+        let err = Session::accept(tcp, &acceptor, Duration::from_millis(200))
+            .await
+            .unwrap_err();
         assert!(matches!(err, Error::Timeout(_)));
     }
 
     #[derive(Debug)]
     struct AcceptAny;
     impl rustls::client::danger::ServerCertVerifier for AcceptAny {
-        fn verify_server_cert(&self, _: &rustls::pki_types::CertificateDer<'_>, _: &[rustls::pki_types::CertificateDer<'_>], _: &ServerName<'_>, _: &[u8], _: rustls::pki_types::UnixTime) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        fn verify_server_cert(
+            &self,
+            _: &rustls::pki_types::CertificateDer<'_>,
+            _: &[rustls::pki_types::CertificateDer<'_>],
+            _: &ServerName<'_>,
+            _: &[u8],
+            _: rustls::pki_types::UnixTime,
+        ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
             Ok(rustls::client::danger::ServerCertVerified::assertion())
         }
-        fn verify_tls12_signature(&self, _: &[u8], _: &rustls::pki_types::CertificateDer<'_>, _: &rustls::DigitallySignedStruct) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        fn verify_tls12_signature(
+            &self,
+            _: &[u8],
+            _: &rustls::pki_types::CertificateDer<'_>,
+            _: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
             Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
         }
-        fn verify_tls13_signature(&self, _: &[u8], _: &rustls::pki_types::CertificateDer<'_>, _: &rustls::DigitallySignedStruct) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        fn verify_tls13_signature(
+            &self,
+            _: &[u8],
+            _: &rustls::pki_types::CertificateDer<'_>,
+            _: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
             Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
         }
         fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-            rustls::crypto::ring::default_provider().signature_verification_algorithms.supported_schemes()
+            rustls::crypto::ring::default_provider()
+                .signature_verification_algorithms
+                .supported_schemes()
         }
     }
 }
