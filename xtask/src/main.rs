@@ -357,6 +357,10 @@ impl Runner {
     }
 
     fn unit(&mut self) {
+        // The operator's client tests drive the real console and engine binaries.
+        let mut build = cargo();
+        build.args(["build", "-p", "security-console", "-p", "scan-engine"]);
+        self.step("unit", "cargo build (console and engine binaries)", build);
         let mut test = cargo();
         test.args(["test", "--workspace", "--exclude", "scan-engine-tests"]);
         self.step(
