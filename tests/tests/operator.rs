@@ -610,7 +610,12 @@ async fn reconciles_engines_in_both_directions_to_active_and_down() {
             ])
             .args(["--timeout=60s"])
             .output()
-            .expect("running kubectl");
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot run kubectl from {} ({e}): build it with `cargo xtask k8s-bins`",
+                    h.cp.bin_dir().display()
+                )
+            });
     assert!(
         out.status.success(),
         "kubectl wait: {}{}",
