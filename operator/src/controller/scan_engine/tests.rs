@@ -267,7 +267,10 @@ async fn direction_switch_removes_old_registration_and_swaps_policies() {
 
     // Policy swapped: no ingress at all; Service removed; pod reconfigured for reverse pairing.
     let np = &seen[1].body;
-    assert_eq!(np["spec"]["ingress"], json!([]));
+    // The field manager no longer sets `ingress`, so server-side apply removes the rules it
+    // owned; with policyTypes Ingress that denies all ingress.
+    assert!(np["spec"].get("ingress").is_none(), "{np}");
+    assert_eq!(np["spec"]["policyTypes"], json!(["Ingress"]));
     assert_eq!(
         np["metadata"]["labels"]["scanengine.dev/communication"],
         "engine-to-console"

@@ -66,7 +66,10 @@ pub fn network_policy(inputs: &Inputs<'_>) -> NetworkPolicy {
                 match_expressions: None,
             }),
             policy_types: Some(vec!["Ingress".into()]),
-            ingress: Some(ingress),
+            // No rules means no ingress at all (policyTypes says Ingress). An empty list would
+            // be dropped by the API server on storage, so applying `ingress: []` would look
+            // like a change on every reconcile and wake the controller again: a write loop.
+            ingress: (!ingress.is_empty()).then_some(ingress),
             egress: None,
         }),
     }
@@ -95,6 +98,17 @@ mod tests {
             "engine-networkpolicy-engine-to-console",
             &network_policy(&inputs(&se, &console)),
         );
+    }
+
+    #[test]
+    fn reverse_engine_denies_ingress_without_an_empty_rule_list() {
+        let se = engine(Communication::EngineToConsole);
+        let np = network_policy(&inputs(&se, &console_side()));
+        let json = serde_json::to_value(&np).expect("serialises");
+        assert_eq!(json["spec"]["policyTypes"], serde_json::json!(["Ingress"]));
+        // The API server drops an empty `ingress` list, so sending one would make every apply a
+        // change (a write loop); absent rules deny all ingress just the same.
+        assert!(json["spec"].get("ingress").is_none(), "{json}");
     }
 
     #[test]
