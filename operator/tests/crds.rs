@@ -18,8 +18,23 @@ fn crds_directory_is_fresh() {
     }
     assert!(
         stale.is_empty(),
-        "crds/ is stale ({}): regenerate with `cargo run -p scan-engine-operator --bin crdgen -- --out-dir crds` and commit the result",
+        "crds/ is stale ({}): regenerate with `cargo xtask crds` and commit the result",
         stale.join(", ")
+    );
+}
+
+#[test]
+fn crd_reference_is_fresh() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/crd-reference.md");
+    let crds: Vec<_> = scan_engine_operator::crd::all()
+        .into_iter()
+        .map(|(_, crd)| crd)
+        .collect();
+    let rendered = scan_engine_operator::crd::reference::render_markdown(&crds);
+    let on_disk = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        on_disk == rendered,
+        "docs/crd-reference.md is stale: regenerate with `cargo xtask crds` and commit the result"
     );
 }
 

@@ -34,7 +34,7 @@ pub const RBAC_KINDS: [&str; 5] = [
 ];
 
 /// Arguments of `cargo xtask chart-crds`.
-#[derive(Debug, Args)]
+#[derive(Debug, Default, Args)]
 pub struct ChartCrdsArgs {
     /// Only check that the chart's CRD templates are up to date (exit non-zero if not).
     #[arg(long)]

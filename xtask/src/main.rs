@@ -41,9 +41,10 @@ enum Cmd {
         #[arg(long)]
         print_dir: bool,
     },
-    /// Regenerate the CRD manifests in crds/ from the Rust types (runs the operator's `crdgen`).
+    /// Regenerate everything derived from the CRD types: crds/*.yaml, docs/crd-reference.md and
+    /// the chart's CRD templates (runs the operator's `crdgen`, then `chart-crds`).
     Crds {
-        /// Extra arguments passed to crdgen.
+        /// Arguments for crdgen instead of the defaults (e.g. none of them prints the YAML).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,
     },
@@ -148,11 +149,19 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 "crdgen",
                 "--",
             ])
-            .args(args)
             .current_dir(workspace_root());
+            let regenerate = args.is_empty();
+            if regenerate {
+                cmd.args(["--out-dir", "crds", "--reference", "docs/crd-reference.md"]);
+            } else {
+                cmd.args(args);
+            }
             let status = cmd.status().context("running crdgen through cargo")?;
             if !status.success() {
                 bail!("crdgen failed ({status})");
+            }
+            if regenerate {
+                chart::chart_crds(&workspace_root(), &chart::ChartCrdsArgs::default())?;
             }
             Ok(ExitCode::SUCCESS)
         }

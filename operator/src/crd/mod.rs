@@ -6,6 +6,7 @@
 
 pub mod conditions;
 pub mod console;
+pub mod reference;
 pub mod scan_engine;
 
 pub use console::{Console, ConsoleSpec, ConsoleStatus};
