@@ -430,21 +430,14 @@ mod tests {
     }
 
     /// `helm lint` and `helm template` of the chart with default and non-default values, and
-    /// schema violations refused. Needs helm (`$HELM`, PATH or `cargo xtask k8s-bins`); without
-    /// it the test says so and passes, except in CI (`CI=true`), where it fails.
+    /// schema violations refused. Needs helm, which `cargo xtask k8s-bins` builds, so the
+    /// control-plane tier of `cargo xtask test` runs it (with `HELM` set) once the binaries
+    /// exist; by hand: `HELM=… cargo test -p xtask -- --ignored chart_renders_with_helm`.
     #[test]
+    #[ignore = "needs helm: run by `cargo xtask test` in the control-plane tier"]
     fn chart_renders_with_helm() {
-        let Some(helm) = find_helm() else {
-            let in_ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
-            assert!(
-                !in_ci,
-                "helm is required in CI: run `cargo xtask k8s-bins` or set HELM"
-            );
-            eprintln!(
-                "SKIPPED chart_renders_with_helm: no helm (run `cargo xtask k8s-bins` or set HELM)"
-            );
-            return;
-        };
+        let helm = find_helm()
+            .expect("helm is required: run `cargo xtask k8s-bins` or set HELM to a helm binary");
         let lint = Command::new(&helm)
             .args(["lint", "--strict"])
             .arg(root().join(CHART_DIR))

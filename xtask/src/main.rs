@@ -511,6 +511,13 @@ impl Runner {
         if !self.step(tier, "build operator, console and engine", build) {
             return;
         }
+        // The chart test needs helm, which the binaries step has just provided.
+        let mut chart = cargo();
+        chart
+            .args(["test", "-p", "xtask", "--", "--ignored", "--exact"])
+            .arg("chart::tests::chart_renders_with_helm")
+            .env("HELM", bins.join("helm"));
+        self.step(tier, "chart: helm lint, template, schema", chart);
         let mut test = integration_test("control_plane");
         test.env("KUBEBUILDER_ASSETS", &bins);
         self.step(tier, "control plane (tests/tests/control_plane.rs)", test);
