@@ -7,6 +7,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::applied::{AppliedCache, Digest, ObjectKey};
 use super::names::MANAGER;
 use crate::{Error, Result};
 
@@ -36,6 +37,78 @@ where
     )
     .await
     .map_err(Error::kube(format!("apply {} {ns}/{name}", K::kind(&()))))
+}
+
+/// Like [`apply`], but skips the request when `cache` says the same body was applied and no
+/// watch event touched the object since (see [`super::applied`]).
+pub async fn apply_cached<K>(client: &Client, cache: &AppliedCache, obj: &K) -> Result<K>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + Debug
+        + Serialize
+        + DeserializeOwned,
+{
+    let key = ObjectKey::new(
+        &K::kind(&()),
+        &obj.namespace().unwrap_or_default(),
+        &obj.name_any(),
+    );
+    let body = serde_json::to_value(obj).map_err(|e| Error::InvalidSpec(e.to_string()))?;
+    let digest = Digest::of(Some(&body));
+    if let Some(Some(known)) = cache.lookup(&key, digest)
+        && let Ok(obj) = serde_json::from_value::<K>(known)
+    {
+        return Ok(obj);
+    }
+    cache.begin(&key);
+    match apply(client, obj).await {
+        Ok(applied) => {
+            cache.finish(&key, digest, serde_json::to_value(&applied).ok());
+            Ok(applied)
+        }
+        Err(e) => {
+            cache.forget(&key);
+            Err(e)
+        }
+    }
+}
+
+/// Makes sure a namespaced object does not exist: a read first, a delete only when it is
+/// there, and nothing at all when `cache` knows it absent since the last watch event.
+pub async fn ensure_absent<K>(
+    client: &Client,
+    cache: &AppliedCache,
+    namespace: &str,
+    name: &str,
+) -> Result<()>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + Debug
+        + DeserializeOwned,
+{
+    let key = ObjectKey::new(&K::kind(&()), namespace, name);
+    let digest = Digest::of(None);
+    if let Some(None) = cache.lookup(&key, digest) {
+        return Ok(());
+    }
+    cache.begin(&key);
+    let result = match get_opt::<K>(client, namespace, name).await {
+        Ok(Some(_)) => delete_if_exists::<K>(client, namespace, name).await,
+        Ok(None) => Ok(()),
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(()) => {
+            cache.finish(&key, digest, None);
+            Ok(())
+        }
+        Err(e) => {
+            cache.forget(&key);
+            Err(e)
+        }
+    }
 }
 
 /// Deletes a namespaced object; absent is fine.

@@ -29,7 +29,16 @@ pub fn now() -> Timestamp {
 }
 
 pub fn context(client: Client, fake: &FakeConsole) -> Arc<Context> {
-    Arc::new(Context::new(
+    Arc::new(bare_context(client, fake))
+}
+
+/// A context that shares `ctx`'s memory of applied objects, with a new (mock) client.
+pub fn next_context(client: Client, fake: &FakeConsole, ctx: &Context) -> Arc<Context> {
+    Arc::new(bare_context(client, fake).with_applied(ctx.applied.clone()))
+}
+
+fn bare_context(client: Client, fake: &FakeConsole) -> Context {
+    Context::new(
         client,
         Arc::new(Metrics::new()),
         Arc::new(fake.clone()),
@@ -39,7 +48,7 @@ pub fn context(client: Client, fake: &FakeConsole) -> Arc<Context> {
             default_version: "0.1.0".into(),
             ..Settings::default()
         },
-    ))
+    )
 }
 
 /// One request the reconciler must make, recorded with its body.

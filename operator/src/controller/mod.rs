@@ -3,8 +3,9 @@
 //! - [`console`]: `Console` → managed console objects, API connection, shared secret, status;
 //! - [`scan_engine`]: `ScanEngine` → engine pod, Service, NetworkPolicy, console registration, status;
 //! - [`Context`]: what every reconcile gets (client, event recorder, metrics, console API
-//!   factory, clock, settings).
+//!   factory, clock, settings, and the [`applied`] cache of what was last applied).
 
+pub mod applied;
 pub mod apply;
 pub mod connection;
 pub mod console;
@@ -68,6 +69,8 @@ pub struct Context {
     pub consoles: Arc<dyn ConsoleApiFactory>,
     pub clock: Clock,
     pub settings: Settings,
+    /// What was last applied, so unchanged child objects are not re-sent on every refresh.
+    pub applied: Arc<applied::AppliedCache>,
     /// Consecutive failures per object, for error backoff.
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -91,8 +94,15 @@ impl Context {
             consoles,
             clock,
             settings,
+            applied: Arc::default(),
             failures: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Shares `cache` (tests reconcile twice with the same memory and a fresh mock client).
+    pub fn with_applied(mut self, cache: Arc<applied::AppliedCache>) -> Self {
+        self.applied = cache;
+        self
     }
 
     pub fn now(&self) -> Timestamp {
@@ -200,15 +210,20 @@ pub async fn run(
                 }
             };
         }
+        let cache = ctx.applied.clone();
         let managed =
             Config::default().labels(&format!("{}={}", names::MANAGED_BY_LABEL, names::MANAGER));
 
         let engine_controller = Controller::new(engines, Config::default().any_semantic());
         let store = engine_controller.store();
         let engine_task = engine_controller
-            .owns(child!(StatefulSet), managed.clone())
-            .owns(child!(Service), managed.clone())
-            .owns(child!(NetworkPolicy), managed.clone())
+            .watches(child!(StatefulSet), managed.clone(), child_changed(&cache))
+            .watches(child!(Service), managed.clone(), child_changed(&cache))
+            .watches(
+                child!(NetworkPolicy),
+                managed.clone(),
+                child_changed(&cache),
+            )
             .watches(
                 consoles.clone(),
                 Config::default(),
@@ -235,10 +250,14 @@ pub async fn run(
                 }
             });
         let console_task = Controller::new(consoles, Config::default().any_semantic())
-            .owns(child!(StatefulSet), managed.clone())
-            .owns(child!(Service), managed.clone())
-            .owns(child!(NetworkPolicy), managed.clone())
-            .owns(child!(Secret), managed)
+            .watches(child!(StatefulSet), managed.clone(), child_changed(&cache))
+            .watches(child!(Service), managed.clone(), child_changed(&cache))
+            .watches(
+                child!(NetworkPolicy),
+                managed.clone(),
+                child_changed(&cache),
+            )
+            .watches(child!(Secret), managed, child_changed(&cache))
             .graceful_shutdown_on(shutdown.clone())
             .run(console::reconcile, console::error_policy, ctx.clone())
             .for_each(|res| async move {
@@ -251,5 +270,42 @@ pub async fn run(
     }
     for t in tasks {
         let _ = t.await;
+    }
+}
+
+/// The mapper of a child watch: tells the [`applied`] cache that the child changed (so the next
+/// reconcile applies it again) and triggers the reconcile of its controlling `Owner`, as
+/// `Controller::owns` would.
+fn child_changed<Child, Owner>(
+    cache: &Arc<applied::AppliedCache>,
+) -> impl Fn(Child) -> Vec<kube::runtime::reflector::ObjectRef<Owner>> + Send + Sync + 'static
+where
+    Child: Resource<DynamicType = ()>,
+    Owner: Resource<DynamicType = ()>,
+{
+    let cache = cache.clone();
+    move |child: Child| {
+        let namespace = child.namespace();
+        cache.changed(&applied::ObjectKey::new(
+            &Child::kind(&()),
+            namespace.as_deref().unwrap_or_default(),
+            &child.name_any(),
+        ));
+        child
+            .owner_references()
+            .iter()
+            .filter(|o| {
+                o.controller == Some(true)
+                    && o.kind == Owner::kind(&())
+                    && o.api_version == Owner::api_version(&())
+            })
+            .map(|o| {
+                let owner = kube::runtime::reflector::ObjectRef::new(&o.name);
+                match &namespace {
+                    Some(ns) => owner.within(ns),
+                    None => owner,
+                }
+            })
+            .collect()
     }
 }

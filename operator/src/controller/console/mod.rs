@@ -23,7 +23,7 @@ use kube::runtime::events::EventType;
 use tracing::{Instrument, warn};
 
 use self::status::Observed;
-use super::apply::{apply, apply_status};
+use super::apply::{apply_cached, apply_status};
 use super::{Context, connection, object_key, owner_reference};
 use crate::crd::Console;
 use crate::{Error, Result};
@@ -92,10 +92,10 @@ async fn reconcile_inner(console: &Console, ctx: &Context, ns: &str, name: &str)
             engine_service,
             network_policy,
         } = build::desired(&inputs);
-        apply(&ctx.client, &network_policy).await?;
-        apply(&ctx.client, &api_service).await?;
-        apply(&ctx.client, &engine_service).await?;
-        apply(&ctx.client, &statefulset).await?;
+        apply_cached(&ctx.client, &ctx.applied, &network_policy).await?;
+        apply_cached(&ctx.client, &ctx.applied, &api_service).await?;
+        apply_cached(&ctx.client, &ctx.applied, &engine_service).await?;
+        apply_cached(&ctx.client, &ctx.applied, &statefulset).await?;
         observed.url = Some(connection::managed_url(name, ns));
         observed.engine_listener = Some(connection::managed_engine_listener(name, ns));
     } else if let Some(external) = &console.spec.external {

@@ -7,7 +7,8 @@ use kube::Client;
 
 use super::build::Desired;
 use crate::Result;
-use crate::controller::apply::{apply, delete_if_exists};
+use crate::controller::applied::AppliedCache;
+use crate::controller::apply::{apply_cached, ensure_absent};
 use crate::controller::names;
 
 /// What the API server holds after the apply.
@@ -18,10 +19,12 @@ pub struct Applied {
     pub network_policy: NetworkPolicy,
 }
 
-/// Applies every desired object. The desired set is destructured completely, so a new kind of
-/// child object does not compile until it is applied here.
+/// Applies every desired object (skipping those `cache` knows unchanged). The desired set is
+/// destructured completely, so a new kind of child object does not compile until it is applied
+/// here.
 pub async fn apply_all(
     client: &Client,
+    cache: &AppliedCache,
     namespace: &str,
     engine: &str,
     desired: Desired,
@@ -33,15 +36,16 @@ pub async fn apply_all(
     } = desired;
     // The policy first: a pod never runs unfenced, and a direction switch swaps policies
     // before the pod restarts in the new direction.
-    let network_policy = apply(client, &network_policy).await?;
+    let network_policy = apply_cached(client, cache, &network_policy).await?;
     let service = match service {
-        Some(svc) => Some(apply(client, &svc).await?),
+        Some(svc) => Some(apply_cached(client, cache, &svc).await?),
         None => {
-            delete_if_exists::<Service>(client, namespace, &names::engine_objects(engine)).await?;
+            ensure_absent::<Service>(client, cache, namespace, &names::engine_objects(engine))
+                .await?;
             None
         }
     };
-    let statefulset = apply(client, &statefulset).await?;
+    let statefulset = apply_cached(client, cache, &statefulset).await?;
     Ok(Applied {
         statefulset,
         service,

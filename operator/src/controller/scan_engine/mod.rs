@@ -150,7 +150,14 @@ async fn apply_engine(engine: Arc<ScanEngine>, ctx: Arc<Context>) -> Result<Acti
     let (_, memory) = config::resources(&inputs);
 
     // 3. build, 4. apply and read back
-    let applied = apply::apply_all(&ctx.client, &ns, &name, build::desired(&inputs)).await?;
+    let applied = apply::apply_all(
+        &ctx.client,
+        &ctx.applied,
+        &ns,
+        &name,
+        build::desired(&inputs),
+    )
+    .await?;
     observed.policy_applied = true;
     observed.memory = Some(&memory);
 

@@ -8,7 +8,8 @@ use serde_json::{Value, json};
 use super::reconcile;
 use crate::Error;
 use crate::console_api::fake::FakeConsole;
-use crate::controller::fixtures::{Scenario, context, drive, mock_client};
+use crate::controller::applied::ObjectKey;
+use crate::controller::fixtures::{Scenario, context, drive, mock_client, next_context};
 use crate::crd::{Communication, ScanEngine};
 
 const NS: &str = "scanning";
@@ -68,23 +69,48 @@ fn applied(scenario: Scenario, communication: Communication) -> Scenario {
     let s = match communication {
         Communication::ConsoleToEngine => s.apply("/api/v1", NS, "services", "edge-scan-engine"),
         Communication::EngineToConsole => s.expect(
-            Method::DELETE,
-            "/api/v1/namespaces/scanning/services/edge-scan-engine?",
+            Method::GET,
+            "/api/v1/namespaces/scanning/services/edge-scan-engine",
             |_| crate::controller::fixtures::not_found(),
         ),
     };
-    s.apply("/apis/apps/v1", NS, "statefulsets", "edge-scan-engine")
-        .get(
-            "/api/v1/namespaces/scanning/secrets/main-console-admin",
-            secret(
-                "main-console-admin",
-                &[("username", "admin"), ("password", "pw")],
-            ),
-        )
-        .get(
-            "/api/v1/namespaces/scanning/secrets/main-console-ca",
-            secret("main-console-ca", &[("ca.crt", "PEM")]),
-        )
+    console_secrets(s.apply("/apis/apps/v1", NS, "statefulsets", "edge-scan-engine"))
+}
+
+/// The reads of the console's connection Secrets.
+fn console_secrets(s: Scenario) -> Scenario {
+    s.get(
+        "/api/v1/namespaces/scanning/secrets/main-console-admin",
+        secret(
+            "main-console-admin",
+            &[("username", "admin"), ("password", "pw")],
+        ),
+    )
+    .get(
+        "/api/v1/namespaces/scanning/secrets/main-console-ca",
+        secret("main-console-ca", &[("ca.crt", "PEM")]),
+    )
+}
+
+/// The engine's Service still exists (the engine was Console → Engine): read, then deleted.
+fn leftover_service_deleted(s: Scenario) -> Scenario {
+    s.get(
+        "/api/v1/namespaces/scanning/services/edge-scan-engine",
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "edge-scan-engine", "namespace": NS}}),
+    )
+    .expect(
+        Method::DELETE,
+        "/api/v1/namespaces/scanning/services/edge-scan-engine?",
+        |_| (http::StatusCode::OK, json!({"apiVersion": "v1", "kind": "Status", "status": "Success"})),
+    )
+}
+
+/// A refresh with nothing to apply: the Console and its connection Secrets are read.
+fn reads_only(s: Scenario) -> Scenario {
+    console_secrets(s.get(
+        "/apis/scanengine.dev/v1alpha1/namespaces/scanning/consoles/main",
+        console(),
+    ))
 }
 
 /// Expects the status write; answers with the engine holding the new status.
@@ -217,16 +243,92 @@ async fn creates_registers_and_writes_status_then_is_quiet() {
             .contains("none → Active")
     );
 
-    // Second reconcile, nothing changed: same applies, no status write, no event.
+    // A periodic refresh, nothing changed: reads only. No apply, no status write, no event.
     let mut se2 = se;
     se2.status = serde_json::from_value(status.clone()).ok();
     let (client, handle) = mock_client();
-    let ctx = context(client, &fake);
-    let scenario = applied(Scenario::new(), Communication::ConsoleToEngine);
-    let (result, seen) = drive(reconcile(Arc::new(se2), ctx), scenario.run(handle)).await;
+    let ctx2 = next_context(client, &fake, &ctx);
+    let (result, seen) = drive(
+        reconcile(Arc::new(se2.clone()), ctx2.clone()),
+        reads_only(Scenario::new()).run(handle),
+    )
+    .await;
     assert!(result.is_ok(), "{result:?}");
-    assert!(seen.iter().all(|s| !s.path.contains("/status")));
+    assert!(seen.iter().all(|s| s.method == Method::GET), "{seen:?}");
     assert_eq!(fake.state().engines.len(), 1, "no second registration");
+
+    // Someone edits the StatefulSet (a watch event): only the StatefulSet is applied again.
+    ctx2.applied
+        .changed(&ObjectKey::new("StatefulSet", NS, "edge-scan-engine"));
+    let (client, handle) = mock_client();
+    let ctx3 = next_context(client, &fake, &ctx2);
+    let scenario = Scenario::new()
+        .get(
+            "/apis/scanengine.dev/v1alpha1/namespaces/scanning/consoles/main",
+            console(),
+        )
+        .apply("/apis/apps/v1", NS, "statefulsets", "edge-scan-engine");
+    let scenario = console_secrets(scenario);
+    let (result, seen) = drive(reconcile(Arc::new(se2), ctx3), scenario.run(handle)).await;
+    assert!(result.is_ok(), "{result:?}");
+    assert_eq!(
+        seen.iter().filter(|s| s.method != Method::GET).count(),
+        1,
+        "{seen:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_reverse_engine_deletes_a_leftover_service_once() {
+    let (client, handle) = mock_client();
+    let fake = FakeConsole::default();
+    let ctx = context(client, &fake);
+    let se = engine(Communication::EngineToConsole);
+    // A Service left from when the engine was Console → Engine: read, then deleted.
+    let scenario = Scenario::new()
+        .get(
+            "/apis/scanengine.dev/v1alpha1/namespaces/scanning/consoles/main",
+            console(),
+        )
+        .apply(
+            "/apis/networking.k8s.io/v1",
+            NS,
+            "networkpolicies",
+            "edge-scan-engine",
+        );
+    let scenario = leftover_service_deleted(scenario).apply(
+        "/apis/apps/v1",
+        NS,
+        "statefulsets",
+        "edge-scan-engine",
+    );
+    let scenario = status_patch(console_secrets(scenario), &se).event(NS);
+    let (result, seen) = drive(
+        reconcile(Arc::new(se.clone()), ctx.clone()),
+        scenario.run(handle),
+    )
+    .await;
+    assert!(result.is_ok(), "{result:?}");
+    assert!(seen.iter().any(|s| s.method == Method::DELETE));
+
+    // The refresh after that neither reads nor deletes the Service again.
+    let mut se2 = se;
+    se2.status = seen
+        .iter()
+        .find(|s| s.path.contains("/status"))
+        .and_then(|s| serde_json::from_value(s.body["status"].clone()).ok());
+    let (client, handle) = mock_client();
+    let ctx2 = next_context(client, &fake, &ctx);
+    let (result, seen) = drive(
+        reconcile(Arc::new(se2), ctx2),
+        reads_only(Scenario::new()).run(handle),
+    )
+    .await;
+    assert!(result.is_ok(), "{result:?}");
+    assert!(
+        seen.iter().all(|s| !s.path.contains("/services/")),
+        "{seen:?}"
+    );
 }
 
 #[tokio::test]
@@ -240,29 +342,48 @@ async fn direction_switch_removes_old_registration_and_swaps_policies() {
         &se,
     )
     .event(NS);
+    let ctx = context(client, &fake);
     let (_, seen) = drive(
-        reconcile(Arc::new(se.clone()), context(client, &fake)),
+        reconcile(Arc::new(se.clone()), ctx.clone()),
         scenario.run(handle),
     )
     .await;
     let status = seen[7].body["status"].clone();
 
-    // Now the user switches to EngineToConsole.
+    // Now the user switches to EngineToConsole: every child is applied again (their desired
+    // bodies changed) and the Service, which the cache knew present, is deleted.
     let mut switched = se;
     switched.spec.communication = Communication::EngineToConsole;
     switched.metadata.generation = Some(2);
     switched.status = serde_json::from_value(status).ok();
     let (client, handle) = mock_client();
-    let scenario = status_patch(
-        applied(Scenario::new(), Communication::EngineToConsole).event(NS),
-        &switched,
-    )
-    .event(NS);
+    let scenario = Scenario::new()
+        .get(
+            "/apis/scanengine.dev/v1alpha1/namespaces/scanning/consoles/main",
+            console(),
+        )
+        .apply(
+            "/apis/networking.k8s.io/v1",
+            NS,
+            "networkpolicies",
+            "edge-scan-engine",
+        );
+    let scenario = console_secrets(leftover_service_deleted(scenario).apply(
+        "/apis/apps/v1",
+        NS,
+        "statefulsets",
+        "edge-scan-engine",
+    ));
+    let scenario = status_patch(scenario.event(NS), &switched).event(NS);
     let (result, seen) = drive(
-        reconcile(Arc::new(switched), context(client, &fake)),
+        reconcile(Arc::new(switched), next_context(client, &fake, &ctx)),
         scenario.run(handle),
     )
     .await;
+    let seen: Vec<_> = seen
+        .into_iter()
+        .filter(|s| !s.path.contains("/services/"))
+        .collect();
     assert!(result.is_ok(), "{result:?}");
 
     // Policy swapped: no ingress at all; Service removed; pod reconfigured for reverse pairing.
@@ -275,8 +396,7 @@ async fn direction_switch_removes_old_registration_and_swaps_policies() {
         np["metadata"]["labels"]["scanengine.dev/communication"],
         "engine-to-console"
     );
-    assert_eq!(seen[2].method, Method::DELETE);
-    let env = seen[3].body["spec"]["template"]["spec"]["containers"][0]["env"].to_string();
+    let env = seen[2].body["spec"]["template"]["spec"]["containers"][0]["env"].to_string();
     assert!(
         env.contains("engine-to-console") && env.contains("SCAN_ENGINE_SHARED_SECRET_FILE"),
         "{env}"
@@ -290,13 +410,13 @@ async fn direction_switch_removes_old_registration_and_swaps_policies() {
             .any(|c| c == "DELETE /api/3/scan_engines/{id} 7")
     );
     assert!(
-        seen[6].body["note"]
+        seen[5].body["note"]
             .as_str()
             .unwrap_or("")
             .contains("removed registration 7")
     );
     // Status: re-pairing in the new direction.
-    let status = &seen[7].body["status"];
+    let status = &seen[6].body["status"];
     assert_eq!(status["communication"]["direction"], "EngineToConsole");
     assert_eq!(
         status["communication"]["directionDisplay"],
