@@ -54,6 +54,16 @@ pub struct Cli {
     )]
     pub log_format: LogFormat,
 
+    /// Reconciles running at once, per kind (ScanEngine, Console). Bounds the operator's memory
+    /// and its load on the API server and the consoles when many objects change together.
+    #[arg(
+        long,
+        env = "SCAN_ENGINE_OPERATOR_MAX_CONCURRENT_RECONCILES",
+        default_value_t = 16,
+        value_parser = clap::value_parser!(u16).range(1..)
+    )]
+    pub max_concurrent_reconciles: u16,
+
     /// Log filter (tracing EnvFilter syntax).
     #[arg(long, env = "SCAN_ENGINE_OPERATOR_LOG_FILTER", default_value = "info")]
     pub log_filter: String,

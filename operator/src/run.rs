@@ -106,13 +106,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         operator_namespace: cli.operator_namespace.clone(),
         operator_pod_labels: pod_labels,
         default_version: crate::VERSION.into(),
+        max_concurrent_reconciles: cli.max_concurrent_reconciles,
     };
-    let factory = HttpConsoleApiFactory {
-        settings: HttpSettings {
-            request_timeout: cli.console_timeout,
-            ..HttpSettings::default()
-        },
-    };
+    let factory = HttpConsoleApiFactory::new(HttpSettings {
+        request_timeout: cli.console_timeout,
+        ..HttpSettings::default()
+    });
     let ctx = Arc::new(Context::new(
         client.clone(),
         metrics.clone(),

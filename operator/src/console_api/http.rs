@@ -49,15 +49,75 @@ impl Default for HttpSettings {
     }
 }
 
-/// Builds [`HttpConsoleApi`] clients.
-#[derive(Clone, Debug, Default)]
+/// How many distinct TLS configurations the factory keeps clients for; beyond that it starts
+/// afresh (a CA rotation leaves an unused entry behind).
+const MAX_SHARED_CLIENTS: usize = 64;
+
+/// What an HTTP client depends on: the CA bundle and the verification switch (credentials go
+/// with each request, not with the client).
+type ClientKey = (Option<Vec<u8>>, bool);
+
+/// Builds [`HttpConsoleApi`] clients. Reconciles share one HTTP client (TLS configuration and
+/// connection pool) per CA bundle, so a refresh reuses open connections instead of making a
+/// TLS handshake and a new TLS configuration per engine.
+#[derive(Debug, Default)]
 pub struct HttpConsoleApiFactory {
-    pub settings: HttpSettings,
+    settings: HttpSettings,
+    clients: std::sync::Mutex<std::collections::HashMap<ClientKey, reqwest::Client>>,
+}
+
+impl HttpConsoleApiFactory {
+    pub fn new(settings: HttpSettings) -> Self {
+        Self {
+            settings,
+            clients: std::sync::Mutex::default(),
+        }
+    }
+
+    /// How many HTTP clients are kept (for tests).
+    pub fn shared_clients(&self) -> usize {
+        self.clients.lock().map_or(0, |c| c.len())
+    }
 }
 
 impl ConsoleApiFactory for HttpConsoleApiFactory {
     fn connect(&self, connection: ConsoleConnection) -> ApiResult<Arc<dyn ConsoleApi>> {
-        Ok(Arc::new(HttpConsoleApi::new(connection, self.settings)?))
+        let key: ClientKey = (
+            connection.ca_bundle.clone(),
+            connection.insecure_skip_tls_verify,
+        );
+        let known = self
+            .clients
+            .lock()
+            .ok()
+            .and_then(|clients| clients.get(&key).cloned());
+        let http = match known {
+            Some(http) => http,
+            None => {
+                let http = HttpConsoleApi::client(&connection, self.settings)?;
+                if let Ok(mut clients) = self.clients.lock() {
+                    if clients.len() >= MAX_SHARED_CLIENTS {
+                        clients.clear();
+                    }
+                    clients.insert(key, http.clone());
+                }
+                http
+            }
+        };
+        Ok(Arc::new(HttpConsoleApi::with_client(
+            connection,
+            http,
+            self.settings,
+        )?))
+    }
+}
+
+fn config_error(conn: &ConsoleConnection, message: String) -> ApiError {
+    ApiError {
+        console: conn.console.clone(),
+        url: conn.url.clone(),
+        call: Call::Info,
+        kind: ApiErrorKind::Config(message),
     }
 }
 
@@ -102,39 +162,21 @@ const MAX_PAGES: u64 = 1000;
 
 impl HttpConsoleApi {
     pub fn new(conn: ConsoleConnection, settings: HttpSettings) -> ApiResult<Self> {
-        let config_error = |m: String| ApiError {
-            console: conn.console.clone(),
-            url: conn.url.clone(),
-            call: Call::Info,
-            kind: ApiErrorKind::Config(m),
-        };
-        let parsed =
-            reqwest::Url::parse(&conn.url).map_err(|e| config_error(format!("bad URL: {e}")))?;
+        let http = Self::client(&conn, settings)?;
+        Self::with_client(conn, http, settings)
+    }
+
+    /// A client for `conn`'s URL over an HTTP client built before.
+    fn with_client(
+        conn: ConsoleConnection,
+        http: reqwest::Client,
+        settings: HttpSettings,
+    ) -> ApiResult<Self> {
+        let parsed = reqwest::Url::parse(&conn.url)
+            .map_err(|e| config_error(&conn, format!("bad URL: {e}")))?;
         if parsed.scheme() != "https" && parsed.scheme() != "http" {
-            return Err(config_error("URL scheme must be https".into()));
+            return Err(config_error(&conn, "URL scheme must be https".into()));
         }
-        let mut builder = reqwest::Client::builder()
-            .use_rustls_tls()
-            .tls_built_in_root_certs(false)
-            .connect_timeout(settings.connect_timeout)
-            .timeout(settings.request_timeout)
-            .redirect(reqwest::redirect::Policy::none());
-        if let Some(pem) = &conn.ca_bundle {
-            let certs = reqwest::Certificate::from_pem_bundle(pem)
-                .map_err(|e| config_error(format!("CA bundle is not valid PEM: {}", chain(&e))))?;
-            if certs.is_empty() {
-                return Err(config_error("CA bundle holds no certificate".into()));
-            }
-            for cert in certs {
-                builder = builder.add_root_certificate(cert);
-            }
-        }
-        if conn.insecure_skip_tls_verify {
-            builder = builder.danger_accept_invalid_certs(true);
-        }
-        let http = builder
-            .build()
-            .map_err(|e| config_error(format!("cannot build HTTP client: {}", chain(&e))))?;
         Ok(Self {
             http,
             base: conn.url.trim_end_matches('/').to_string(),
@@ -143,6 +185,33 @@ impl HttpConsoleApi {
             password: conn.password,
             retry: settings.retry,
         })
+    }
+
+    /// The HTTP client for `conn`'s TLS settings.
+    fn client(conn: &ConsoleConnection, settings: HttpSettings) -> ApiResult<reqwest::Client> {
+        let mut builder = reqwest::Client::builder()
+            .use_rustls_tls()
+            .tls_built_in_root_certs(false)
+            .connect_timeout(settings.connect_timeout)
+            .timeout(settings.request_timeout)
+            .redirect(reqwest::redirect::Policy::none());
+        if let Some(pem) = &conn.ca_bundle {
+            let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| {
+                config_error(conn, format!("CA bundle is not valid PEM: {}", chain(&e)))
+            })?;
+            if certs.is_empty() {
+                return Err(config_error(conn, "CA bundle holds no certificate".into()));
+            }
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        if conn.insecure_skip_tls_verify {
+            builder = builder.danger_accept_invalid_certs(true);
+        }
+        builder
+            .build()
+            .map_err(|e| config_error(conn, format!("cannot build HTTP client: {}", chain(&e))))
     }
 
     fn error(&self, call: Call, kind: ApiErrorKind) -> ApiError {
@@ -760,5 +829,32 @@ mod tls_tests {
             panic!("client")
         };
         assert!(api.info().await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn reconciles_share_one_http_client_per_ca_bundle() {
+        let Ok(tls) = generate_tls("main", api_dns_names("main", "scanning")) else {
+            panic!("generate")
+        };
+        let Ok(other) = generate_tls("other", api_dns_names("other", "scanning")) else {
+            panic!("generate")
+        };
+        let url = https_console(&tls.cert, &tls.key, 2).await;
+        let factory = HttpConsoleApiFactory::new(HttpSettings::default());
+        for _ in 0..2 {
+            let api = factory
+                .connect(conn(&url, Some(&tls.ca_cert), false))
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert!(api.info().await.is_ok());
+        }
+        assert_eq!(factory.shared_clients(), 1);
+        // Another console's CA is another TLS configuration: its own client.
+        let _ = factory
+            .connect(conn(&url, Some(&other.ca_cert), false))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(factory.shared_clients(), 2);
+        // A bad URL is still refused, with the shared client at hand.
+        let bad = factory.connect(conn("ftp://main", Some(&tls.ca_cert), false));
+        assert!(bad.err().is_some_and(|e| e.to_string().contains("scheme")));
     }
 }

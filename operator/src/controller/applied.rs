@@ -3,8 +3,9 @@
 //! Every reconcile builds the desired child objects. Sending them again with server-side apply
 //! when nothing changed is harmless to the objects but not to the API server: at a thousand
 //! engines, each refresh would be thousands of no-op writes. This cache remembers, per child
-//! object, a digest of the body last applied and what the API server answered. A reconcile skips
-//! the apply when the digest is the same and no watch event has touched the object since.
+//! object, a digest of the body last applied (and, only where a reconcile reads it back, what the
+//! API server answered). A reconcile skips the apply when the digest is the same and no watch
+//! event has touched the object since.
 //!
 //! Watch events are the only thing that mark an object as changed ([`AppliedCache::changed`],
 //! called from the child watches in [`crate::controller::run`]). That keeps drift repair
@@ -43,7 +44,7 @@ impl ObjectKey {
     }
 }
 
-/// A digest of a desired body (`None`: the object must not exist).
+/// A digest of a desired body, or of "must not exist".
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Digest(u64);
 
@@ -57,6 +58,20 @@ impl Digest {
         }
         Self(hasher.finish())
     }
+
+    /// The digest of "the object must not exist".
+    pub fn absent() -> Self {
+        Self::of(None)
+    }
+
+    /// Distinguishes entries that keep the API server's answer from those that do not.
+    pub fn keeping(self, keep: bool) -> Self {
+        Self(if keep {
+            self.0.rotate_left(1) ^ 1
+        } else {
+            self.0
+        })
+    }
 }
 
 #[derive(Debug)]
@@ -65,7 +80,8 @@ enum Entry {
     Pending,
     /// An event touched the object while its apply was in flight.
     Stale,
-    /// Applied `digest`; the API server answered `object` (`None`: the object is absent).
+    /// Applied `digest`; `object`: the API server's answer when the caller keeps it (`None`:
+    /// not kept, or the object is absent).
     Applied {
         digest: Digest,
         object: Option<Value>,

@@ -40,8 +40,43 @@ where
 }
 
 /// Like [`apply`], but skips the request when `cache` says the same body was applied and no
-/// watch event touched the object since (see [`super::applied`]).
-pub async fn apply_cached<K>(client: &Client, cache: &AppliedCache, obj: &K) -> Result<K>
+/// watch event touched the object since (see [`super::applied`]). Remembers only a digest.
+pub async fn apply_cached<K>(client: &Client, cache: &AppliedCache, obj: &K) -> Result<()>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + Debug
+        + Serialize
+        + DeserializeOwned,
+{
+    apply_through_cache(client, cache, obj, false)
+        .await
+        .map(drop)
+}
+
+/// Like [`apply_cached`], and returns what the API server holds: the answer of the apply, or
+/// the one remembered from the last apply when nothing changed since.
+pub async fn apply_cached_read_back<K>(client: &Client, cache: &AppliedCache, obj: &K) -> Result<K>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + Debug
+        + Serialize
+        + DeserializeOwned,
+{
+    match apply_through_cache(client, cache, obj, true).await? {
+        Some(read_back) => Ok(read_back),
+        // Not reached: with `keep`, the object is always returned.
+        None => apply(client, obj).await,
+    }
+}
+
+async fn apply_through_cache<K>(
+    client: &Client,
+    cache: &AppliedCache,
+    obj: &K,
+    keep: bool,
+) -> Result<Option<K>>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
         + Clone
@@ -55,17 +90,27 @@ where
         &obj.name_any(),
     );
     let body = serde_json::to_value(obj).map_err(|e| Error::InvalidSpec(e.to_string()))?;
-    let digest = Digest::of(Some(&body));
-    if let Some(Some(known)) = cache.lookup(&key, digest)
-        && let Ok(obj) = serde_json::from_value::<K>(known)
-    {
-        return Ok(obj);
+    // Whether the answer is kept is part of the digest: a read-back never meets a bare entry.
+    let digest = Digest::of(Some(&body)).keeping(keep);
+    match cache.lookup(&key, digest) {
+        Some(None) if !keep => return Ok(None),
+        Some(Some(known)) if keep => {
+            if let Ok(obj) = serde_json::from_value::<K>(known) {
+                return Ok(Some(obj));
+            }
+        }
+        _ => {}
     }
     cache.begin(&key);
     match apply(client, obj).await {
         Ok(applied) => {
-            cache.finish(&key, digest, serde_json::to_value(&applied).ok());
-            Ok(applied)
+            let kept = if keep {
+                serde_json::to_value(&applied).ok()
+            } else {
+                None
+            };
+            cache.finish(&key, digest, kept);
+            Ok(Some(applied))
         }
         Err(e) => {
             cache.forget(&key);
@@ -89,7 +134,7 @@ where
         + DeserializeOwned,
 {
     let key = ObjectKey::new(&K::kind(&()), namespace, name);
-    let digest = Digest::of(None);
+    let digest = Digest::absent();
     if let Some(None) = cache.lookup(&key, digest) {
         return Ok(());
     }

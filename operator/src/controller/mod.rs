@@ -43,6 +43,8 @@ pub struct Settings {
     pub operator_pod_labels: std::collections::BTreeMap<String, String>,
     /// Product version of consoles and engines when a spec names none.
     pub default_version: String,
+    /// Reconciles running at once, per kind.
+    pub max_concurrent_reconciles: u16,
 }
 
 impl Default for Settings {
@@ -57,6 +59,7 @@ impl Default for Settings {
             )]
             .into(),
             default_version: crate::VERSION.into(),
+            max_concurrent_reconciles: 16,
         }
     }
 }
@@ -214,7 +217,10 @@ pub async fn run(
         let managed =
             Config::default().labels(&format!("{}={}", names::MANAGED_BY_LABEL, names::MANAGER));
 
-        let engine_controller = Controller::new(engines, Config::default().any_semantic());
+        let limits = kube::runtime::controller::Config::default()
+            .concurrency(ctx.settings.max_concurrent_reconciles);
+        let engine_controller =
+            Controller::new(engines, Config::default().any_semantic()).with_config(limits.clone());
         let store = engine_controller.store();
         let engine_task = engine_controller
             .watches(child!(StatefulSet), managed.clone(), child_changed(&cache))
@@ -250,6 +256,7 @@ pub async fn run(
                 }
             });
         let console_task = Controller::new(consoles, Config::default().any_semantic())
+            .with_config(limits)
             .watches(child!(StatefulSet), managed.clone(), child_changed(&cache))
             .watches(child!(Service), managed.clone(), child_changed(&cache))
             .watches(

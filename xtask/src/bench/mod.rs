@@ -53,8 +53,10 @@ pub fn bench(root: &Path, args: &[OsString]) -> Result<ExitCode> {
         "--bin",
         "scan-engine-bench",
     ]);
+    // Each benchmarked binary by name: with `--bin` given, cargo builds only the named
+    // binaries, whatever packages `-p` selects.
     for p in packages {
-        build.args(["-p", p]);
+        build.args(["-p", p, "--bin", p]);
     }
     eprintln!("xtask: {}", crate::describe(&build));
     let status = build

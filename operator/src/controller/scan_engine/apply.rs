@@ -1,22 +1,19 @@
 //! Apply: server-side apply of the desired set, and read back of what the console needs.
 
-use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::Client;
 
 use super::build::Desired;
 use crate::Result;
 use crate::controller::applied::AppliedCache;
-use crate::controller::apply::{apply_cached, ensure_absent};
+use crate::controller::apply::{apply_cached, apply_cached_read_back, ensure_absent};
 use crate::controller::names;
 
-/// What the API server holds after the apply.
+/// What the reconcile reads back after the apply: the Service (node port, load balancer
+/// address), when the engine has one.
 #[derive(Clone, Debug)]
 pub struct Applied {
-    pub statefulset: StatefulSet,
     pub service: Option<Service>,
-    pub network_policy: NetworkPolicy,
 }
 
 /// Applies every desired object (skipping those `cache` knows unchanged). The desired set is
@@ -36,19 +33,15 @@ pub async fn apply_all(
     } = desired;
     // The policy first: a pod never runs unfenced, and a direction switch swaps policies
     // before the pod restarts in the new direction.
-    let network_policy = apply_cached(client, cache, &network_policy).await?;
+    apply_cached(client, cache, &network_policy).await?;
     let service = match service {
-        Some(svc) => Some(apply_cached(client, cache, &svc).await?),
+        Some(svc) => Some(apply_cached_read_back(client, cache, &svc).await?),
         None => {
             ensure_absent::<Service>(client, cache, namespace, &names::engine_objects(engine))
                 .await?;
             None
         }
     };
-    let statefulset = apply_cached(client, cache, &statefulset).await?;
-    Ok(Applied {
-        statefulset,
-        service,
-        network_policy,
-    })
+    apply_cached(client, cache, &statefulset).await?;
+    Ok(Applied { service })
 }
