@@ -24,6 +24,15 @@ impl std::fmt::Display for Communication {
     }
 }
 
+/// Administrative commands (the engine itself runs without one).
+#[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
+pub enum Command {
+    /// List, enable or disable the consoles in <data-dir>/consoles.xml (standard pairing);
+    /// restart the engine afterwards.
+    #[command(subcommand)]
+    Consoles(crate::consoles_command::ConsolesCommand),
+}
+
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -43,12 +52,24 @@ pub enum LogFormat {
 /// Reverse pairing (engine-to-console): the engine dials the console, presents the shared
 /// secret from --shared-secret-file once, and afterwards authenticates by certificate alone.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "scan-engine", version, about, long_about, max_term_width = 100)]
+#[command(
+    name = "scan-engine",
+    version,
+    about,
+    long_about,
+    max_term_width = 100,
+    subcommand_negates_reqs = true
+)]
 pub struct Cli {
+    /// Without a command, the engine runs.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// Directory for the engine's identity (engine.key, engine.crt), consoles.xml and the
     /// reverse pairing record (pairing.json). Must persist across restarts.
     #[arg(
         long,
+        global = true,
         env = "SCAN_ENGINE_DATA_DIR",
         value_name = "DIR",
         default_value = "/var/lib/scan-engine"
@@ -181,6 +202,30 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(*cli.ping_interval, std::time::Duration::from_millis(500));
+    }
+
+    #[test]
+    fn the_consoles_command_needs_no_engine_settings() {
+        let cli = Cli::try_parse_from([
+            "scan-engine",
+            "--communication",
+            "engine-to-console",
+            "consoles",
+            "enable",
+            "2",
+            "--data-dir",
+            "/data",
+        ])
+        .unwrap();
+        assert_eq!(
+            cli.command,
+            Some(Command::Consoles(
+                crate::consoles_command::ConsolesCommand::Enable {
+                    console: "2".into()
+                }
+            ))
+        );
+        assert_eq!(cli.data_dir, PathBuf::from("/data"));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //!
 //! * [`cli`]: the command line of `docs/contracts.md` §2;
 //! * [`consoles_xml`]: the strict `consoles.xml` parser and writer;
+//! * [`consoles_command`]: `scan-engine consoles list|enable|disable` for administrators;
 //! * [`trust`]: the engine's trust list at run time (read at start-up, appended to on disk);
 //! * [`pairing`]: the reverse pairing record (`pairing.json`);
 //! * [`standard`]: console-to-engine mode, accepting the console on `--listen`;
@@ -14,6 +15,7 @@
 //! * [`health`]: `/healthz` and `/readyz`.
 
 pub mod cli;
+pub mod consoles_command;
 pub mod consoles_xml;
 pub mod health;
 pub mod pairing;
@@ -36,7 +38,7 @@ use anyhow::Context as _;
 use scan_engine_protocol::{Fingerprint, Identity, version};
 use tokio_util::sync::CancellationToken;
 
-pub use cli::{Cli, Communication, LogFormat};
+pub use cli::{Cli, Command, Communication, LogFormat};
 
 #[cfg(test)]
 mod tests {

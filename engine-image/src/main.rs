@@ -3,12 +3,24 @@
 use std::process::ExitCode;
 
 use clap::Parser as _;
-use scan_engine::{Cli, LogFormat};
+use scan_engine::{Cli, Command, LogFormat};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Consoles(command)) = &cli.command {
+        return match scan_engine::consoles_command::run(&cli.data_dir, command) {
+            Ok(out) => {
+                print!("{out}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("scan-engine consoles: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
