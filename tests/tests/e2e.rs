@@ -26,6 +26,8 @@ const RELEASE: &str = "scan-engine-operator";
 const RELEASE_NAMESPACE: &str = "scan-engine-operator";
 const PROBE_IMAGE: &str = "docker.io/scan-engine-operator/cluster-probe:dev";
 const ACTIVE_TIMEOUT: Duration = Duration::from_secs(300);
+/// The managed console `main`'s pod.
+const CONSOLE_PODS: &str = "app.kubernetes.io/name=security-console,scanengine.dev/console=main";
 
 // ---------------------------------------------------------------------------------------------
 // Support
@@ -527,4 +529,457 @@ fn manual_authorization_stays_pending() {
         assert_ne!(ready_of(&se), "True", "{}", se["status"]);
         std::thread::sleep(Duration::from_secs(4));
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The console's REST API, for the scenarios that look at what the console holds.
+
+/// The managed console `main`'s REST API through `kubectl port-forward` (which enters the console
+/// pod's network namespace: the policy admitting only the operator on 3780 does not apply), over
+/// HTTPS verified against the console's CA under the Service's DNS name. The admin password is
+/// read from the console's Secret and never printed.
+struct ConsoleApi {
+    forward: std::process::Child,
+    runtime: tokio::runtime::Runtime,
+    client: reqwest::Client,
+    base: String,
+    user: String,
+    password: String,
+}
+
+fn secret_value(ns: &Ns, secret: &str, key: &str) -> String {
+    use base64::Engine as _;
+    let key = key.replace('.', "\\.");
+    let encoded = kubectl_ok(&[
+        "get",
+        "secret",
+        secret,
+        "-n",
+        &ns.0,
+        "-o",
+        &format!("jsonpath={{.data.{key}}}"),
+    ]);
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .unwrap_or_else(|e| panic!("Secret {secret} key {key} is not base64: {e}"));
+    String::from_utf8(bytes).unwrap_or_else(|_| panic!("Secret {secret} key {key} is not UTF-8"))
+}
+
+impl ConsoleApi {
+    fn connect(ns: &Ns) -> Self {
+        use std::io::BufRead as _;
+        let ca = secret_value(ns, "main-console-ca", "ca.crt");
+        let user = secret_value(ns, "main-console-admin", "username");
+        let password = secret_value(ns, "main-console-admin", "password");
+        let mut forward = Command::new(tool("kubectl"))
+            .args(["port-forward", "-n", &ns.0, "svc/main-console", ":3780"])
+            .env("KUBECONFIG", kubeconfig())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("kubectl port-forward");
+        let stdout = forward.stdout.take().expect("port-forward stdout");
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        // "Forwarding from 127.0.0.1:41234 -> 3780"
+        let port: u16 = lines
+            .next()
+            .and_then(Result::ok)
+            .and_then(|l| {
+                l.strip_prefix("Forwarding from 127.0.0.1:")
+                    .and_then(|rest| rest.split_whitespace().next())
+                    .and_then(|p| p.parse().ok())
+            })
+            .expect("kubectl port-forward did not say which local port it forwards");
+        // It prints a line per connection: keep its pipe drained.
+        std::thread::spawn(move || lines.for_each(drop));
+        let host = format!("main-console.{}.svc", ns.0);
+        let client = reqwest::Client::builder()
+            .add_root_certificate(
+                reqwest::Certificate::from_pem(ca.as_bytes()).expect("the console's CA (PEM)"),
+            )
+            .resolve(&host, std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+            .timeout(Duration::from_secs(20))
+            .build()
+            .expect("HTTP client");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        ConsoleApi {
+            forward,
+            runtime,
+            client,
+            base: format!("https://{host}:{port}/api/3"),
+            user,
+            password,
+        }
+    }
+
+    fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let url = format!("{}{path}", self.base);
+        let mut request = self
+            .client
+            .request(method.clone(), &url)
+            .basic_auth(&self.user, Some(&self.password));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        self.runtime.block_on(async {
+            let response = request
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+            let status = response.status();
+            let text = response.text().await.unwrap_or_default();
+            assert!(status.is_success(), "{method} {url}: {status}: {text}");
+            serde_json::from_str(&text).unwrap_or(Value::Null)
+        })
+    }
+
+    fn get(&self, path: &str) -> Value {
+        self.call(reqwest::Method::GET, path, None)
+    }
+
+    fn post(&self, path: &str, body: Value) -> Value {
+        self.call(reqwest::Method::POST, path, Some(body))
+    }
+
+    /// The console's registrations: (name, id), sorted.
+    fn engines(&self) -> Vec<(String, i64)> {
+        let list = self.get("/scan_engines");
+        let mut engines: Vec<(String, i64)> = list["resources"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no resources in {list}"))
+            .iter()
+            .map(|e| {
+                (
+                    e["name"].as_str().unwrap_or_default().to_owned(),
+                    e["id"].as_i64().unwrap_or_default(),
+                )
+            })
+            .collect();
+        engines.sort();
+        engines
+    }
+}
+
+impl Drop for ConsoleApi {
+    fn drop(&mut self) {
+        let _ = self.forward.kill();
+        let _ = self.forward.wait();
+    }
+}
+
+/// How many `reason` events the namespace holds (count aggregated repeats).
+fn events_with_reason(ns: &Ns, reason: &str) -> u64 {
+    let out = kubectl_ok(&[
+        "get",
+        "events",
+        "-n",
+        &ns.0,
+        "--field-selector",
+        &format!("reason={reason}"),
+        "-o",
+        "json",
+    ]);
+    let list: Value = serde_json::from_str(&out).expect("events JSON");
+    list["items"]
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .map(|e| e["count"].as_u64().unwrap_or(1).max(1))
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+fn pod_uid(ns: &str, pod: &str) -> String {
+    let out = kubectl(&[
+        "get",
+        "pod",
+        pod,
+        "-n",
+        ns,
+        "-o",
+        "jsonpath={.metadata.uid}",
+    ]);
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+fn wait_pod_ready(ns: &str, selector: &str) {
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        let out = kubectl(&[
+            "wait",
+            "-n",
+            ns,
+            "--for=condition=Ready",
+            "pod",
+            "-l",
+            selector,
+            "--timeout=30s",
+        ]);
+        if out.status.success() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pods {selector} in {ns} not Ready: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Restarts, crashes, manual authorization and a scan
+
+#[test]
+fn restarting_the_console_gives_active_again_without_re_pairing() {
+    let ns = Ns::new("e2e-console-restart");
+    console_and_engines(
+        &ns,
+        &[
+            ("standard", "ConsoleToEngine", "Automatic"),
+            ("reverse", "EngineToConsole", "Automatic"),
+        ],
+    );
+    let ids_before: Vec<Value> = ["standard", "reverse"]
+        .iter()
+        .map(|name| wait_active(&ns, name)["status"]["engineId"].clone())
+        .collect();
+    let registrations_before = ConsoleApi::connect(&ns).engines();
+    assert_eq!(registrations_before.len(), 2, "{registrations_before:?}");
+    let registered_events = events_with_reason(&ns, "Registered");
+    let uid_before = pod_uid(&ns.0, "main-console-0");
+
+    kubectl_ok(&[
+        "delete",
+        "pod",
+        "main-console-0",
+        "-n",
+        &ns.0,
+        "--wait=true",
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while pod_uid(&ns.0, "main-console-0") == uid_before
+        || pod_uid(&ns.0, "main-console-0").is_empty()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the console pod was not recreated"
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    wait_pod_ready(&ns.0, CONSOLE_PODS);
+
+    for (name, id) in ["standard", "reverse"].iter().zip(&ids_before) {
+        let after = wait_active(&ns, name);
+        assert_eq!(
+            &after["status"]["engineId"], id,
+            "{name} was paired again: {}",
+            after["status"]
+        );
+    }
+    assert_eq!(
+        ConsoleApi::connect(&ns).engines(),
+        registrations_before,
+        "the console's registrations changed across its restart"
+    );
+    assert_eq!(
+        events_with_reason(&ns, "Registered"),
+        registered_events,
+        "the operator registered an engine again after the console restarted"
+    );
+}
+
+#[test]
+fn killing_the_operator_mid_reconcile_leaves_no_duplicate_registrations() {
+    const SELECTOR: &str = "app.kubernetes.io/name=scan-engine-operator";
+    let ns = Ns::new("e2e-operator-kill");
+    console_and_engines(&ns, &[]);
+    wait_pod_ready(&ns.0, CONSOLE_PODS);
+    let engines: Vec<(String, &str)> = (0..4)
+        .map(|i| (format!("standard-{i}"), "ConsoleToEngine"))
+        .chain((0..2).map(|i| (format!("reverse-{i}"), "EngineToConsole")))
+        .collect();
+    let list: Vec<(&str, &str, &str)> = engines
+        .iter()
+        .map(|(n, c)| (n.as_str(), *c, "Automatic"))
+        .collect();
+    console_and_engines(&ns, &list);
+
+    // Kill the operator as soon as the first engine is registered (the others are mid-way),
+    // then once more while its successor catches up.
+    let deadline = Instant::now() + ACTIVE_TIMEOUT;
+    while !engines
+        .iter()
+        .any(|(n, _)| engine(&ns, n)["status"]["engineId"].as_i64().is_some())
+    {
+        assert!(Instant::now() < deadline, "no engine was registered");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    for round in 0..2 {
+        kubectl_ok(&[
+            "delete",
+            "pod",
+            "-n",
+            RELEASE_NAMESPACE,
+            "-l",
+            SELECTOR,
+            "--grace-period=0",
+            "--force",
+            "--wait=false",
+        ]);
+        if round == 0 {
+            std::thread::sleep(Duration::from_secs(3));
+            wait_pod_ready(RELEASE_NAMESPACE, SELECTOR);
+            std::thread::sleep(Duration::from_secs(2));
+        }
+    }
+    wait_pod_ready(RELEASE_NAMESPACE, SELECTOR);
+
+    let mut ids = Vec::new();
+    for (name, _) in &engines {
+        let se = wait_active(&ns, name);
+        ids.push((
+            format!("{name}.{}", ns.0),
+            se["status"]["engineId"].as_i64().expect("engine id"),
+        ));
+    }
+    ids.sort();
+    assert_eq!(
+        ConsoleApi::connect(&ns).engines(),
+        ids,
+        "the console holds exactly one registration per ScanEngine, under the id in its status"
+    );
+}
+
+#[test]
+fn manual_authorization_is_active_once_consoles_xml_enables_the_console() {
+    let ns = Ns::new("e2e-manual-enable");
+    console_and_engines(&ns, &[("manual", "ConsoleToEngine", "Manual")]);
+    wait_engine(
+        &ns,
+        "manual",
+        "PendingAuthorization",
+        ACTIVE_TIMEOUT,
+        |se| state_of(se) == "PendingAuthorization",
+    );
+    let console: Value = serde_json::from_str(&kubectl_ok(&[
+        "get", "console", "main", "-n", &ns.0, "-o", "json",
+    ]))
+    .expect("console JSON");
+    let fingerprint = console["status"]["certificateFingerprint"]
+        .as_str()
+        .expect("the console's fingerprint")
+        .to_owned();
+
+    // As the seeds describe: the administrator enables the console in the engine's
+    // consoles.xml and restarts the engine.
+    let list = kubectl_ok(&[
+        "exec",
+        "-n",
+        &ns.0,
+        "manual-scan-engine-0",
+        "--",
+        "/scan-engine",
+        "consoles",
+        "list",
+    ]);
+    assert!(
+        list.lines()
+            .any(|l| l.contains(&fingerprint) && l.contains(" no ")),
+        "consoles.xml holds the console, not enabled: {list}"
+    );
+    kubectl_ok(&[
+        "exec",
+        "-n",
+        &ns.0,
+        "manual-scan-engine-0",
+        "--",
+        "/scan-engine",
+        "consoles",
+        "enable",
+        &fingerprint,
+    ]);
+    kubectl_ok(&["delete", "pod", "manual-scan-engine-0", "-n", &ns.0]);
+    wait_active(&ns, "manual");
+}
+
+#[test]
+fn a_discovery_scan_of_an_in_cluster_target_reports_its_open_ports() {
+    let ns = Ns::new("e2e-scan");
+    console_and_engines(&ns, &[("scanner", "ConsoleToEngine", "Automatic")]);
+    kubectl_apply(
+        &ns.0,
+        &format!(
+            "apiVersion: v1
+kind: Pod
+metadata: {{name: target, labels: {{app: target}}}}
+spec:
+  containers:
+  - {{name: web, image: {PROBE_IMAGE}, imagePullPolicy: IfNotPresent, args: [serve, ':8080']}}
+  - {{name: admin, image: {PROBE_IMAGE}, imagePullPolicy: IfNotPresent, args: [serve, ':9090']}}
+"
+        ),
+    );
+    kubectl_ok(&[
+        "wait",
+        "-n",
+        &ns.0,
+        "--for=condition=Ready",
+        "pod/target",
+        "--timeout=120s",
+    ]);
+    let target = pod_ip(&ns, "target");
+    let engine_id = wait_active(&ns, "scanner")["status"]["engineId"].clone();
+
+    let api = ConsoleApi::connect(&ns);
+    let ports = [22, 80, 8080, 8081, 9090, 9091, 40814];
+    let site = api.post(
+        "/sites",
+        serde_json::json!({
+            "name": "in-cluster",
+            "engineId": engine_id,
+            "scan": {"assets": {"includedTargets": {"addresses": [target]}}},
+            "ports": ports,
+            "timeoutMs": 2000,
+        }),
+    );
+    let site_id = site["id"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("site: {site}"));
+    let scan = api.post(&format!("/sites/{site_id}/scans"), serde_json::json!({}));
+    let scan_id = scan["id"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("scan: {scan}"));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let done = loop {
+        let s = api.get(&format!("/scans/{scan_id}"));
+        match s["status"].as_str() {
+            Some("finished") => break s,
+            Some("error") => panic!("the scan failed: {s}"),
+            _ => {}
+        }
+        assert!(Instant::now() < deadline, "the scan did not finish: {s}");
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    assert_eq!(done["progress"]["total"], ports.len(), "{done}");
+
+    let assets = api.get("/assets");
+    let asset = assets["resources"]
+        .as_array()
+        .and_then(|r| r.iter().find(|a| a["ip"] == target.as_str()))
+        .unwrap_or_else(|| panic!("no asset {target} in {assets}"))
+        .clone();
+    let mut open: Vec<u64> = asset["services"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no services in {asset}"))
+        .iter()
+        .filter_map(|s| s["port"].as_u64())
+        .collect();
+    open.sort_unstable();
+    assert_eq!(open, vec![8080, 9090], "{asset}");
 }

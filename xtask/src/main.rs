@@ -57,9 +57,11 @@ enum Cmd {
     ///   control-plane  a real etcd, kube-apiserver and kube-controller-manager (built from
     ///                  pinned Go modules by `k8s-bins`), with the operator, console and engines
     ///                  as local processes.
-    ///   e2e            only when asked (`--tier e2e`, not part of `all`): tests/tests/e2e.rs
-    ///                  against the cluster KUBECONFIG names (e.g. `cargo xtask demo` or
-    ///                  `cargo xtask cluster up`), with the images already on it.
+    ///   e2e            tests/tests/e2e.rs on a real cluster: with KUBECONFIG set, that
+    ///                  cluster (the images must be on its nodes); otherwise the images are
+    ///                  built (`images`), the local cluster is started (`cluster up`, root and
+    ///                  Docker), the suite runs, and the cluster is stopped again
+    ///                  (XTASK_KEEP_CLUSTER=1 keeps it).
     ///
     /// Exits non-zero if any tier fails. A tier whose test file does not exist yet is reported
     /// as "not present".
@@ -110,7 +112,6 @@ enum Tier {
     Unit,
     System,
     ControlPlane,
-    /// Only when asked: never part of `all`.
     E2e,
     All,
 }
@@ -536,7 +537,9 @@ impl Runner {
         self.step(tier, step, test);
     }
 
-    /// The end-to-end suite against a real cluster (KUBECONFIG); only run with `--tier e2e`.
+    /// The end-to-end suite on a real cluster. With KUBECONFIG set, against that cluster as it
+    /// is (the images must be on its nodes). Otherwise on the local cluster, which this tier
+    /// builds the images for, starts, and stops again at the end (root and Docker needed).
     fn e2e(&mut self) {
         let tier = "e2e";
         let step = "real cluster (tests/tests/e2e.rs)";
@@ -549,20 +552,57 @@ impl Runner {
             );
             return;
         }
-        if std::env::var_os("KUBECONFIG").is_none_or(|v| v.is_empty()) {
-            self.record(
-                tier,
-                step,
-                Duration::ZERO,
-                Outcome::Failed(
-                    "KUBECONFIG is not set: run `cargo xtask demo` or `cargo xtask cluster up`, \
-                     then `export KUBECONFIG=$(cargo xtask cluster kubeconfig)`"
-                        .into(),
-                ),
+        let local = cluster::kubeconfig_path();
+        if let Some(kubeconfig) = std::env::var_os("KUBECONFIG").filter(|v| !v.is_empty())
+            && Path::new(&kubeconfig) != local
+        {
+            eprintln!(
+                "xtask: [{tier}] using the cluster KUBECONFIG names ({}); its nodes must hold \
+                 the images (`cargo xtask images`, then e.g. `kind load image-archive`)",
+                Path::new(&kubeconfig).display()
             );
+            self.step(tier, step, integration_test("e2e"));
             return;
         }
-        self.step(tier, step, integration_test("e2e"));
+        if let Err(why) = cluster_prerequisites() {
+            let outcome = if self.in_ci {
+                Outcome::Failed(format!("{why} (required in CI)"))
+            } else {
+                eprintln!("xtask: WARNING: the end-to-end tier did not run: {why}");
+                Outcome::Skipped(why)
+            };
+            self.record(tier, "local cluster", Duration::ZERO, outcome);
+            return;
+        }
+        let xtask = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("xtask"));
+        let mut images = Command::new(&xtask);
+        images.arg("images");
+        if !self.step(
+            tier,
+            "images: release build, docker build, archives, non-root check",
+            images,
+        ) {
+            return;
+        }
+        let mut up = Command::new(&xtask);
+        up.args(["cluster", "up"]);
+        if self.step(tier, "local cluster up (imports the images)", up) {
+            let mut test = integration_test("e2e");
+            test.env("KUBECONFIG", &local);
+            self.step(tier, step, test);
+        }
+        // Always leave the machine as it was, even after a failure (the test namespaces of
+        // failed tests are gone with the cluster; their logs were printed).
+        let keep = std::env::var_os("XTASK_KEEP_CLUSTER").is_some_and(|v| v == "1");
+        if keep {
+            eprintln!("xtask: [{tier}] XTASK_KEEP_CLUSTER=1: leaving the local cluster up");
+            return;
+        }
+        let mut down = Command::new(&xtask);
+        down.args(["cluster", "down"]);
+        let fail_fast = std::mem::replace(&mut self.fail_fast, false);
+        self.step(tier, "local cluster down", down);
+        self.fail_fast = fail_fast;
     }
 
     fn summary(&self) {
@@ -638,6 +678,27 @@ fn integration_test(name: &str) -> Command {
     cmd
 }
 
+/// The local cluster needs root (kubelet, containerd, iptables) and Docker for the images.
+fn cluster_prerequisites() -> std::result::Result<(), String> {
+    let uid = Command::new("id")
+        .arg("-u")
+        .output()
+        .ok()
+        .and_then(|out| String::from_utf8(out.stdout).ok())
+        .map(|s| s.trim().to_owned());
+    if uid.as_deref() != Some("0") {
+        return Err(
+            "the local cluster needs root (or set KUBECONFIG to a cluster holding the \
+                    images)"
+                .into(),
+        );
+    }
+    if !on_path("docker") || !on_path("dockerd") {
+        return Err("building the images needs Docker (e.g. `apt-get install docker.io`)".into());
+    }
+    Ok(())
+}
+
 /// Network-namespace tests need root and the `ip` tool.
 fn netns_prerequisites() -> std::result::Result<(), String> {
     let uid = Command::new("id")
@@ -677,7 +738,7 @@ fn test(tier: Tier, fail_fast: bool) -> Result<ExitCode> {
     if matches!(tier, Tier::ControlPlane | Tier::All) {
         runner.control_plane();
     }
-    if tier == Tier::E2e {
+    if matches!(tier, Tier::E2e | Tier::All) {
         runner.e2e();
     }
     runner.summary();
