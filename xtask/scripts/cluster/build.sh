@@ -138,6 +138,16 @@ build_all() {
   command -v go >/dev/null || die "Go is required to build the cluster's components"
   command -v gcc >/dev/null || die "a C compiler is required to build runc (cgo)"
   local start=$SECONDS
+  # One build at a time (CI starts one in the background): a second waits, then finds the
+  # binaries built.
+  mkdir -p "$CACHE_DIR"
+  if command -v flock >/dev/null 2>&1; then
+    exec 8>"$CACHE_DIR/.cluster-build.lock"
+    if ! flock -n 8; then
+      log "another build of the cluster binaries is running; waiting for it"
+      flock 8
+    fi
+  fi
   build_containerd
   build_runc
   build_cni
@@ -145,6 +155,7 @@ build_all() {
   build_tools
   build_images
   build_kube
+  if command -v flock >/dev/null 2>&1; then exec 8>&-; fi
   log "all cluster binaries ready in $((SECONDS - start))s"
 }
 
