@@ -45,6 +45,22 @@ pub fn effective_margin(margin: Duration, lifetime: Duration) -> Duration {
     margin.min(lifetime / 2)
 }
 
+/// When a secret with `ttl` seconds left at `now` expires, in whole seconds: the status field
+/// is a Kubernetes time (whole seconds), so a fraction would make every refresh see a change
+/// and write the same status again.
+pub fn expiry(now: Timestamp, ttl: u64) -> Timestamp {
+    whole_seconds(
+        now.checked_add(SignedDuration::from_secs(
+            i64::try_from(ttl).unwrap_or(i64::MAX),
+        ))
+        .unwrap_or(now),
+    )
+}
+
+fn whole_seconds(t: Timestamp) -> Timestamp {
+    Timestamp::from_second(t.as_second()).unwrap_or(t)
+}
+
 fn stored(secret: &Secret) -> (Option<String>, Option<Timestamp>, Option<u64>) {
     let value = secret
         .data
@@ -54,7 +70,8 @@ fn stored(secret: &Secret) -> (Option<String>, Option<Timestamp>, Option<u64>) {
     let annotations = secret.metadata.annotations.clone().unwrap_or_default();
     let expires = annotations
         .get(EXPIRES_AT_ANNOTATION)
-        .and_then(|v| v.parse::<Timestamp>().ok());
+        .and_then(|v| v.parse::<Timestamp>().ok())
+        .map(whole_seconds);
     let lifetime = annotations
         .get(LIFETIME_ANNOTATION)
         .and_then(|v| v.parse::<u64>().ok());
@@ -130,11 +147,7 @@ pub async fn ensure(
         }
     };
 
-    let expires_at = now
-        .checked_add(SignedDuration::from_secs(
-            i64::try_from(ttl).unwrap_or(i64::MAX),
-        ))
-        .unwrap_or(now);
+    let expires_at = expiry(now, ttl);
     let same_value = stored_value.as_deref() == Some(value.expose());
     let same_expiry =
         stored_expiry.is_some_and(|e| (e.as_second() - expires_at.as_second()).abs() <= DRIFT);
@@ -169,6 +182,27 @@ pub async fn ensure(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn expiry_is_in_whole_seconds_and_survives_a_round_trip() {
+        let now =
+            Timestamp::from_nanosecond(1_767_225_600_123_456_789).unwrap_or(Timestamp::UNIX_EPOCH);
+        let at = expiry(now, 3600);
+        assert_eq!(at.as_second(), 1_767_225_600 + 3600);
+        assert_eq!(at.subsec_nanosecond(), 0);
+        // As the status stores it (a Kubernetes time) and reads it back: unchanged.
+        let time = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(at);
+        let back: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time =
+            serde_json::from_value(serde_json::to_value(&time).unwrap_or_default())
+                .unwrap_or(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now));
+        assert_eq!(back.0, at);
+        // Which is not so for a fraction of a second: the status would differ on every refresh.
+        let fractional = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now);
+        let back: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time =
+            serde_json::from_value(serde_json::to_value(&fractional).unwrap_or_default())
+                .unwrap_or(fractional.clone());
+        assert_ne!(back.0, now);
+    }
 
     #[test]
     fn margin_never_exceeds_half_the_lifetime() {
