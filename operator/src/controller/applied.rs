@@ -10,8 +10,8 @@
 //! Watch events are the only thing that mark an object as changed ([`AppliedCache::changed`],
 //! called from the child watches in [`crate::controller::run`]). That keeps drift repair
 //! intact: anyone editing or deleting a child triggers an event, the entry is dropped and the
-//! next reconcile applies again. The operator's own applies cause events too, so every real
-//! change is followed by one no-op apply; a no-op apply causes no event, so it ends there.
+//! next reconcile applies again. The operator's own applies cause events too; those carry the
+//! resourceVersion the apply answered with and change nothing.
 //!
 //! An event that arrives while an apply is in flight must not be lost: [`AppliedCache::begin`]
 //! marks the entry pending, [`AppliedCache::changed`] turns a pending entry stale, and
@@ -85,6 +85,8 @@ enum Entry {
     Applied {
         digest: Digest,
         object: Option<Value>,
+        /// The resourceVersion the apply produced: its own watch event is no change.
+        resource_version: Option<String>,
     },
 }
 
@@ -106,7 +108,9 @@ impl AppliedCache {
     /// object since: `Some(Some(obj))` present, `Some(None)` known absent, `None` unknown.
     pub fn lookup(&self, key: &ObjectKey, digest: Digest) -> Option<Option<Value>> {
         match self.entries().get(key) {
-            Some(Entry::Applied { digest: d, object }) if *d == digest => Some(object.clone()),
+            Some(Entry::Applied {
+                digest: d, object, ..
+            }) if *d == digest => Some(object.clone()),
             _ => None,
         }
     }
@@ -116,12 +120,26 @@ impl AppliedCache {
         self.entries().insert(key.clone(), Entry::Pending);
     }
 
-    /// The apply of `key` succeeded with `object`; kept unless an event came in meanwhile.
-    pub fn finish(&self, key: &ObjectKey, digest: Digest, object: Option<Value>) {
+    /// The apply of `key` succeeded, producing `resource_version` (`object`: the answer, when
+    /// the caller reads it back); kept unless an event came in meanwhile.
+    pub fn finish(
+        &self,
+        key: &ObjectKey,
+        digest: Digest,
+        object: Option<Value>,
+        resource_version: Option<String>,
+    ) {
         let mut entries = self.entries();
         match entries.get(key) {
             Some(Entry::Pending) => {
-                entries.insert(key.clone(), Entry::Applied { digest, object });
+                entries.insert(
+                    key.clone(),
+                    Entry::Applied {
+                        digest,
+                        object,
+                        resource_version,
+                    },
+                );
             }
             _ => {
                 entries.remove(key);
@@ -134,13 +152,19 @@ impl AppliedCache {
         self.entries().remove(key);
     }
 
-    /// A watch saw `key` change (created, modified, deleted or re-listed).
-    pub fn changed(&self, key: &ObjectKey) {
+    /// A watch saw `key` at `resource_version` (created, modified, deleted or re-listed). The
+    /// event of the operator's own apply (same resourceVersion as the apply's answer) changes
+    /// nothing; any other does. A deletion carries the resourceVersion of the deletion.
+    pub fn changed(&self, key: &ObjectKey, resource_version: Option<&str>) {
         let mut entries = self.entries();
         match entries.get(key) {
             Some(Entry::Pending) => {
                 entries.insert(key.clone(), Entry::Stale);
             }
+            Some(Entry::Applied {
+                resource_version: Some(own),
+                ..
+            }) if Some(own.as_str()) == resource_version => {}
             Some(Entry::Applied { .. }) => {
                 entries.remove(key);
             }
@@ -176,7 +200,17 @@ mod tests {
         assert_eq!(cache.lookup(&key(), digest), None, "nothing applied yet");
 
         cache.begin(&key());
-        cache.finish(&key(), digest, Some(json!({"applied": true})));
+        cache.finish(
+            &key(),
+            digest,
+            Some(json!({"applied": true})),
+            Some("41".into()),
+        );
+        cache.changed(&key(), Some("41"));
+        assert!(
+            cache.lookup(&key(), digest).is_some(),
+            "the apply's own event"
+        );
         assert_eq!(
             cache.lookup(&key(), digest),
             Some(Some(json!({"applied": true})))
@@ -185,8 +219,8 @@ mod tests {
         let other = Digest::of(Some(&json!({"spec": {"replicas": 2}})));
         assert_eq!(cache.lookup(&key(), other), None, "a new desired body");
 
-        cache.changed(&key());
-        assert_eq!(cache.lookup(&key(), digest), None, "a watch event");
+        cache.changed(&key(), Some("42"));
+        assert_eq!(cache.lookup(&key(), digest), None, "someone else's change");
     }
 
     #[test]
@@ -194,8 +228,8 @@ mod tests {
         let cache = AppliedCache::default();
         let digest = Digest::of(None);
         cache.begin(&key());
-        cache.changed(&key());
-        cache.finish(&key(), digest, None);
+        cache.changed(&key(), Some("7"));
+        cache.finish(&key(), digest, None, Some("7".into()));
         assert_eq!(cache.lookup(&key(), digest), None);
         assert!(cache.is_empty());
     }
@@ -203,7 +237,7 @@ mod tests {
     #[test]
     fn events_for_unknown_objects_keep_nothing() {
         let cache = AppliedCache::default();
-        cache.changed(&key());
+        cache.changed(&key(), None);
         assert!(cache.is_empty());
     }
 

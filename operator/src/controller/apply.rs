@@ -109,7 +109,7 @@ where
             } else {
                 None
             };
-            cache.finish(&key, digest, kept);
+            cache.finish(&key, digest, kept, applied.resource_version());
             Ok(Some(applied))
         }
         Err(e) => {
@@ -146,7 +146,7 @@ where
     };
     match result {
         Ok(()) => {
-            cache.finish(&key, digest, None);
+            cache.finish(&key, digest, None, None);
             Ok(())
         }
         Err(e) => {

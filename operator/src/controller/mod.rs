@@ -293,11 +293,14 @@ where
     let cache = cache.clone();
     move |child: Child| {
         let namespace = child.namespace();
-        cache.changed(&applied::ObjectKey::new(
-            &Child::kind(&()),
-            namespace.as_deref().unwrap_or_default(),
-            &child.name_any(),
-        ));
+        cache.changed(
+            &applied::ObjectKey::new(
+                &Child::kind(&()),
+                namespace.as_deref().unwrap_or_default(),
+                &child.name_any(),
+            ),
+            child.meta().resource_version.as_deref(),
+        );
         child
             .owner_references()
             .iter()
