@@ -5,8 +5,8 @@
 //! reads its trust list at start-up. On Kubernetes, where the image has no shell or editor:
 //!
 //! ```text
-//! kubectl exec NAME-scan-engine-0 -- /scan-engine consoles list
-//! kubectl exec NAME-scan-engine-0 -- /scan-engine consoles enable sha256:…   (or the entry's id)
+//! kubectl exec NAME-scan-engine-0 -- /usr/local/bin/scan-engine consoles list
+//! kubectl exec NAME-scan-engine-0 -- /usr/local/bin/scan-engine consoles enable sha256:…  # or its id
 //! kubectl delete pod NAME-scan-engine-0
 //! ```
 //!

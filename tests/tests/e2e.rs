@@ -884,7 +884,7 @@ fn manual_authorization_is_active_once_consoles_xml_enables_the_console() {
         &ns.0,
         "manual-scan-engine-0",
         "--",
-        "/scan-engine",
+        "/usr/local/bin/scan-engine",
         "consoles",
         "list",
     ]);
@@ -899,7 +899,7 @@ fn manual_authorization_is_active_once_consoles_xml_enables_the_console() {
         &ns.0,
         "manual-scan-engine-0",
         "--",
-        "/scan-engine",
+        "/usr/local/bin/scan-engine",
         "consoles",
         "enable",
         &fingerprint,
