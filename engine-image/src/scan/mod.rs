@@ -2,23 +2,24 @@
 //!
 //! A job's targets are expanded to hosts ([`targets`]), every (host, port) pair is probed with
 //! a connect attempt bounded by the job's connect timeout, and open ports get a banner read.
-//! At most `min(job.max_concurrency, --max-scan-concurrency)` probes run at once (a bounded,
-//! lazily fed stream, never one task per port). Progress, findings and the end of the scan are
-//! streamed to the session as messages.
+//! At most `min(job.max_concurrency, --max-scan-concurrency)` probes are in flight at once.
+//! The probes of a job run on one blocking thread that multiplexes non-blocking connects
+//! ([`driver`]); there is no task, timer or runtime registration per probe. Progress, findings
+//! and the end of the scan are streamed to the session as messages.
 
+mod driver;
 pub mod targets;
 
 use std::{
-    net::{IpAddr, SocketAddr},
-    time::Duration,
+    sync::Arc,
+    time::{Duration, Instant},
 };
 
-use futures::StreamExt as _;
 use scan_engine_protocol::{
     Message,
     messages::{Finding, ScanJob, ScanOutcome},
 };
-use tokio::{io::AsyncReadExt as _, net::TcpStream, sync::mpsc, time::Instant};
+use tokio::sync::mpsc;
 
 /// Longest banner kept, in bytes.
 pub const MAX_BANNER: usize = 256;
@@ -29,18 +30,35 @@ const PROGRESS_STEPS: u64 = 20;
 /// After the first banner bytes, wait this much longer for the rest.
 const BANNER_GRACE: Duration = Duration::from_millis(50);
 
-/// The session went away; the scan stops.
+/// Why a scan ended before probing everything.
 #[derive(Debug)]
-struct Gone;
+enum Stop {
+    /// The session went away (or the job was dropped); the scan is abandoned.
+    Gone,
+    /// The job cannot run; it ends with an error outcome and this message.
+    Failed(String),
+}
+
+/// What one probe found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Probed {
+    /// Refused, unreachable or no answer within the connect timeout.
+    NotOpen,
+    /// The connect completed; what the port sent first, if banners are read.
+    Open { banner: Option<String> },
+}
 
 /// Runs one job, sending `ScanProgress`, `ScanFinding`s and a final `ScanFinished` on `tx`.
+///
+/// Dropping the future, or closing the receiving side of `tx`, stops the scan and closes its
+/// sockets.
 pub async fn run_job(job: ScanJob, engine_limit: u32, tx: mpsc::Sender<Message>) {
     let scan_id = job.scan_id;
     let started = Instant::now();
     let (outcome, message) = match scan(&job, engine_limit, &tx).await {
-        Ok(Ok(summary)) => (ScanOutcome::Finished, summary),
-        Ok(Err(problem)) => (ScanOutcome::Error, problem),
-        Err(Gone) => {
+        Ok(summary) => (ScanOutcome::Finished, summary),
+        Err(Stop::Failed(problem)) => (ScanOutcome::Error, problem),
+        Err(Stop::Gone) => {
             tracing::info!(scan_id, "session closed; scan abandoned");
             return;
         }
@@ -60,42 +78,43 @@ pub async fn run_job(job: ScanJob, engine_limit: u32, tx: mpsc::Sender<Message>)
         .await;
 }
 
-/// The scan itself: `Ok(Ok(summary))`, `Ok(Err(problem))` for a job that cannot run.
+/// The scan itself: a summary, or why it stopped.
 async fn scan(
     job: &ScanJob,
     engine_limit: u32,
     tx: &mpsc::Sender<Message>,
-) -> Result<Result<String, String>, Gone> {
+) -> Result<String, Stop> {
     let scan_id = job.scan_id;
     if job.ports.is_empty() {
-        return Ok(Err("the job names no ports".to_owned()));
+        return Err(Stop::Failed("the job names no ports".to_owned()));
     }
     if job.ports.contains(&0) {
-        return Ok(Err("port 0 cannot be scanned".to_owned()));
+        return Err(Stop::Failed("port 0 cannot be scanned".to_owned()));
     }
     let mut ports = job.ports.clone();
     ports.sort_unstable();
     ports.dedup();
-    let (hosts, unresolved) = match targets::expand(&job.targets).await {
-        Ok(h) => h,
-        Err(e) => return Ok(Err(e)),
-    };
+    let (hosts, unresolved) = targets::expand(&job.targets).await.map_err(Stop::Failed)?;
     if hosts.is_empty() {
-        return Ok(Err(if unresolved.is_empty() {
+        return Err(Stop::Failed(if unresolved.is_empty() {
             "the job names no targets".to_owned()
         } else {
             format!("no target could be resolved: {}", unresolved.join("; "))
         }));
     }
-    let total = (hosts.len() * ports.len()) as u64;
-    let concurrency = job.max_concurrency.clamp(1, engine_limit.max(1)) as usize;
-    let connect_timeout = Duration::from_millis(job.connect_timeout_ms.max(1));
-    let banner_timeout = Duration::from_millis(job.banner_timeout_ms);
+    let plan = driver::Plan {
+        addresses: hosts.iter().map(|h| h.address).collect(),
+        ports,
+        concurrency: job.max_concurrency.clamp(1, engine_limit.max(1)) as usize,
+        connect_timeout: Duration::from_millis(job.connect_timeout_ms.max(1)),
+        banner_timeout: Duration::from_millis(job.banner_timeout_ms),
+    };
+    let total = hosts.len() as u64 * plan.ports.len() as u64;
     tracing::info!(
         scan_id,
         hosts = hosts.len(),
-        ports = ports.len(),
-        concurrency,
+        ports = plan.ports.len(),
+        concurrency = plan.concurrency,
         "scan started"
     );
     send(
@@ -108,102 +127,127 @@ async fn scan(
     )
     .await?;
 
-    // Probes are numbered host-major and built lazily, so memory stays bounded by the
-    // concurrency, not by hosts × ports.
-    let n_ports = ports.len();
-    let probes = (0..hosts.len() * n_ports).map(|k| (k / n_ports, ports[k % n_ports]));
-    let mut results = futures::stream::iter(probes)
-        .map(|(index, port)| {
-            let address = hosts[index].address;
-            async move {
-                let open = probe(address, port, connect_timeout, banner_timeout).await;
-                (index, port, open)
-            }
-        })
-        .buffer_unordered(concurrency);
+    let summary_head = format!("{} hosts × {} ports probed", hosts.len(), plan.ports.len());
+    let poll =
+        mio::Poll::new().map_err(|e| Stop::Failed(format!("cannot set up the probes: {e}")))?;
+    let waker = mio::Waker::new(poll.registry(), driver::CANCEL)
+        .map_err(|e| Stop::Failed(format!("cannot set up the probes: {e}")))?;
+    let waker = Arc::new(waker);
+    // Stops the probing thread when this future ends, whichever way: finished, the session
+    // gone, or dropped.
+    let _cancel = CancelOnDrop(waker.clone());
+    let mut reporter = Reporter::new(scan_id, hosts, total, tx.clone());
+    let mut probing = tokio::task::spawn_blocking(move || {
+        // The waker lives as long as the loop: dropping it would take its wake-up out of the
+        // poll before the loop has seen it.
+        let _waker = waker;
+        driver::run(&plan, poll, &mut reporter).map(|()| reporter.open)
+    });
+    let open = tokio::select! {
+        joined = &mut probing => match joined {
+            Ok(result) => result?,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => return Err(Stop::Gone),
+        },
+        // The driver only notices a closed session when it next reports; this wakes it now.
+        () = tx.closed() => return Err(Stop::Gone),
+    };
+    let mut summary = format!("{summary_head}, {open} open");
+    if !unresolved.is_empty() {
+        summary.push_str(&format!("; not resolved: {}", unresolved.join("; ")));
+    }
+    Ok(summary)
+}
 
-    let mut done = 0u64;
-    let mut open = 0u64;
-    let mut last_step = 0u64;
-    let mut last_sent = Instant::now();
-    while let Some((index, port, result)) = results.next().await {
-        let host = &hosts[index];
-        done += 1;
-        if let Some(banner) = result {
-            open += 1;
+/// Wakes the probing loop's poll with the cancel token when dropped.
+struct CancelOnDrop(Arc<mio::Waker>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        // Fails only if the poll is gone, and then there is nothing left to stop.
+        let _ = self.0.wake();
+    }
+}
+
+async fn send(tx: &mpsc::Sender<Message>, m: Message) -> Result<(), Stop> {
+    tx.send(m).await.map_err(|_| Stop::Gone)
+}
+
+/// Turns probe results into findings and progress messages, on the probing thread. Messages
+/// are queued and sent by [`Reporter::flush`], which the driver calls before it waits, so the
+/// session is woken once per batch of results rather than once per finding.
+#[derive(Debug)]
+struct Reporter {
+    scan_id: u64,
+    hosts: Vec<targets::Host>,
+    tx: mpsc::Sender<Message>,
+    queued: Vec<Message>,
+    total: u64,
+    done: u64,
+    open: u64,
+    last_step: u64,
+    last_sent: Instant,
+}
+
+impl Reporter {
+    fn new(scan_id: u64, hosts: Vec<targets::Host>, total: u64, tx: mpsc::Sender<Message>) -> Self {
+        Self {
+            scan_id,
+            hosts,
+            tx,
+            queued: Vec::new(),
+            total,
+            done: 0,
+            open: 0,
+            last_step: 0,
+            last_sent: Instant::now(),
+        }
+    }
+
+    fn scan_id(&self) -> u64 {
+        self.scan_id
+    }
+
+    /// Records the result of probing `port` on host number `host`.
+    fn record(&mut self, host: usize, port: u16, result: Probed) {
+        let scan_id = self.scan_id;
+        self.done += 1;
+        if let Probed::Open { banner } = result {
+            self.open += 1;
+            let host = &self.hosts[host];
             let finding = Finding {
                 address: host.address.to_string(),
                 host_name: host.name.clone(),
                 port,
                 banner,
             };
-            send(tx, Message::ScanFinding { scan_id, finding }).await?;
+            self.queued.push(Message::ScanFinding { scan_id, finding });
         }
+        let (done, total) = (self.done, self.total);
         let step = done * PROGRESS_STEPS / total;
-        if done == total || step > last_step || last_sent.elapsed() >= PROGRESS_INTERVAL {
-            last_step = step;
-            last_sent = Instant::now();
-            send(
-                tx,
-                Message::ScanProgress {
-                    scan_id,
-                    done,
-                    total,
-                },
-            )
-            .await?;
+        if done == total || step > self.last_step || self.last_sent.elapsed() >= PROGRESS_INTERVAL {
+            self.last_step = step;
+            self.last_sent = Instant::now();
+            self.queued.push(Message::ScanProgress {
+                scan_id,
+                done,
+                total,
+            });
         }
     }
-    let mut summary = format!(
-        "{} hosts × {} ports probed, {open} open",
-        hosts.len(),
-        ports.len()
-    );
-    if !unresolved.is_empty() {
-        summary.push_str(&format!("; not resolved: {}", unresolved.join("; ")));
-    }
-    Ok(Ok(summary))
-}
 
-async fn send(tx: &mpsc::Sender<Message>, m: Message) -> Result<(), Gone> {
-    tx.send(m).await.map_err(|_| Gone)
-}
-
-/// Connects to `address:port`; `Some(banner)` when the port is open.
-pub async fn probe(
-    address: IpAddr,
-    port: u16,
-    connect_timeout: Duration,
-    banner_timeout: Duration,
-) -> Option<Option<String>> {
-    let addr = SocketAddr::new(address, port);
-    let mut stream = match tokio::time::timeout(connect_timeout, TcpStream::connect(addr)).await {
-        Ok(Ok(s)) => s,
-        _ => return None,
-    };
-    Some(read_banner(&mut stream, banner_timeout).await)
-}
-
-/// Reads up to [`MAX_BANNER`] bytes: waits up to `timeout` for the first, then briefly for more.
-pub async fn read_banner(stream: &mut TcpStream, timeout: Duration) -> Option<String> {
-    if timeout.is_zero() {
-        return None;
-    }
-    let mut buf = vec![0u8; MAX_BANNER];
-    let mut len = 0;
-    let deadline = Instant::now() + timeout;
-    while len < MAX_BANNER {
-        let wait_until = if len == 0 {
-            deadline
-        } else {
-            (Instant::now() + BANNER_GRACE).min(deadline)
-        };
-        match tokio::time::timeout_at(wait_until, stream.read(&mut buf[len..])).await {
-            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
-            Ok(Ok(n)) => len += n,
+    /// Sends the queued messages, blocking while the session's queue is full.
+    fn flush(&mut self) -> Result<(), Stop> {
+        for m in self.queued.drain(..) {
+            self.tx.blocking_send(m).map_err(|_| Stop::Gone)?;
         }
+        Ok(())
     }
-    let text = String::from_utf8_lossy(&buf[..len]);
+}
+
+/// A banner as reported: the bytes as (lossy) UTF-8, trimmed; `None` when nothing is left.
+fn banner_text(bytes: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(bytes);
     let text = text.trim();
     (!text.is_empty()).then(|| text.to_owned())
 }

@@ -191,3 +191,135 @@ async fn a_closed_session_stops_the_scan() {
     .await
     .unwrap();
 }
+
+/// A port on 127.0.0.1 that silently drops connection attempts, as a filtered port does: a
+/// listener that never accepts, with a backlog of 0 and one connection already queued. Linux
+/// drops a SYN for a listener whose accept queue is full (without `tcp_abort_on_overflow`).
+/// Keep the returned values alive for as long as the port is needed.
+fn blackholed_port() -> (std::net::TcpListener, std::net::TcpStream, u16) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(0).unwrap().into_std().unwrap();
+    let address = listener.local_addr().unwrap();
+    let queued = std::net::TcpStream::connect(address).unwrap();
+    let attempt = std::net::TcpStream::connect_timeout(&address, Duration::from_millis(200));
+    assert!(
+        attempt.is_err(),
+        "the accept queue of {address} should be full and drop connection attempts"
+    );
+    (listener, queued, address.port())
+}
+
+/// How many sockets of this network namespace are in SYN_SENT towards 127.0.0.1:`port`.
+fn syn_sent_to(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let remote = format!("0100007F:{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            fields.get(2) == Some(&remote.as_str()) && fields.get(3) == Some(&"02")
+        })
+        .count()
+}
+
+fn open_ports(messages: &[Message]) -> Vec<u16> {
+    let mut ports: Vec<u16> = messages
+        .iter()
+        .filter_map(|m| match m {
+            Message::ScanFinding { finding, .. } => Some(finding.port),
+            _ => None,
+        })
+        .collect();
+    ports.sort_unstable();
+    ports
+}
+
+#[tokio::test]
+async fn without_banner_reads_open_ports_are_found_with_no_banner() {
+    let greeter = listener(Some(b"220 ready\r\n")).await;
+    let silent = listener(None).await;
+    let closed = closed_port().await;
+    let mut j = job(&["127.0.0.1"], vec![greeter, silent, closed]);
+    j.banner_timeout_ms = 0;
+    let messages = run(j, 8).await;
+    let mut want = vec![greeter, silent];
+    want.sort_unstable();
+    assert_eq!(open_ports(&messages), want);
+    assert!(
+        messages.iter().all(|m| !matches!(
+            m,
+            Message::ScanFinding { finding, .. } if finding.banner.is_some()
+        )),
+        "{messages:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_port_that_drops_connection_attempts_is_not_open_after_the_connect_timeout() {
+    let (_listener, _queued, dropped) = blackholed_port();
+    let open = listener(None).await;
+    let closed = closed_port().await;
+    let mut j = job(&["127.0.0.1"], vec![dropped, open, closed]);
+    j.connect_timeout_ms = 300;
+    j.banner_timeout_ms = 0;
+    let started = std::time::Instant::now();
+    let messages = run(j, 8).await;
+    let took = started.elapsed();
+    assert_eq!(open_ports(&messages), vec![open]);
+    assert!(
+        matches!(
+            messages.last(),
+            Some(Message::ScanFinished {
+                outcome: ScanOutcome::Finished,
+                ..
+            })
+        ),
+        "{messages:?}"
+    );
+    // It waited for the dropped port (the bound is not cut short)…
+    assert!(took >= Duration::from_millis(300), "took {took:?}");
+    // …and gave up at the job's bound, give or take scheduling, not at the kernel's own
+    // connect timeout (over a minute).
+    assert!(took < Duration::from_millis(1500), "took {took:?}");
+}
+
+#[tokio::test]
+async fn dropping_the_job_or_closing_the_session_closes_its_connection_attempts() {
+    for close_session in [false, true] {
+        let (_listener, _queued, dropped) = blackholed_port();
+        let mut j = job(&["127.0.0.1"], vec![dropped]);
+        j.connect_timeout_ms = 30_000;
+        let (tx, mut rx) = mpsc::channel(16);
+        let task = tokio::spawn(run_job(j, 4, tx));
+        assert!(matches!(
+            rx.recv().await,
+            Some(Message::ScanProgress { done: 0, .. })
+        ));
+        let until = std::time::Instant::now() + Duration::from_secs(5);
+        while syn_sent_to(dropped) == 0 {
+            assert!(std::time::Instant::now() < until, "the probe never started");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if close_session {
+            drop(rx);
+            // The job ends by itself, long before its connect timeout.
+            tokio::time::timeout(Duration::from_secs(5), task)
+                .await
+                .expect("the job should end when its session closes")
+                .unwrap();
+        } else {
+            task.abort();
+            assert!(task.await.unwrap_err().is_cancelled());
+        }
+        let until = std::time::Instant::now() + Duration::from_secs(5);
+        while syn_sent_to(dropped) > 0 {
+            assert!(
+                std::time::Instant::now() < until,
+                "the connection attempt outlived its job (session closed: {close_session})"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
