@@ -155,7 +155,9 @@ impl AppliedCache {
     /// A watch saw `key` at `resource_version` (created, modified, deleted or re-listed). The
     /// event of the operator's own apply (same resourceVersion as the apply's answer) changes
     /// nothing; any other does. A deletion carries the resourceVersion of the deletion.
-    pub fn changed(&self, key: &ObjectKey, resource_version: Option<&str>) {
+    ///
+    /// Returns false for that echo (nothing for the owner to do), true otherwise.
+    pub fn changed(&self, key: &ObjectKey, resource_version: Option<&str>) -> bool {
         let mut entries = self.entries();
         match entries.get(key) {
             Some(Entry::Pending) => {
@@ -164,12 +166,13 @@ impl AppliedCache {
             Some(Entry::Applied {
                 resource_version: Some(own),
                 ..
-            }) if Some(own.as_str()) == resource_version => {}
+            }) if Some(own.as_str()) == resource_version => return false,
             Some(Entry::Applied { .. }) => {
                 entries.remove(key);
             }
             Some(Entry::Stale) | None => {}
         }
+        true
     }
 
     /// How many objects are remembered (for tests and metrics).
@@ -219,8 +222,8 @@ mod tests {
         let other = Digest::of(Some(&json!({"spec": {"replicas": 2}})));
         assert_eq!(cache.lookup(&key(), other), None, "a new desired body");
 
-        cache.changed(&key(), Some("42"));
-        assert_eq!(cache.lookup(&key(), digest), None, "someone else's change");
+        assert!(cache.changed(&key(), Some("42")), "someone else's change");
+        assert_eq!(cache.lookup(&key(), digest), None);
     }
 
     #[test]
@@ -228,7 +231,7 @@ mod tests {
         let cache = AppliedCache::default();
         let digest = Digest::of(None);
         cache.begin(&key());
-        cache.changed(&key(), Some("7"));
+        assert!(cache.changed(&key(), Some("7")));
         cache.finish(&key(), digest, None, Some("7".into()));
         assert_eq!(cache.lookup(&key(), digest), None);
         assert!(cache.is_empty());
@@ -237,7 +240,7 @@ mod tests {
     #[test]
     fn events_for_unknown_objects_keep_nothing() {
         let cache = AppliedCache::default();
-        cache.changed(&key(), None);
+        assert!(cache.changed(&key(), None));
         assert!(cache.is_empty());
     }
 

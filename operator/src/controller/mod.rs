@@ -282,7 +282,8 @@ pub async fn run(
 
 /// The mapper of a child watch: tells the [`applied`] cache that the child changed (so the next
 /// reconcile applies it again) and triggers the reconcile of its controlling `Owner`, as
-/// `Controller::owns` would.
+/// `Controller::owns` would; except for the echo of the operator's own apply, which triggers
+/// nothing.
 fn child_changed<Child, Owner>(
     cache: &Arc<applied::AppliedCache>,
 ) -> impl Fn(Child) -> Vec<kube::runtime::reflector::ObjectRef<Owner>> + Send + Sync + 'static
@@ -293,7 +294,7 @@ where
     let cache = cache.clone();
     move |child: Child| {
         let namespace = child.namespace();
-        cache.changed(
+        let changed = cache.changed(
             &applied::ObjectKey::new(
                 &Child::kind(&()),
                 namespace.as_deref().unwrap_or_default(),
@@ -301,6 +302,10 @@ where
             ),
             child.meta().resource_version.as_deref(),
         );
+        if !changed {
+            // The echo of the operator's own apply: the owner has nothing to do about it.
+            return Vec::new();
+        }
         child
             .owner_references()
             .iter()

@@ -260,7 +260,7 @@ async fn creates_registers_and_writes_status_then_is_quiet() {
     // The watch event of the operator's own apply (resourceVersion "1", as the mock answered)
     // changes nothing: the refresh above stays read-only.
     let sts = ObjectKey::new("StatefulSet", NS, "edge-scan-engine");
-    ctx2.applied.changed(&sts, Some("1"));
+    assert!(!ctx2.applied.changed(&sts, Some("1")));
     assert_eq!(
         ctx2.applied.len(),
         3,
@@ -268,7 +268,7 @@ async fn creates_registers_and_writes_status_then_is_quiet() {
     );
 
     // Someone edits the StatefulSet (a watch event): only the StatefulSet is applied again.
-    ctx2.applied.changed(&sts, Some("2"));
+    assert!(ctx2.applied.changed(&sts, Some("2")));
     let (client, handle) = mock_client();
     let ctx3 = next_context(client, &fake, &ctx2);
     let scenario = Scenario::new()
