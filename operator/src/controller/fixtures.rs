@@ -32,9 +32,24 @@ pub fn context(client: Client, fake: &FakeConsole) -> Arc<Context> {
     Arc::new(bare_context(client, fake))
 }
 
-/// A context that shares `ctx`'s memory of applied objects, with a new (mock) client.
+/// The next periodic refresh: `ctx`'s memory (applied objects, wake-ups) and a clock one
+/// refresh interval later, with a new (mock) client.
 pub fn next_context(client: Client, fake: &FakeConsole, ctx: &Context) -> Arc<Context> {
-    Arc::new(bare_context(client, fake).with_applied(ctx.applied.clone()))
+    let at = ctx
+        .now()
+        .checked_add(ctx.settings.refresh_interval)
+        .unwrap_or(Timestamp::MAX);
+    let mut next = bare_context(client, fake).sharing_memory_of(ctx);
+    next.clock = Arc::new(move || at);
+    Arc::new(next)
+}
+
+/// A wake-up right after `ctx`'s reconcile (same clock and memory), with a new (mock) client.
+pub fn echo_context(client: Client, fake: &FakeConsole, ctx: &Context) -> Arc<Context> {
+    let at = ctx.now();
+    let mut next = bare_context(client, fake).sharing_memory_of(ctx);
+    next.clock = Arc::new(move || at);
+    Arc::new(next)
 }
 
 fn bare_context(client: Client, fake: &FakeConsole) -> Context {

@@ -13,6 +13,7 @@ pub mod console;
 pub(crate) mod fixtures;
 pub mod names;
 pub mod scan_engine;
+pub mod wakeups;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -74,6 +75,8 @@ pub struct Context {
     pub settings: Settings,
     /// What was last applied, so unchanged child objects are not re-sent on every refresh.
     pub applied: Arc<applied::AppliedCache>,
+    /// Which ScanEngine wake-ups have work to do (not the echo of a status write).
+    pub wakeups: Arc<wakeups::Wakeups>,
     /// Consecutive failures per object, for error backoff.
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -98,13 +101,16 @@ impl Context {
             clock,
             settings,
             applied: Arc::default(),
+            wakeups: Arc::default(),
             failures: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Shares `cache` (tests reconcile twice with the same memory and a fresh mock client).
-    pub fn with_applied(mut self, cache: Arc<applied::AppliedCache>) -> Self {
-        self.applied = cache;
+    /// Shares `other`'s memory (applied objects, wake-ups): tests reconcile twice with the same
+    /// memory and a fresh mock client.
+    pub fn sharing_memory_of(mut self, other: &Context) -> Self {
+        self.applied = other.applied.clone();
+        self.wakeups = other.wakeups.clone();
         self
     }
 
@@ -214,6 +220,7 @@ pub async fn run(
             };
         }
         let cache = ctx.applied.clone();
+        let wake = ctx.wakeups.clone();
         let managed =
             Config::default().labels(&format!("{}={}", names::MANAGED_BY_LABEL, names::MANAGER));
 
@@ -223,16 +230,23 @@ pub async fn run(
             Controller::new(engines, Config::default().any_semantic()).with_config(limits.clone());
         let store = engine_controller.store();
         let engine_task = engine_controller
-            .watches(child!(StatefulSet), managed.clone(), child_changed(&cache))
-            .watches(child!(Service), managed.clone(), child_changed(&cache))
+            .watches(
+                child!(StatefulSet),
+                managed.clone(),
+                child_changed(&cache, &wake),
+            )
+            .watches(
+                child!(Service),
+                managed.clone(),
+                child_changed(&cache, &wake),
+            )
             .watches(
                 child!(NetworkPolicy),
                 managed.clone(),
-                child_changed(&cache),
+                child_changed(&cache, &wake),
             )
-            .watches(
-                consoles.clone(),
-                Config::default(),
+            .watches(consoles.clone(), Config::default(), {
+                let wake = wake.clone();
                 move |console: Console| {
                     let ns = console.namespace();
                     let name = console.name_any();
@@ -240,10 +254,13 @@ pub async fn run(
                         .state()
                         .into_iter()
                         .filter(|se| se.namespace() == ns && se.spec.console_ref.name == name)
-                        .map(|se| ObjectRef::from_obj(se.as_ref()))
+                        .map(|se| {
+                            wake.touch(&object_key(se.as_ref()));
+                            ObjectRef::from_obj(se.as_ref())
+                        })
                         .collect::<Vec<_>>()
-                },
-            )
+                }
+            })
             .graceful_shutdown_on(shutdown.clone())
             .run(
                 scan_engine::reconcile,
@@ -257,14 +274,22 @@ pub async fn run(
             });
         let console_task = Controller::new(consoles, Config::default().any_semantic())
             .with_config(limits)
-            .watches(child!(StatefulSet), managed.clone(), child_changed(&cache))
-            .watches(child!(Service), managed.clone(), child_changed(&cache))
+            .watches(
+                child!(StatefulSet),
+                managed.clone(),
+                child_changed(&cache, &wake),
+            )
+            .watches(
+                child!(Service),
+                managed.clone(),
+                child_changed(&cache, &wake),
+            )
             .watches(
                 child!(NetworkPolicy),
                 managed.clone(),
-                child_changed(&cache),
+                child_changed(&cache, &wake),
             )
-            .watches(child!(Secret), managed, child_changed(&cache))
+            .watches(child!(Secret), managed, child_changed(&cache, &wake))
             .graceful_shutdown_on(shutdown.clone())
             .run(console::reconcile, console::error_policy, ctx.clone())
             .for_each(|res| async move {
@@ -286,12 +311,14 @@ pub async fn run(
 /// nothing.
 fn child_changed<Child, Owner>(
     cache: &Arc<applied::AppliedCache>,
+    wake: &Arc<wakeups::Wakeups>,
 ) -> impl Fn(Child) -> Vec<kube::runtime::reflector::ObjectRef<Owner>> + Send + Sync + 'static
 where
     Child: Resource<DynamicType = ()>,
     Owner: Resource<DynamicType = ()>,
 {
     let cache = cache.clone();
+    let wake = wake.clone();
     move |child: Child| {
         let namespace = child.namespace();
         let changed = cache.changed(
@@ -315,6 +342,12 @@ where
                     && o.api_version == Owner::api_version(&())
             })
             .map(|o| {
+                wake.touch(&format!(
+                    "{}/{}/{}",
+                    o.kind,
+                    namespace.as_deref().unwrap_or_default(),
+                    o.name
+                ));
                 let owner = kube::runtime::reflector::ObjectRef::new(&o.name);
                 match &namespace {
                     Some(ns) => owner.within(ns),

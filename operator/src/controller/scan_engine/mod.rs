@@ -34,7 +34,7 @@ use self::build::Inputs;
 use self::build::config;
 use self::status::{Observed, Problem};
 use super::apply::{apply_status, get_opt};
-use super::{Context, connection, object_key, owner_reference};
+use super::{Context, connection, object_key, owner_reference, wakeups};
 use crate::console_api::find_engine_by_name;
 use crate::crd::conditions::{self, Cond};
 use crate::crd::{
@@ -57,8 +57,11 @@ pub async fn reconcile(engine: Arc<ScanEngine>, ctx: Arc<Context>) -> Result<Act
         let key = object_key(engine.as_ref());
         let result = finalizer(&api, ENGINE_FINALIZER, engine, |event| async {
             match event {
-                Finalizer::Apply(se) => apply_engine(se, ctx.clone()).await,
-                Finalizer::Cleanup(se) => cleanup(se, ctx.clone()).await,
+                Finalizer::Apply(se) => apply_unless_idle(se, ctx.clone()).await,
+                Finalizer::Cleanup(se) => {
+                    ctx.wakeups.touch(&object_key(se.as_ref()));
+                    cleanup(se, ctx.clone()).await
+                }
             }
         })
         .await
@@ -93,8 +96,30 @@ fn problem_of(error: &Error) -> Problem {
     }
 }
 
-/// The apply branch of the pipeline.
-async fn apply_engine(engine: Arc<ScanEngine>, ctx: Arc<Context>) -> Result<Action> {
+/// The apply branch, unless this wake-up has nothing to do (see [`super::wakeups`]): the echo of
+/// the reconcile's own status write, with nothing changed and the next refresh not due.
+async fn apply_unless_idle(engine: Arc<ScanEngine>, ctx: Arc<Context>) -> Result<Action> {
+    let key = object_key(engine.as_ref());
+    let digest = wakeups::metadata_digest(engine.as_ref());
+    let now = ctx.now();
+    if let Some(left) = ctx.wakeups.idle(&key, digest, now) {
+        tracing::debug!(next_in = ?left, "nothing changed since the last reconcile");
+        return Ok(Action::requeue(left));
+    }
+    match apply_engine(engine, ctx.clone()).await {
+        Ok(next) => {
+            ctx.wakeups.done(&key, digest, now, next);
+            Ok(Action::requeue(next))
+        }
+        Err(e) => {
+            ctx.wakeups.touch(&key);
+            Err(e)
+        }
+    }
+}
+
+/// The apply branch of the pipeline; returns when to look again.
+async fn apply_engine(engine: Arc<ScanEngine>, ctx: Arc<Context>) -> Result<Duration> {
     let ns = engine.namespace().unwrap_or_default();
     let name = engine.name_any();
     let communication = engine.spec.communication;
@@ -133,7 +158,7 @@ async fn apply_engine(engine: Arc<ScanEngine>, ctx: Arc<Context>) -> Result<Acti
                 message: not_ready.message,
             });
             write_status(&ctx, &engine, &observed).await?;
-            return Ok(Action::requeue(PAIRING_REQUEUE));
+            return Ok(PAIRING_REQUEUE);
         }
     };
     let owner = owner_reference(engine.as_ref())
@@ -175,7 +200,7 @@ async fn apply_engine(engine: Arc<ScanEngine>, ctx: Arc<Context>) -> Result<Acti
                             message: waiting,
                         });
                         write_status(&ctx, &engine, &observed).await?;
-                        return Ok(Action::requeue(PAIRING_REQUEUE));
+                        return Ok(PAIRING_REQUEUE);
                     }
                 }
             }
@@ -246,8 +271,8 @@ async fn apply_engine(engine: Arc<ScanEngine>, ctx: Arc<Context>) -> Result<Acti
     // 6. status
     let state = write_status(&ctx, &engine, &observed).await?;
     Ok(match state {
-        EngineState::Active => Action::requeue(ctx.settings.refresh_interval),
-        _ => Action::requeue(ctx.settings.refresh_interval.min(PAIRING_REQUEUE)),
+        EngineState::Active => ctx.settings.refresh_interval,
+        _ => ctx.settings.refresh_interval.min(PAIRING_REQUEUE),
     })
 }
 

@@ -9,7 +9,9 @@ use super::reconcile;
 use crate::Error;
 use crate::console_api::fake::FakeConsole;
 use crate::controller::applied::ObjectKey;
-use crate::controller::fixtures::{Scenario, context, drive, mock_client, next_context};
+use crate::controller::fixtures::{
+    Scenario, context, drive, echo_context, mock_client, next_context,
+};
 use crate::crd::{Communication, ScanEngine};
 
 const NS: &str = "scanning";
@@ -243,9 +245,19 @@ async fn creates_registers_and_writes_status_then_is_quiet() {
             .contains("none → Active")
     );
 
-    // A periodic refresh, nothing changed: reads only. No apply, no status write, no event.
+    // The wake-up caused by that status write, right after it: nothing to do, no request.
     let mut se2 = se;
     se2.status = serde_json::from_value(status.clone()).ok();
+    let (client, handle) = mock_client();
+    let (result, seen) = drive(
+        reconcile(Arc::new(se2.clone()), echo_context(client, &fake, &ctx)),
+        Scenario::new().run(handle),
+    )
+    .await;
+    assert!(result.is_ok(), "{result:?}");
+    assert!(seen.is_empty(), "{seen:?}");
+
+    // A periodic refresh, nothing changed: reads only. No apply, no status write, no event.
     let (client, handle) = mock_client();
     let ctx2 = next_context(client, &fake, &ctx);
     let (result, seen) = drive(
