@@ -302,6 +302,15 @@ impl ControlPlane {
         let api: Api<Namespace> = Api::all(self.client());
         let mut ns = Namespace::default();
         ns.metadata.name = Some(name.clone());
+        // Every pod the operator makes must meet the restricted Pod Security Standard; the
+        // admission controller refuses any that does not.
+        ns.metadata.labels = Some(
+            [(
+                "pod-security.kubernetes.io/enforce".to_string(),
+                "restricted".to_string(),
+            )]
+            .into(),
+        );
         api.create(&PostParams::default(), &ns)
             .await
             .unwrap_or_else(|err| panic!("creating namespace {name}: {err}"));

@@ -26,6 +26,11 @@ const RELEASE: &str = "scan-engine-operator";
 const RELEASE_NAMESPACE: &str = "scan-engine-operator";
 const PROBE_IMAGE: &str = "docker.io/scan-engine-operator/cluster-probe:dev";
 const ACTIVE_TIMEOUT: Duration = Duration::from_secs(300);
+/// The pod- and container-level settings the restricted Pod Security Standard asks for (flow
+/// style, for the tests' own pods).
+const RESTRICTED_POD: &str = "securityContext: {runAsNonRoot: true, runAsUser: 65532, seccompProfile: {type: RuntimeDefault}}";
+const RESTRICTED_CONTAINER: &str =
+    "securityContext: {allowPrivilegeEscalation: false, capabilities: {drop: [ALL]}}";
 /// The managed console `main`'s pod.
 const CONSOLE_PODS: &str = "app.kubernetes.io/name=security-console,scanengine.dev/console=main";
 
@@ -180,6 +185,13 @@ impl Ns {
         operator();
         kubectl_ok(&["delete", "namespace", name, "--ignore-not-found", "--wait"]);
         kubectl_ok(&["create", "namespace", name]);
+        // The operator's pods (and the tests' own) meet the restricted Pod Security Standard.
+        kubectl_ok(&[
+            "label",
+            "namespace",
+            name,
+            "pod-security.kubernetes.io/enforce=restricted",
+        ]);
         Ns(name.to_owned())
     }
 }
@@ -306,8 +318,9 @@ fn probe_pod(ns: &Ns) {
 kind: Pod
 metadata: {{name: outsider, labels: {{app: outsider}}}}
 spec:
+  {RESTRICTED_POD}
   containers:
-  - {{name: probe, image: {PROBE_IMAGE}, imagePullPolicy: IfNotPresent, args: [sleep]}}
+  - {{name: probe, image: {PROBE_IMAGE}, imagePullPolicy: IfNotPresent, args: [sleep], {RESTRICTED_CONTAINER}}}
 "
         ),
     );
@@ -919,9 +932,10 @@ fn a_discovery_scan_of_an_in_cluster_target_reports_its_open_ports() {
 kind: Pod
 metadata: {{name: target, labels: {{app: target}}}}
 spec:
+  {RESTRICTED_POD}
   containers:
-  - {{name: web, image: {PROBE_IMAGE}, imagePullPolicy: IfNotPresent, args: [serve, ':8080']}}
-  - {{name: admin, image: {PROBE_IMAGE}, imagePullPolicy: IfNotPresent, args: [serve, ':9090']}}
+  - {{name: web, image: {PROBE_IMAGE}, imagePullPolicy: IfNotPresent, args: [serve, ':8080'], {RESTRICTED_CONTAINER}}}
+  - {{name: admin, image: {PROBE_IMAGE}, imagePullPolicy: IfNotPresent, args: [serve, ':9090'], {RESTRICTED_CONTAINER}}}
 "
         ),
     );
@@ -982,4 +996,62 @@ spec:
         .collect();
     open.sort_unstable();
     assert_eq!(open, vec![8080, 9090], "{asset}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The examples, as users apply them
+
+/// Waits until the namespaces of earlier tests are gone: the examples request their real CPU
+/// and memory, which a single node only has once the earlier tests' pods are gone.
+fn wait_for_earlier_namespaces_to_go(mine: &Ns) {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let names = kubectl_ok(&["get", "namespaces", "-o", "name"]);
+        let others: Vec<&str> = names
+            .lines()
+            .filter(|n| n.starts_with("namespace/e2e-") && *n != format!("namespace/{}", mine.0))
+            .collect();
+        if others.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "namespaces of earlier tests still terminating: {others:?}"
+        );
+        std::thread::sleep(Duration::from_secs(3));
+    }
+}
+
+#[test]
+fn the_managed_console_example_reaches_active_in_both_directions() {
+    let ns = Ns::new("e2e-example");
+    wait_for_earlier_namespaces_to_go(&ns);
+    let example = std::fs::read_to_string(workspace_root().join("examples/managed-console.yaml"))
+        .expect("examples/managed-console.yaml");
+    let manifest = example
+        .replace("namespace: scanning", &format!("namespace: {}", ns.0))
+        .replace("name: scanning", &format!("name: {}", ns.0));
+    kubectl_apply(&ns.0, &manifest);
+    let labels = kubectl_ok(&[
+        "get",
+        "namespace",
+        &ns.0,
+        "-o",
+        "jsonpath={.metadata.labels}",
+    ]);
+    assert!(
+        labels.contains("pod-security.kubernetes.io/enforce") && labels.contains("restricted"),
+        "the example's namespace enforces the restricted Pod Security Standard: {labels}"
+    );
+    for (name, direction) in [
+        ("standard", "ConsoleToEngine"),
+        ("reverse", "EngineToConsole"),
+    ] {
+        let se = wait_active(&ns, name);
+        assert_eq!(
+            se["status"]["communication"]["direction"], direction,
+            "{}",
+            se["status"]
+        );
+    }
 }

@@ -373,6 +373,39 @@ impl Harness {
     }
 
     /// The engine's StatefulSet once the operator wrote it for `communication`.
+    /// Waits until the pod `name` exists: the StatefulSet controller created it and admission
+    /// (the namespace's restricted Pod Security Standard) let it in.
+    async fn admitted_pod(&self, ns: &str, name: &str) {
+        let api: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(self.client(), ns);
+        let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(self.client(), ns);
+        eventually(
+            format!("pod {ns}/{name} admitted"),
+            DEADLINE,
+            self.context(),
+            || async {
+                if api
+                    .get_opt(name)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .is_some()
+                {
+                    return Ok(());
+                }
+                let refused: Vec<String> = events
+                    .list(&Default::default())
+                    .await
+                    .map(|l| l.items)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|e| e.reason.as_deref() == Some("FailedCreate"))
+                    .filter_map(|e| e.message)
+                    .collect();
+                Err(format!("not created yet; FailedCreate events: {refused:?}"))
+            },
+        )
+        .await
+    }
+
     async fn statefulset(&self, ns: &str, engine: &str, communication: &str) -> StatefulSet {
         let api: Api<StatefulSet> = Api::namespaced(self.client(), ns);
         let name = format!("{engine}-scan-engine");
@@ -518,6 +551,11 @@ async fn reconciles_engines_in_both_directions_to_active_and_down() {
     let (reverse, _) = h
         .engine_cr(ns, "reverse", json!({"communication": "EngineToConsole"}))
         .await;
+    // The namespace enforces the restricted Pod Security Standard: the StatefulSet controller's
+    // pods for both engines (and the Console's, if managed) are admitted.
+    for engine in ["standard", "reverse"] {
+        h.admitted_pod(ns, &format!("{engine}-scan-engine-0")).await;
+    }
 
     // The objects, each controlled by its ScanEngine.
     let sts_std = h.statefulset(ns, "standard", "console-to-engine").await;
