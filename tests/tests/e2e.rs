@@ -523,27 +523,6 @@ fn deleting_an_engine_pod_goes_down_and_back_with_the_same_engine_id() {
     );
 }
 
-#[test]
-fn manual_authorization_stays_pending() {
-    let ns = Ns::new("e2e-manual");
-    console_and_engines(&ns, &[("manual", "ConsoleToEngine", "Manual")]);
-    wait_engine(
-        &ns,
-        "manual",
-        "PendingAuthorization",
-        ACTIVE_TIMEOUT,
-        |se| state_of(se) == "PendingAuthorization",
-    );
-    // And it stays there: nobody enabled the console in the engine's consoles.xml.
-    let until = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < until {
-        let se = engine(&ns, "manual");
-        assert_eq!(state_of(&se), "PendingAuthorization", "{}", se["status"]);
-        assert_ne!(ready_of(&se), "True", "{}", se["status"]);
-        std::thread::sleep(Duration::from_secs(4));
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // The console's REST API, for the scenarios that look at what the console holds.
 
@@ -870,7 +849,7 @@ fn killing_the_operator_mid_reconcile_leaves_no_duplicate_registrations() {
 }
 
 #[test]
-fn manual_authorization_is_active_once_consoles_xml_enables_the_console() {
+fn manual_authorization_stays_pending_until_consoles_xml_enables_the_console() {
     let ns = Ns::new("e2e-manual-enable");
     console_and_engines(&ns, &[("manual", "ConsoleToEngine", "Manual")]);
     wait_engine(
@@ -880,6 +859,14 @@ fn manual_authorization_is_active_once_consoles_xml_enables_the_console() {
         ACTIVE_TIMEOUT,
         |se| state_of(se) == "PendingAuthorization",
     );
+    // And it stays there while nobody enables the console in the engine's consoles.xml.
+    let until = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < until {
+        let se = engine(&ns, "manual");
+        assert_eq!(state_of(&se), "PendingAuthorization", "{}", se["status"]);
+        assert_ne!(ready_of(&se), "True", "{}", se["status"]);
+        std::thread::sleep(Duration::from_secs(4));
+    }
     let console: Value = serde_json::from_str(&kubectl_ok(&[
         "get", "console", "main", "-n", &ns.0, "-o", "json",
     ]))

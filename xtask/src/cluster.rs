@@ -53,7 +53,9 @@ pub fn kubeconfig_path() -> PathBuf {
     state_dir().join("kubeconfig")
 }
 
-fn is_root() -> bool {
+/// Whether this process runs as root (the local cluster, network namespaces and iptables
+/// need it).
+pub fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
         .output()

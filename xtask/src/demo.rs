@@ -83,7 +83,7 @@ pub fn demo(root: &Path, args: &DemoArgs) -> Result<ExitCode> {
 
     match &target {
         Target::Local => {
-            if !is_root() {
+            if !cluster::is_root() {
                 bail!(
                     "the demo starts the local cluster (kubelet, containerd, iptables), which \
                      needs root: run `sudo -E cargo xtask demo`. Or point KUBECONFIG at a \
@@ -221,7 +221,7 @@ fn down(root: &Path, target: &Target, kubectl: &Path, kubeconfig: &Path) -> Resu
     match target {
         Target::Local => {
             // The whole cluster goes, the demo with it.
-            if !is_root() {
+            if !cluster::is_root() {
                 bail!(
                     "stopping the local cluster needs root: `sudo -E cargo xtask demo --down` \
                      (or `sudo -E cargo xtask cluster down`)"
@@ -364,14 +364,6 @@ fn reachable(kubectl: &Path, kubeconfig: &Path) -> bool {
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success())
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|out| String::from_utf8_lossy(&out.stdout).trim() == "0")
-        .unwrap_or(false)
 }
 
 /// kubectl or helm: from PATH, else the local cluster's `kube_bin`, else the pinned binaries

@@ -680,13 +680,7 @@ fn integration_test(name: &str) -> Command {
 
 /// The local cluster needs root (kubelet, containerd, iptables) and Docker for the images.
 fn cluster_prerequisites() -> std::result::Result<(), String> {
-    let uid = Command::new("id")
-        .arg("-u")
-        .output()
-        .ok()
-        .and_then(|out| String::from_utf8(out.stdout).ok())
-        .map(|s| s.trim().to_owned());
-    if uid.as_deref() != Some("0") {
+    if !cluster::is_root() {
         return Err(
             "the local cluster needs root (or set KUBECONFIG to a cluster holding the \
                     images)"
@@ -701,13 +695,7 @@ fn cluster_prerequisites() -> std::result::Result<(), String> {
 
 /// Network-namespace tests need root and the `ip` tool.
 fn netns_prerequisites() -> std::result::Result<(), String> {
-    let uid = Command::new("id")
-        .arg("-u")
-        .output()
-        .ok()
-        .and_then(|out| String::from_utf8(out.stdout).ok())
-        .map(|s| s.trim().to_owned());
-    if uid.as_deref() != Some("0") {
+    if !cluster::is_root() {
         return Err("network-namespace tests need root".into());
     }
     if !on_path("ip") {
