@@ -6,8 +6,9 @@
 //! export KUBECONFIG=$(cargo xtask cluster kubeconfig)
 //! cargo test -p scan-engine-tests --test e2e -- --test-threads=1
 //! ```
-//! (`cargo xtask test --tier e2e`; never part of `--tier all`.) Without KUBECONFIG every test
-//! fails and says so; nothing is skipped. The chart is installed (or upgraded) with `helm
+//! `cargo xtask test` (and `--tier e2e`) builds the images, starts the local cluster, runs this
+//! suite on it and stops the cluster; with KUBECONFIG set it runs against that cluster instead.
+//! Run by hand without KUBECONFIG, every test fails and says so; nothing is skipped. The chart is installed (or upgraded) with `helm
 //! upgrade --install` under the demo's release name, so the suite is self-sufficient and shares
 //! the operator with the demo. Each test works in its own namespace `e2e-…`, deleted first (a
 //! leftover of an earlier run) and at the end when the test passed (kept for inspection when it
