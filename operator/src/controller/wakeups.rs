@@ -10,7 +10,8 @@
 //! from the ScanEngine's metadata (generation and annotations) and when the next one is due. A
 //! wake-up is skipped ([`Wakeups::idle`]) only when the digest is the same, the due time has not
 //! come, and nothing marked the engine since ([`Wakeups::touch`]: a child's watch event, its
-//! Console changing). A failed reconcile forgets the record, so the retry does the work.
+//! Console changing), also not while the last reconcile ran ([`Wakeups::begin`]). A failed
+//! reconcile forgets the record, so the retry does the work.
 
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -21,9 +22,13 @@ use k8s_openapi::jiff::Timestamp;
 use kube::{Resource, ResourceExt};
 
 #[derive(Clone, Copy, Debug)]
-struct Record {
-    digest: u64,
-    due: Timestamp,
+enum Record {
+    /// A reconcile is running.
+    Running,
+    /// Something changed while it ran: its record must not be kept.
+    Touched,
+    /// The last reconcile's inputs, and when the next one is due.
+    Done { digest: u64, due: Timestamp },
 }
 
 /// See the module documentation. Keyed by `kind/namespace/name`.
@@ -50,24 +55,49 @@ impl Wakeups {
 
     /// When this wake-up has nothing to do, how long until the next one is due.
     pub fn idle(&self, key: &str, digest: u64, now: Timestamp) -> Option<Duration> {
-        let record = *self.records().get(key)?;
-        if record.digest != digest || now >= record.due {
+        let Some(Record::Done { digest: d, due }) = self.records().get(key).copied() else {
+            return None;
+        };
+        if d != digest || now >= due {
             return None;
         }
-        let left = record.due.duration_since(now);
-        Duration::try_from(left).ok()
+        Duration::try_from(due.duration_since(now)).ok()
     }
 
-    /// A reconcile of `key` succeeded; the next one is due `after` from `now`.
+    /// A reconcile of `key` starts (it will do the work).
+    pub fn begin(&self, key: &str) {
+        self.records().insert(key.to_owned(), Record::Running);
+    }
+
+    /// The reconcile of `key` succeeded; the next one is due `after` from `now`. Not kept when
+    /// something touched the engine while it ran: the wake-up that touch queued does the work.
     pub fn done(&self, key: &str, digest: u64, now: Timestamp, after: Duration) {
+        let mut records = self.records();
+        if matches!(records.get(key), Some(Record::Touched)) {
+            records.remove(key);
+            return;
+        }
         let due = now.checked_add(after).unwrap_or(Timestamp::MAX);
-        self.records()
-            .insert(key.to_owned(), Record { digest, due });
+        records.insert(key.to_owned(), Record::Done { digest, due });
     }
 
     /// Something the reconcile of `key` depends on changed, or the reconcile failed, or the
     /// object is gone: the next wake-up does the work.
     pub fn touch(&self, key: &str) {
+        let mut records = self.records();
+        match records.get(key) {
+            Some(Record::Running) => {
+                records.insert(key.to_owned(), Record::Touched);
+            }
+            Some(_) => {
+                records.remove(key);
+            }
+            None => {}
+        }
+    }
+
+    /// The reconcile of `key` failed, or the object is gone.
+    pub fn forget(&self, key: &str) {
         self.records().remove(key);
     }
 
@@ -92,6 +122,7 @@ mod tests {
     fn the_echo_of_a_status_write_is_idle_until_due() {
         let w = Wakeups::default();
         assert_eq!(w.idle("k", 1, at(0)), None, "never reconciled");
+        w.begin("k");
         w.done("k", 1, at(0), Duration::from_secs(60));
         assert_eq!(w.idle("k", 1, at(1)), Some(Duration::from_secs(59)));
         assert_eq!(w.idle("k", 1, at(60)), None, "due");
@@ -100,6 +131,7 @@ mod tests {
     #[test]
     fn a_new_spec_or_a_touch_does_the_work() {
         let w = Wakeups::default();
+        w.begin("k");
         w.done("k", 1, at(0), Duration::from_secs(60));
         assert_eq!(
             w.idle("k", 2, at(1)),
@@ -113,6 +145,19 @@ mod tests {
             "a child or the Console changed"
         );
         assert!(w.is_empty());
+    }
+
+    #[test]
+    fn a_touch_while_the_reconcile_runs_is_not_lost() {
+        let w = Wakeups::default();
+        w.begin("k");
+        w.touch("k");
+        w.done("k", 1, at(0), Duration::from_secs(60));
+        assert_eq!(
+            w.idle("k", 1, at(1)),
+            None,
+            "the queued wake-up does the work"
+        );
     }
 
     #[test]

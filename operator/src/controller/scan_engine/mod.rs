@@ -59,7 +59,7 @@ pub async fn reconcile(engine: Arc<ScanEngine>, ctx: Arc<Context>) -> Result<Act
             match event {
                 Finalizer::Apply(se) => apply_unless_idle(se, ctx.clone()).await,
                 Finalizer::Cleanup(se) => {
-                    ctx.wakeups.touch(&object_key(se.as_ref()));
+                    ctx.wakeups.forget(&object_key(se.as_ref()));
                     cleanup(se, ctx.clone()).await
                 }
             }
@@ -106,13 +106,14 @@ async fn apply_unless_idle(engine: Arc<ScanEngine>, ctx: Arc<Context>) -> Result
         tracing::debug!(next_in = ?left, "nothing changed since the last reconcile");
         return Ok(Action::requeue(left));
     }
+    ctx.wakeups.begin(&key);
     match apply_engine(engine, ctx.clone()).await {
         Ok(next) => {
             ctx.wakeups.done(&key, digest, now, next);
             Ok(Action::requeue(next))
         }
         Err(e) => {
-            ctx.wakeups.touch(&key);
+            ctx.wakeups.forget(&key);
             Err(e)
         }
     }
