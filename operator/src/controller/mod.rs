@@ -320,40 +320,25 @@ where
     let cache = cache.clone();
     let wake = wake.clone();
     move |child: Child| {
-        let namespace = child.namespace();
+        // Both controllers watch the same kinds of children: only the mapper of the child's
+        // controlling owner's kind looks at the event, so each event reaches the cache once.
+        let Some(owner) = child.owner_references().iter().find(|o| {
+            o.controller == Some(true)
+                && o.kind == Owner::kind(&())
+                && o.api_version == Owner::api_version(&())
+        }) else {
+            return Vec::new();
+        };
+        let namespace = child.namespace().unwrap_or_default();
         let changed = cache.changed(
-            &applied::ObjectKey::new(
-                &Child::kind(&()),
-                namespace.as_deref().unwrap_or_default(),
-                &child.name_any(),
-            ),
+            &applied::ObjectKey::new(&Child::kind(&()), &namespace, &child.name_any()),
             child.meta().resource_version.as_deref(),
         );
         if !changed {
             // The echo of the operator's own apply: the owner has nothing to do about it.
             return Vec::new();
         }
-        child
-            .owner_references()
-            .iter()
-            .filter(|o| {
-                o.controller == Some(true)
-                    && o.kind == Owner::kind(&())
-                    && o.api_version == Owner::api_version(&())
-            })
-            .map(|o| {
-                wake.touch(&format!(
-                    "{}/{}/{}",
-                    o.kind,
-                    namespace.as_deref().unwrap_or_default(),
-                    o.name
-                ));
-                let owner = kube::runtime::reflector::ObjectRef::new(&o.name);
-                match &namespace {
-                    Some(ns) => owner.within(ns),
-                    None => owner,
-                }
-            })
-            .collect()
+        wake.touch(&format!("{}/{namespace}/{}", owner.kind, owner.name));
+        vec![kube::runtime::reflector::ObjectRef::new(&owner.name).within(&namespace)]
     }
 }
