@@ -41,6 +41,10 @@ pub enum Error {
     #[error("finalizer: {0}")]
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
 
+    /// A child object changed every time it was applied: another writer fights over it.
+    #[error("{0} changed during each of {ATTEMPTS} applies in a row; is another controller writing it?", ATTEMPTS = crate::controller::apply::APPLY_ATTEMPTS)]
+    Contended(String),
+
     /// A ScanEngine could not be removed from its console; the finalizer stays.
     #[error("cannot remove the engine from its console yet: {0}")]
     CleanupBlocked(String),
@@ -72,6 +76,7 @@ impl Error {
                 _ => "finalizer",
             },
             Error::CleanupBlocked(_) => "cleanup_blocked",
+            Error::Contended(_) => "contended",
         }
     }
 }

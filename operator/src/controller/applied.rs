@@ -13,9 +13,12 @@
 //! next reconcile applies again. The operator's own applies cause events too; those carry the
 //! resourceVersion the apply answered with and change nothing.
 //!
-//! An event that arrives while an apply is in flight must not be lost: [`AppliedCache::begin`]
-//! marks the entry pending, [`AppliedCache::changed`] turns a pending entry stale, and
-//! [`AppliedCache::finish`] keeps only a pending (not a stale) entry.
+//! An apply's own event often arrives before its answer does. While an apply is in flight
+//! ([`AppliedCache::begin`]), [`AppliedCache::changed`] only records the resourceVersions it
+//! sees; the reconcile running the apply is the one to act on them, so no new reconcile is
+//! triggered. [`AppliedCache::finish`] keeps the entry when every event seen meanwhile carries
+//! the resourceVersion the apply answered with (its own echo), and otherwise tells the caller
+//! that the object changed during the apply, so it applies again.
 //!
 //! The cache lives in memory. After a restart every object is applied once again, which is
 //! idempotent.
@@ -76,10 +79,8 @@ impl Digest {
 
 #[derive(Debug)]
 enum Entry {
-    /// An apply is in flight.
-    Pending,
-    /// An event touched the object while its apply was in flight.
-    Stale,
+    /// An apply is in flight; the resourceVersions of the events seen meanwhile.
+    Pending { seen: Vec<Option<String>> },
     /// Applied `digest`; `object`: the API server's answer when the caller keeps it (`None`:
     /// not kept, or the object is absent).
     Applied {
@@ -117,34 +118,40 @@ impl AppliedCache {
 
     /// An apply of `key` starts.
     pub fn begin(&self, key: &ObjectKey) {
-        self.entries().insert(key.clone(), Entry::Pending);
+        self.entries()
+            .insert(key.clone(), Entry::Pending { seen: Vec::new() });
     }
 
     /// The apply of `key` succeeded, producing `resource_version` (`object`: the answer, when
-    /// the caller reads it back); kept unless an event came in meanwhile.
+    /// the caller reads it back). Returns whether it is kept: false when an event other than
+    /// the apply's own came in meanwhile (the object changed during the apply; apply again).
     pub fn finish(
         &self,
         key: &ObjectKey,
         digest: Digest,
         object: Option<Value>,
         resource_version: Option<String>,
-    ) {
+    ) -> bool {
         let mut entries = self.entries();
-        match entries.get(key) {
-            Some(Entry::Pending) => {
-                entries.insert(
-                    key.clone(),
-                    Entry::Applied {
-                        digest,
-                        object,
-                        resource_version,
-                    },
-                );
-            }
-            _ => {
-                entries.remove(key);
-            }
+        let own_echo_only = match entries.get(key) {
+            Some(Entry::Pending { seen }) => seen
+                .iter()
+                .all(|rv| rv.is_some() && *rv == resource_version),
+            _ => false,
+        };
+        if own_echo_only {
+            entries.insert(
+                key.clone(),
+                Entry::Applied {
+                    digest,
+                    object,
+                    resource_version,
+                },
+            );
+        } else {
+            entries.remove(key);
         }
+        own_echo_only
     }
 
     /// The apply of `key` failed, or its owner is gone: forget it.
@@ -156,23 +163,30 @@ impl AppliedCache {
     /// event of the operator's own apply (same resourceVersion as the apply's answer) changes
     /// nothing; any other does. A deletion carries the resourceVersion of the deletion.
     ///
-    /// Returns false for that echo (nothing for the owner to do), true otherwise.
+    /// Returns true when the owner must be reconciled: false for that echo, and false while
+    /// an apply of `key` is in flight (the event is recorded; [`Self::finish`] weighs it).
     pub fn changed(&self, key: &ObjectKey, resource_version: Option<&str>) -> bool {
         let mut entries = self.entries();
-        match entries.get(key) {
-            Some(Entry::Pending) => {
-                entries.insert(key.clone(), Entry::Stale);
+        match entries.get_mut(key) {
+            Some(Entry::Pending { seen }) => {
+                // A handful is plenty: any event but the echo already means "apply again".
+                if seen.len() < 8 {
+                    seen.push(resource_version.map(str::to_owned));
+                } else {
+                    seen[0] = None;
+                }
+                false
             }
             Some(Entry::Applied {
                 resource_version: Some(own),
                 ..
-            }) if Some(own.as_str()) == resource_version => return false,
+            }) if Some(own.as_str()) == resource_version => false,
             Some(Entry::Applied { .. }) => {
                 entries.remove(key);
+                true
             }
-            Some(Entry::Stale) | None => {}
+            None => true,
         }
-        true
     }
 
     /// How many objects are remembered (for tests and metrics).
@@ -203,13 +217,13 @@ mod tests {
         assert_eq!(cache.lookup(&key(), digest), None, "nothing applied yet");
 
         cache.begin(&key());
-        cache.finish(
+        assert!(cache.finish(
             &key(),
             digest,
             Some(json!({"applied": true})),
             Some("41".into()),
-        );
-        cache.changed(&key(), Some("41"));
+        ));
+        assert!(!cache.changed(&key(), Some("41")), "the apply's own event");
         assert!(
             cache.lookup(&key(), digest).is_some(),
             "the apply's own event"
@@ -227,13 +241,40 @@ mod tests {
     }
 
     #[test]
-    fn an_event_during_the_apply_is_not_lost() {
+    fn another_change_during_the_apply_means_apply_again() {
         let cache = AppliedCache::default();
         let digest = Digest::of(None);
         cache.begin(&key());
-        assert!(cache.changed(&key(), Some("7")));
-        cache.finish(&key(), digest, None, Some("7".into()));
+        assert!(
+            !cache.changed(&key(), Some("7")),
+            "the running reconcile settles events seen during its apply"
+        );
+        assert!(
+            !cache.finish(&key(), digest, None, Some("8".into())),
+            "resourceVersion 7 is not the apply's own: the object changed meanwhile"
+        );
         assert_eq!(cache.lookup(&key(), digest), None);
+        assert!(cache.is_empty());
+    }
+
+    #[test]
+    fn the_echo_arriving_before_the_answer_is_still_the_echo() {
+        let cache = AppliedCache::default();
+        let digest = Digest::of(Some(&json!({"spec": {}})));
+        cache.begin(&key());
+        assert!(!cache.changed(&key(), Some("9")));
+        assert!(cache.finish(&key(), digest, None, Some("9".into())));
+        assert_eq!(cache.lookup(&key(), digest), Some(None));
+        assert!(!cache.changed(&key(), Some("9")), "a re-list repeats it");
+        assert!(cache.changed(&key(), Some("10")));
+    }
+
+    #[test]
+    fn an_event_without_a_version_during_the_apply_is_a_change() {
+        let cache = AppliedCache::default();
+        cache.begin(&key());
+        assert!(!cache.changed(&key(), None));
+        assert!(!cache.finish(&key(), Digest::absent(), None, None));
         assert!(cache.is_empty());
     }
 

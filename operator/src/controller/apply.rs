@@ -11,6 +11,10 @@ use super::applied::{AppliedCache, Digest, ObjectKey};
 use super::names::MANAGER;
 use crate::{Error, Result};
 
+/// How often a child is applied in one reconcile when it keeps changing during the apply (an
+/// event other than the apply's own arrived before its answer) before the reconcile fails.
+pub const APPLY_ATTEMPTS: usize = 3;
+
 /// Applies `obj` (namespaced, named) with server-side apply and returns what the API server
 /// holds afterwards.
 pub async fn apply<K>(client: &Client, obj: &K) -> Result<K>
@@ -101,22 +105,31 @@ where
         }
         _ => {}
     }
-    cache.begin(&key);
-    match apply(client, obj).await {
-        Ok(applied) => {
-            let kept = if keep {
-                serde_json::to_value(&applied).ok()
-            } else {
-                None
-            };
-            cache.finish(&key, digest, kept, applied.resource_version());
-            Ok(Some(applied))
+    for _ in 0..APPLY_ATTEMPTS {
+        cache.begin(&key);
+        let applied = match apply(client, obj).await {
+            Ok(applied) => applied,
+            Err(e) => {
+                cache.forget(&key);
+                return Err(e);
+            }
+        };
+        let kept = if keep {
+            serde_json::to_value(&applied).ok()
+        } else {
+            None
+        };
+        if cache.finish(&key, digest, kept, applied.resource_version()) {
+            return Ok(Some(applied));
         }
-        Err(e) => {
-            cache.forget(&key);
-            Err(e)
-        }
+        tracing::debug!(kind = %K::kind(&()), name = %obj.name_any(), "changed while applied; applying again");
     }
+    Err(Error::Contended(format!(
+        "{} {}/{}",
+        K::kind(&()),
+        obj.namespace().unwrap_or_default(),
+        obj.name_any()
+    )))
 }
 
 /// Makes sure a namespaced object does not exist: a read first, a delete only when it is
@@ -138,22 +151,32 @@ where
     if let Some(None) = cache.lookup(&key, digest) {
         return Ok(());
     }
-    cache.begin(&key);
-    let result = match get_opt::<K>(client, namespace, name).await {
-        Ok(Some(_)) => delete_if_exists::<K>(client, namespace, name).await,
-        Ok(None) => Ok(()),
-        Err(e) => Err(e),
-    };
-    match result {
-        Ok(()) => {
-            cache.finish(&key, digest, None, None);
-            Ok(())
-        }
-        Err(e) => {
+    for _ in 0..APPLY_ATTEMPTS {
+        cache.begin(&key);
+        let result = match get_opt::<K>(client, namespace, name).await {
+            Ok(Some(terminating)) if terminating.meta().deletion_timestamp.is_some() => {
+                // Going away already; its deletion event wakes the owner to look again.
+                cache.forget(&key);
+                return Ok(());
+            }
+            Ok(Some(_)) => delete_if_exists::<K>(client, namespace, name).await,
+            Ok(None) => Ok(()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = result {
             cache.forget(&key);
-            Err(e)
+            return Err(e);
+        }
+        // Kept only when no event came in meanwhile; after a delete, the deletion's own event
+        // makes the next round read again and find the object gone.
+        if cache.finish(&key, digest, None, None) {
+            return Ok(());
         }
     }
+    Err(Error::Contended(format!(
+        "{} {namespace}/{name}",
+        K::kind(&())
+    )))
 }
 
 /// Deletes a namespaced object; absent is fine.

@@ -307,8 +307,9 @@ pub async fn run(
 
 /// The mapper of a child watch: tells the [`applied`] cache that the child changed (so the next
 /// reconcile applies it again) and triggers the reconcile of its controlling `Owner`, as
-/// `Controller::owns` would; except for the echo of the operator's own apply, which triggers
-/// nothing.
+/// `Controller::owns` would; except for the echo of the operator's own apply, and for any event
+/// while the owner's reconcile is applying that child (it weighs the event itself), which
+/// trigger nothing.
 fn child_changed<Child, Owner>(
     cache: &Arc<applied::AppliedCache>,
     wake: &Arc<wakeups::Wakeups>,
@@ -335,7 +336,7 @@ where
             child.meta().resource_version.as_deref(),
         );
         if !changed {
-            // The echo of the operator's own apply: the owner has nothing to do about it.
+            // The echo of the operator's own apply, or an apply in flight: nothing to trigger.
             return Vec::new();
         }
         wake.touch(&format!("{}/{namespace}/{}", owner.kind, owner.name));
