@@ -22,6 +22,7 @@ mod operator_support;
 
 use std::collections::BTreeSet;
 use std::path::Path;
+use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Secret, Service};
@@ -728,6 +729,44 @@ fn ingress_ports(np: &NetworkPolicy) -> Vec<i32> {
             _ => None,
         })
         .collect()
+}
+
+/// The Console's engine counts follow its engines' states right away, not at the next refresh:
+/// with a 10-minute refresh interval, they show the engine Active within seconds of its status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_counts_follow_engine_states_without_waiting_for_the_refresh() {
+    let h = Harness::start(None, &["refreshInterval=10m"]).await;
+    let ns_handle = h.namespace_with_console().await;
+    let ns = ns_handle.name();
+    let console_api = consoles(&h.client(), ns);
+    let counts = || async {
+        let c = console_api.get("corp").await.map_err(|e| e.to_string())?;
+        Ok::<_, String>(c.data["status"]["engines"].clone())
+    };
+    let before = counts().await.expect("Console");
+    assert_eq!(before["active"], 0, "no engine yet: {before}");
+
+    h.engine_cr(ns, "reverse", json!({"communication": "EngineToConsole"}))
+        .await;
+    let _engine = h
+        .start_engine(ns, "reverse", "engine-to-console", "", &[])
+        .await;
+    h.wait_state(ns, "reverse", "Active").await;
+    eventually(
+        "Console counts the engine Active, long before its 10-minute refresh",
+        Duration::from_secs(15),
+        h.context(),
+        || async {
+            let engines = counts().await?;
+            if engines["total"] == 1 && engines["active"] == 1 {
+                Ok(())
+            } else {
+                Err(engines.to_string())
+            }
+        },
+    )
+    .await;
+    h.assert_operator_never_forbidden();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -77,6 +77,8 @@ pub struct Context {
     pub applied: Arc<applied::AppliedCache>,
     /// Which ScanEngine wake-ups have work to do (not the echo of a status write).
     pub wakeups: Arc<wakeups::Wakeups>,
+    /// Wakes a Console's reconcile when one of its engines changes state.
+    pub console_waker: Arc<console::waker::ConsoleWaker>,
     /// Consecutive failures per object, for error backoff.
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -102,6 +104,7 @@ impl Context {
             settings,
             applied: Arc::default(),
             wakeups: Arc::default(),
+            console_waker: Arc::default(),
             failures: Mutex::new(HashMap::new()),
         }
     }
@@ -211,6 +214,7 @@ pub async fn run(
             }
         };
         let (engines, consoles) = api(client.clone());
+        let (engines_of_consoles, _) = api(client.clone());
         macro_rules! child {
             ($k:ty) => {
                 match &scope {
@@ -274,6 +278,15 @@ pub async fn run(
             });
         let console_task = Controller::new(consoles, Config::default().any_semantic())
             .with_config(limits)
+            .watches(engines_of_consoles, Config::default(), {
+                let waker = ctx.console_waker.clone();
+                move |se: ScanEngine| {
+                    let ns = se.namespace().unwrap_or_default();
+                    waker
+                        .take(&ns, &se.spec.console_ref.name)
+                        .then(|| ObjectRef::new(&se.spec.console_ref.name).within(&ns))
+                }
+            })
             .watches(
                 child!(StatefulSet),
                 managed.clone(),

@@ -6,6 +6,9 @@
 //! 3. **observe**: version and fingerprint (`administration/info`), engines by state;
 //! 4. **shared secret**: keep a valid one in the Console's Secret ([`shared_secret`]);
 //! 5. **status** ([`status`]), written only when it changed.
+//!
+//! Besides its own changes and the refresh interval, a Console is reconciled when one of its
+//! engines changes state ([`waker`]), so its engine counts follow.
 
 pub mod build;
 pub mod secrets;
@@ -13,6 +16,7 @@ pub mod shared_secret;
 pub mod status;
 #[cfg(test)]
 mod tests;
+pub mod waker;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -307,8 +307,15 @@ async fn write_status(
     if !status::changed(old, &new) {
         return Ok(state);
     }
-    apply_status(&ctx.client, engine, &new).await?;
     let old_state = old.and_then(|s| s.communication.as_ref()).map(|c| c.state);
+    if old_state != Some(state) || old.and_then(|s| s.engine_id) != new.engine_id {
+        // The Console counts its engines by state: the event of this write wakes it.
+        ctx.console_waker.wake(
+            &engine.namespace().unwrap_or_default(),
+            &engine.spec.console_ref.name,
+        );
+    }
+    apply_status(&ctx.client, engine, &new).await?;
     if old_state != Some(state) {
         let type_ = if state == EngineState::Active {
             EventType::Normal
@@ -354,6 +361,7 @@ async fn cleanup(engine: Arc<ScanEngine>, ctx: Arc<Context>) -> Result<Action> {
     match remove_registration(&ctx, &engine, &console).await {
         Ok(removed) => {
             if let Some(id) = removed {
+                ctx.console_waker.wake(&ns, &console_name);
                 ctx.event(
                     engine.as_ref(),
                     EventType::Normal,
