@@ -166,6 +166,89 @@ async fn resolve_external(
     })
 }
 
+/// How long ScanEngine reconciles reuse a Console's resolved connection before they read its
+/// Secrets again.
+pub const REUSE_FOR: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Resolved connections of Consoles, shared by the ScanEngine reconciles: at a thousand
+/// engines, each reading the Console's two Secrets on every refresh would be thousands of
+/// reads a minute for the same answer. An entry is reused for [`REUSE_FOR`] while the Console
+/// keeps its uid and generation (its spec names the Secrets); a changed Secret is seen within
+/// that time, and at once after the console refused the credentials
+/// ([`ResolvedConnections::forget`]). The Console reconciler always reads afresh.
+#[derive(Default)]
+pub struct ResolvedConnections {
+    entries: std::sync::Mutex<std::collections::HashMap<String, Resolved>>,
+}
+
+struct Resolved {
+    uid: Option<String>,
+    generation: Option<i64>,
+    at: k8s_openapi::jiff::Timestamp,
+    connection: ConsoleConnection,
+}
+
+impl ResolvedConnections {
+    fn entries(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Resolved>> {
+        match self.entries.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// The connection of `console`: reused when resolved less than [`REUSE_FOR`] before `now`,
+    /// else read with [`resolve`].
+    pub async fn resolve(
+        &self,
+        client: &Client,
+        console: &Console,
+        now: k8s_openapi::jiff::Timestamp,
+    ) -> Result<ConsoleConnection> {
+        self.reuse_or(console, now, resolve(client, console)).await
+    }
+
+    async fn reuse_or(
+        &self,
+        console: &Console,
+        now: k8s_openapi::jiff::Timestamp,
+        load: impl std::future::Future<Output = Result<ConsoleConnection>>,
+    ) -> Result<ConsoleConnection> {
+        let key = console_id(console);
+        let fresh = |r: &Resolved| {
+            r.uid == console.uid()
+                && r.generation == console.metadata.generation
+                && fresh_at(r, now)
+        };
+        if let Some(r) = self.entries().get(&key).filter(|r| fresh(r)) {
+            return Ok(r.connection.clone());
+        }
+        let connection = load.await?;
+        let mut entries = self.entries();
+        // Whatever has aged out goes, so deleted Consoles leave nothing behind.
+        entries.retain(|_, r| fresh_at(r, now));
+        entries.insert(
+            key,
+            Resolved {
+                uid: console.uid(),
+                generation: console.metadata.generation,
+                at: now,
+                connection: connection.clone(),
+            },
+        );
+        Ok(connection)
+    }
+
+    /// The console refused the credentials of `console`: the next reconcile reads them again.
+    pub fn forget(&self, console: &Console) {
+        self.entries().remove(&console_id(console));
+    }
+}
+
+fn fresh_at(r: &Resolved, now: k8s_openapi::jiff::Timestamp) -> bool {
+    let age = now.duration_since(r.at);
+    age >= k8s_openapi::jiff::SignedDuration::ZERO && age.unsigned_abs() < REUSE_FOR
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -237,5 +320,83 @@ mod tests {
         let (result, _) = drive(resolve(&client, &console), scenario.run(handle)).await;
         let message = result.err().map(|e| e.to_string()).unwrap_or_default();
         assert_eq!(message, "Secret ns/creds has no key user (API user)");
+    }
+
+    fn connection(user: &str) -> ConsoleConnection {
+        ConsoleConnection {
+            console: "scanning/corp".into(),
+            url: "https://console.example.com:3780".into(),
+            username: user.into(),
+            password: SecretString::new("pw"),
+            ca_bundle: None,
+            insecure_skip_tls_verify: true,
+        }
+    }
+
+    fn at(second: i64) -> k8s_openapi::jiff::Timestamp {
+        k8s_openapi::jiff::Timestamp::from_second(1_767_225_600 + second)
+            .unwrap_or(k8s_openapi::jiff::Timestamp::UNIX_EPOCH)
+    }
+
+    fn console() -> Console {
+        let mut c = external(CaBundleRef {
+            kind: CaBundleKind::Secret,
+            name: "ca".into(),
+            key: None,
+        });
+        c.metadata.namespace = Some("scanning".into());
+        c.metadata.uid = Some("uid-1".into());
+        c.metadata.generation = Some(1);
+        c
+    }
+
+    async fn user(
+        cache: &ResolvedConnections,
+        console: &Console,
+        now: i64,
+        loaded: &str,
+    ) -> String {
+        cache
+            .reuse_or(console, at(now), async { Ok(connection(loaded)) })
+            .await
+            .map(|c| c.username)
+            .unwrap_or_else(|e| panic!("resolve: {e}"))
+    }
+
+    #[tokio::test]
+    async fn a_connection_is_reused_for_a_while_then_read_again() {
+        let cache = ResolvedConnections::default();
+        let c = console();
+        assert_eq!(user(&cache, &c, 0, "first").await, "first");
+        assert_eq!(user(&cache, &c, 9, "second").await, "first", "reused");
+        assert_eq!(user(&cache, &c, 10, "second").await, "second", "aged out");
+    }
+
+    #[tokio::test]
+    async fn a_new_spec_a_new_console_or_refused_credentials_read_again() {
+        let cache = ResolvedConnections::default();
+        let mut c = console();
+        assert_eq!(user(&cache, &c, 0, "first").await, "first");
+        c.metadata.generation = Some(2);
+        assert_eq!(user(&cache, &c, 1, "spec").await, "spec");
+        c.metadata.uid = Some("uid-2".into());
+        assert_eq!(user(&cache, &c, 2, "recreated").await, "recreated");
+        cache.forget(&c);
+        assert_eq!(user(&cache, &c, 3, "refused").await, "refused");
+    }
+
+    #[tokio::test]
+    async fn a_failed_read_is_not_kept() {
+        let cache = ResolvedConnections::default();
+        let c = console();
+        let failed = cache
+            .reuse_or(&c, at(0), async {
+                Err(Error::MissingReference(
+                    "Secret scanning/creds does not exist".into(),
+                ))
+            })
+            .await;
+        assert!(failed.is_err());
+        assert_eq!(user(&cache, &c, 1, "created").await, "created");
     }
 }

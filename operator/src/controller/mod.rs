@@ -79,6 +79,8 @@ pub struct Context {
     pub wakeups: Arc<wakeups::Wakeups>,
     /// Wakes a Console's reconcile when one of its engines changes state.
     pub console_waker: Arc<console::waker::ConsoleWaker>,
+    /// Consoles' connections, reused briefly by ScanEngine reconciles.
+    pub connections: Arc<connection::ResolvedConnections>,
     /// Consecutive failures per object, for error backoff.
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -105,6 +107,7 @@ impl Context {
             applied: Arc::default(),
             wakeups: Arc::default(),
             console_waker: Arc::default(),
+            connections: Arc::default(),
             failures: Mutex::new(HashMap::new()),
         }
     }
@@ -186,10 +189,7 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + Clone + 'static,
 ) {
     use futures::StreamExt;
-    use k8s_openapi::api::apps::v1::StatefulSet;
-    use k8s_openapi::api::core::v1::{Secret, Service};
-    use k8s_openapi::api::networking::v1::NetworkPolicy;
-    use kube::Api;
+    use k8s_openapi::api::core::v1::Secret;
     use kube::runtime::Controller;
     use kube::runtime::reflector::ObjectRef;
     use kube::runtime::watcher::Config;
@@ -204,52 +204,20 @@ pub async fn run(
     let mut tasks = Vec::new();
     for scope in scopes {
         let client = ctx.client.clone();
-        let api = |client: Client| -> (Api<ScanEngine>, Api<Console>) {
-            match &scope {
-                Some(ns) => (
-                    Api::namespaced(client.clone(), ns),
-                    Api::namespaced(client, ns),
-                ),
-                None => (Api::all(client.clone()), Api::all(client)),
-            }
-        };
-        let (engines, consoles) = api(client.clone());
-        let (engines_of_consoles, _) = api(client.clone());
-        macro_rules! child {
-            ($k:ty) => {
-                match &scope {
-                    Some(ns) => Api::<$k>::namespaced(client.clone(), ns),
-                    None => Api::<$k>::all(client.clone()),
-                }
-            };
-        }
+        let scope = scope.as_deref();
         let cache = ctx.applied.clone();
         let wake = ctx.wakeups.clone();
-        let managed =
-            Config::default().labels(&format!("{}={}", names::MANAGED_BY_LABEL, names::MANAGER));
-
         let limits = kube::runtime::controller::Config::default()
             .concurrency(ctx.settings.max_concurrent_reconciles);
-        let engine_controller =
-            Controller::new(engines, Config::default().any_semantic()).with_config(limits.clone());
+
+        let engine_controller = Controller::new(
+            scoped::<ScanEngine>(&client, scope),
+            Config::default().any_semantic(),
+        )
+        .with_config(limits.clone());
         let store = engine_controller.store();
-        let engine_task = engine_controller
-            .watches(
-                child!(StatefulSet),
-                managed.clone(),
-                child_changed(&cache, &wake),
-            )
-            .watches(
-                child!(Service),
-                managed.clone(),
-                child_changed(&cache, &wake),
-            )
-            .watches(
-                child!(NetworkPolicy),
-                managed.clone(),
-                child_changed(&cache, &wake),
-            )
-            .watches(consoles.clone(), Config::default(), {
+        let engine_task = watching_children(engine_controller, &client, scope, &cache, &wake)
+            .watches(scoped::<Console>(&client, scope), Config::default(), {
                 let wake = wake.clone();
                 move |console: Console| {
                     let ns = console.namespace();
@@ -276,9 +244,19 @@ pub async fn run(
                     tracing::debug!(error = %e, "ScanEngine controller event");
                 }
             });
-        let console_task = Controller::new(consoles, Config::default().any_semantic())
-            .with_config(limits)
-            .watches(engines_of_consoles, Config::default(), {
+
+        let console_controller = Controller::new(
+            scoped::<Console>(&client, scope),
+            Config::default().any_semantic(),
+        )
+        .with_config(limits);
+        let console_task = watching_children(console_controller, &client, scope, &cache, &wake)
+            .watches(
+                scoped::<Secret>(&client, scope),
+                managed_children(),
+                child_changed(&cache, &wake),
+            )
+            .watches(scoped::<ScanEngine>(&client, scope), Config::default(), {
                 let waker = ctx.console_waker.clone();
                 move |se: ScanEngine| {
                     let ns = se.namespace().unwrap_or_default();
@@ -287,22 +265,6 @@ pub async fn run(
                         .then(|| ObjectRef::new(&se.spec.console_ref.name).within(&ns))
                 }
             })
-            .watches(
-                child!(StatefulSet),
-                managed.clone(),
-                child_changed(&cache, &wake),
-            )
-            .watches(
-                child!(Service),
-                managed.clone(),
-                child_changed(&cache, &wake),
-            )
-            .watches(
-                child!(NetworkPolicy),
-                managed.clone(),
-                child_changed(&cache, &wake),
-            )
-            .watches(child!(Secret), managed, child_changed(&cache, &wake))
             .graceful_shutdown_on(shutdown.clone())
             .run(console::reconcile, console::error_policy, ctx.clone())
             .for_each(|res| async move {
@@ -316,6 +278,65 @@ pub async fn run(
     for t in tasks {
         let _ = t.await;
     }
+}
+
+/// An API of `K` in `namespace`, or in all namespaces.
+fn scoped<K>(client: &Client, namespace: Option<&str>) -> kube::Api<K>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+{
+    match namespace {
+        Some(ns) => kube::Api::namespaced(client.clone(), ns),
+        None => kube::Api::all(client.clone()),
+    }
+}
+
+/// The watch of the operator's own child objects (its managed-by label).
+fn managed_children() -> kube::runtime::watcher::Config {
+    kube::runtime::watcher::Config::default().labels(&format!(
+        "{}={}",
+        names::MANAGED_BY_LABEL,
+        names::MANAGER
+    ))
+}
+
+/// `controller` watching the kinds of child objects both controllers own (StatefulSet,
+/// Service, NetworkPolicy), each event going through [`child_changed`].
+fn watching_children<Owner>(
+    controller: kube::runtime::Controller<Owner>,
+    client: &Client,
+    namespace: Option<&str>,
+    cache: &Arc<applied::AppliedCache>,
+    wake: &Arc<wakeups::Wakeups>,
+) -> kube::runtime::Controller<Owner>
+where
+    Owner: Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    use k8s_openapi::api::apps::v1::StatefulSet;
+    use k8s_openapi::api::core::v1::Service;
+    use k8s_openapi::api::networking::v1::NetworkPolicy;
+    controller
+        .watches(
+            scoped::<StatefulSet>(client, namespace),
+            managed_children(),
+            child_changed(cache, wake),
+        )
+        .watches(
+            scoped::<Service>(client, namespace),
+            managed_children(),
+            child_changed(cache, wake),
+        )
+        .watches(
+            scoped::<NetworkPolicy>(client, namespace),
+            managed_children(),
+            child_changed(cache, wake),
+        )
 }
 
 /// The mapper of a child watch: tells the [`applied`] cache that the child changed (so the next

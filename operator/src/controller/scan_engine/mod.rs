@@ -34,7 +34,7 @@ use self::build::Inputs;
 use self::build::config;
 use self::status::{Observed, Problem};
 use super::apply::{apply_status, get_opt};
-use super::{Context, connection, object_key, owner_reference, wakeups};
+use super::{Context, object_key, owner_reference, wakeups};
 use crate::console_api::find_engine_by_name;
 use crate::crd::conditions::{self, Cond};
 use crate::crd::{
@@ -285,9 +285,20 @@ async fn pair(
     known_direction: Option<Communication>,
     refresh: bool,
 ) -> Result<pairing::Outcome> {
-    let conn = connection::resolve(&ctx.client, console).await?;
+    let conn = ctx
+        .connections
+        .resolve(&ctx.client, console, ctx.now())
+        .await?;
     let api = ctx.consoles.connect(conn)?;
-    Ok(pairing::ensure(api.as_ref(), target, known_id, known_direction, refresh).await?)
+    pairing::ensure(api.as_ref(), target, known_id, known_direction, refresh)
+        .await
+        .map_err(|e| {
+            if matches!(e.status_code(), Some(401 | 403)) {
+                // The credentials may have changed since they were read: read them next time.
+                ctx.connections.forget(console);
+            }
+            e.into()
+        })
 }
 
 /// Computes and (if changed) writes the status; publishes an Event on a state transition.
@@ -440,7 +451,10 @@ async fn remove_registration(
     engine: &ScanEngine,
     console: &Console,
 ) -> Result<Option<i64>> {
-    let conn = connection::resolve(&ctx.client, console).await?;
+    let conn = ctx
+        .connections
+        .resolve(&ctx.client, console, ctx.now())
+        .await?;
     let api = ctx.consoles.connect(conn)?;
     let name = engine.console_engine_name();
     let known = engine.status.as_ref().and_then(|s| s.engine_id);
