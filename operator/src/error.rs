@@ -41,10 +41,6 @@ pub enum Error {
     #[error("finalizer: {0}")]
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
 
-    /// A child object changed every time it was applied: another writer fights over it.
-    #[error("{0} changed during each of {ATTEMPTS} applies in a row; is another controller writing it?", ATTEMPTS = crate::controller::apply::APPLY_ATTEMPTS)]
-    Contended(String),
-
     /// A ScanEngine could not be removed from its console; the finalizer stays.
     #[error("cannot remove the engine from its console yet: {0}")]
     CleanupBlocked(String),
@@ -76,7 +72,6 @@ impl Error {
                 _ => "finalizer",
             },
             Error::CleanupBlocked(_) => "cleanup_blocked",
-            Error::Contended(_) => "contended",
         }
     }
 }

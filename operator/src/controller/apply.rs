@@ -11,8 +11,10 @@ use super::applied::{AppliedCache, Digest, ObjectKey};
 use super::names::MANAGER;
 use crate::{Error, Result};
 
-/// How often a child is applied in one reconcile when it keeps changing during the apply (an
-/// event other than the apply's own arrived before its answer) before the reconcile fails.
+/// How often a child is applied in one reconcile while it keeps changing during the apply (an
+/// event other than the apply's own arrived before its answer). After the last, the object is
+/// left unknown to the cache, so the next reconcile applies it again; by then the other
+/// writer's change (a StatefulSet's status during a rollout, say) has usually settled.
 pub const APPLY_ATTEMPTS: usize = 3;
 
 /// Applies `obj` (namespaced, named) with server-side apply and returns what the API server
@@ -105,7 +107,8 @@ where
         }
         _ => {}
     }
-    for _ in 0..APPLY_ATTEMPTS {
+    let mut attempt = 1;
+    loop {
         cache.begin(&key);
         let applied = match apply(client, obj).await {
             Ok(applied) => applied,
@@ -119,17 +122,13 @@ where
         } else {
             None
         };
-        if cache.finish(&key, digest, kept, applied.resource_version()) {
+        if cache.finish(&key, digest, kept, applied.resource_version()) || attempt == APPLY_ATTEMPTS
+        {
             return Ok(Some(applied));
         }
-        tracing::debug!(kind = %K::kind(&()), name = %obj.name_any(), "changed while applied; applying again");
+        tracing::debug!(kind = %K::kind(&()), name = %obj.name_any(), attempt, "changed while applied; applying again");
+        attempt += 1;
     }
-    Err(Error::Contended(format!(
-        "{} {}/{}",
-        K::kind(&()),
-        obj.namespace().unwrap_or_default(),
-        obj.name_any()
-    )))
 }
 
 /// Makes sure a namespaced object does not exist: a read first, a delete only when it is
@@ -151,7 +150,8 @@ where
     if let Some(None) = cache.lookup(&key, digest) {
         return Ok(());
     }
-    for _ in 0..APPLY_ATTEMPTS {
+    let mut attempt = 1;
+    loop {
         cache.begin(&key);
         let result = match get_opt::<K>(client, namespace, name).await {
             Ok(Some(terminating)) if terminating.meta().deletion_timestamp.is_some() => {
@@ -169,14 +169,11 @@ where
         }
         // Kept only when no event came in meanwhile; after a delete, the deletion's own event
         // makes the next round read again and find the object gone.
-        if cache.finish(&key, digest, None, None) {
+        if cache.finish(&key, digest, None, None) || attempt == APPLY_ATTEMPTS {
             return Ok(());
         }
+        attempt += 1;
     }
-    Err(Error::Contended(format!(
-        "{} {namespace}/{name}",
-        K::kind(&())
-    )))
 }
 
 /// Deletes a namespaced object; absent is fine.
