@@ -639,7 +639,7 @@ impl ConsoleApi {
 
     /// The console's registrations: (name, id), sorted.
     fn engines(&self) -> Vec<(String, i64)> {
-        let list = self.get("/scan_engines");
+        let list = self.get("/scan_engines?size=500");
         let mut engines: Vec<(String, i64)> = list["resources"]
             .as_array()
             .unwrap_or_else(|| panic!("no resources in {list}"))

@@ -197,7 +197,7 @@ async fn status_of(client: &reqwest::Client, addr: SocketAddr, name: &str) -> Op
         client,
         addr,
         reqwest::Method::GET,
-        "/api/3/scan_engines",
+        "/api/3/scan_engines?size=500",
         None,
     )
     .await;

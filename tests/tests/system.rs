@@ -392,7 +392,7 @@ async fn a_discovery_scan_finds_exactly_the_open_ports() {
     );
     assert_eq!(done["progress"]["total"], 5, "{done}");
 
-    let assets = console.get("/api/3/assets").await;
+    let assets = console.get("/api/3/assets?size=500").await;
     let resources = assets["resources"].as_array().cloned().unwrap_or_default();
     let asset = resources
         .iter()

@@ -3,11 +3,11 @@
 use axum::extract::State;
 use serde_json::json;
 
-use super::{ApiResult, ok, page};
+use super::{ApiResult, Paging, ok, page};
 use crate::app::App;
 
 /// Every asset with its open services.
-pub async fn list(State(app): State<App>) -> ApiResult {
+pub async fn list(State(app): State<App>, paging: Paging) -> ApiResult {
     let assets = app.store.assets().await?;
     let resources = assets
         .into_iter()
@@ -26,5 +26,5 @@ pub async fn list(State(app): State<App>) -> ApiResult {
             })
         })
         .collect();
-    ok(page(resources, "/api/3/assets"))
+    ok(page(resources, "/api/3/assets", paging))
 }

@@ -6,7 +6,9 @@ use axum::{
 };
 use serde_json::{Value, json};
 
-use super::{ApiError, ApiResult, Body, ok, page, parse_id, reply, required_text, self_links};
+use super::{
+    ApiError, ApiResult, Body, Paging, ok, page, parse_id, reply, required_text, self_links,
+};
 use crate::{
     app::App,
     clock::rfc3339,
@@ -46,10 +48,10 @@ async fn find(app: &App, raw: &str) -> Result<EngineRecord, ApiError> {
 }
 
 /// Every engine.
-pub async fn list(State(app): State<App>) -> ApiResult {
+pub async fn list(State(app): State<App>, paging: Paging) -> ApiResult {
     let engines = app.store.engines().await?;
     let resources = engines.iter().map(|e| engine_json(&app, e)).collect();
-    ok(page(resources, "/api/3/scan_engines"))
+    ok(page(resources, "/api/3/scan_engines", paging))
 }
 
 /// One engine.

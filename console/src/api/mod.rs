@@ -146,13 +146,93 @@ pub fn self_links(path: &str) -> Value {
     json!([{"href": path, "rel": "self"}])
 }
 
-/// The page envelope of a list of resources (the whole list is one page).
-pub fn page(resources: Vec<Value>, path: &str) -> Value {
-    let n = resources.len();
+/// Page size when a request names none (as in InsightVM API v3).
+pub const DEFAULT_PAGE_SIZE: usize = 10;
+/// The largest page a request may ask for.
+pub const MAX_PAGE_SIZE: usize = 500;
+
+/// Which page of a list a request asks for: `?page=` (from 0) and `?size=` (1 to
+/// [`MAX_PAGE_SIZE`], default [`DEFAULT_PAGE_SIZE`]). A bad value is a 400 naming the parameter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Paging {
+    pub number: usize,
+    pub size: usize,
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Paging {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, ApiError> {
+        Paging::from_query(parts.uri.query().unwrap_or_default())
+    }
+}
+
+impl Paging {
+    /// Reads `page` and `size` from a query string; other parameters are ignored.
+    pub fn from_query(query: &str) -> Result<Self, ApiError> {
+        let mut paging = Paging {
+            number: 0,
+            size: DEFAULT_PAGE_SIZE,
+        };
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            match key {
+                "page" => {
+                    paging.number = value.parse().map_err(|_| {
+                        ApiError::bad_request(format!(
+                            "page must be a page number from 0, not {value:?}"
+                        ))
+                    })?
+                }
+                "size" => {
+                    paging.size = value
+                        .parse()
+                        .ok()
+                        .filter(|n| (1..=MAX_PAGE_SIZE).contains(n))
+                        .ok_or_else(|| {
+                            ApiError::bad_request(format!(
+                                "size must be from 1 to {MAX_PAGE_SIZE}, not {value:?}"
+                            ))
+                        })?
+                }
+                _ => {}
+            }
+        }
+        Ok(paging)
+    }
+}
+
+/// The page envelope of one page of a list: its `resources`, `page` (number, size,
+/// totalResources, totalPages) and `links` (self, and next and previous where they exist).
+pub fn page(resources: Vec<Value>, path: &str, paging: Paging) -> Value {
+    let total = resources.len();
+    let pages = total.div_ceil(paging.size);
+    let first = paging.number.saturating_mul(paging.size);
+    let resources: Vec<Value> = resources
+        .into_iter()
+        .skip(first)
+        .take(paging.size)
+        .collect();
+    let at = |n: usize| format!("{path}?page={n}&size={}", paging.size);
+    let mut links = vec![json!({"href": at(paging.number), "rel": "self"})];
+    if paging.number + 1 < pages {
+        links.push(json!({"href": at(paging.number + 1), "rel": "next"}));
+    }
+    if paging.number > 0 && paging.number <= pages {
+        links.push(json!({"href": at(paging.number - 1), "rel": "prev"}));
+    }
     json!({
         "resources": resources,
-        "page": {"number": 0, "size": n, "totalResources": n, "totalPages": 1},
-        "links": self_links(path),
+        "page": {
+            "number": paging.number,
+            "size": paging.size,
+            "totalResources": total,
+            "totalPages": pages,
+        },
+        "links": links,
     })
 }
 

@@ -6,7 +6,9 @@ use axum::{
 };
 use serde_json::{Value, json};
 
-use super::{ApiError, ApiResult, Body, ok, page, parse_id, reply, required_text, self_links};
+use super::{
+    ApiError, ApiResult, Body, Paging, ok, page, parse_id, reply, required_text, self_links,
+};
 use crate::{
     app::App,
     clock::rfc3339,
@@ -43,9 +45,13 @@ fn scan_json(s: &ScanRecord) -> Value {
 }
 
 /// Every site.
-pub async fn list(State(app): State<App>) -> ApiResult {
+pub async fn list(State(app): State<App>, paging: Paging) -> ApiResult {
     let sites = app.store.sites().await?;
-    ok(page(sites.iter().map(site_json).collect(), "/api/3/sites"))
+    ok(page(
+        sites.iter().map(site_json).collect(),
+        "/api/3/sites",
+        paging,
+    ))
 }
 
 /// One site.

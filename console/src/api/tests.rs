@@ -187,6 +187,73 @@ async fn shared_secret_lifecycle_over_the_api() {
 }
 
 #[tokio::test]
+async fn lists_come_in_pages_of_ten_unless_asked_otherwise() {
+    let app = testing::app();
+    for i in 0..12 {
+        let (s, _) = call(
+            &app,
+            "POST",
+            "/api/3/scan_engines",
+            Some(json!({"name": format!("engine-{i:02}"), "address": "127.0.0.1", "port": 9})),
+        )
+        .await;
+        assert_eq!(s, StatusCode::CREATED);
+    }
+    let names = |v: &Value| -> Vec<String> {
+        v["resources"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|e| e["name"].as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+
+    let (s, first) = call(&app, "GET", "/api/3/scan_engines", None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(names(&first).len(), 10, "{first}");
+    assert_eq!(
+        first["page"],
+        json!({"number": 0, "size": 10, "totalResources": 12, "totalPages": 2})
+    );
+    let next = first["links"]
+        .as_array()
+        .and_then(|l| l.iter().find(|l| l["rel"] == "next"))
+        .and_then(|l| l["href"].as_str())
+        .map(String::from);
+    assert_eq!(next.as_deref(), Some("/api/3/scan_engines?page=1&size=10"));
+
+    let (_, second) = call(&app, "GET", "/api/3/scan_engines?page=1&size=10", None).await;
+    assert_eq!(names(&second), ["engine-10", "engine-11"]);
+    let mut all = names(&first);
+    all.extend(names(&second));
+    let (_, one_page) = call(&app, "GET", "/api/3/scan_engines?size=500", None).await;
+    assert_eq!(
+        names(&one_page),
+        all,
+        "pages are in the same order as one big page"
+    );
+
+    let (_, past) = call(&app, "GET", "/api/3/scan_engines?page=5", None).await;
+    assert_eq!(
+        past["resources"],
+        json!([]),
+        "past the end: empty, not an error"
+    );
+
+    for (query, names_param) in [
+        ("size=0", "size"),
+        ("size=501", "size"),
+        ("page=-1", "page"),
+    ] {
+        let (s, v) = call(&app, "GET", &format!("/api/3/scan_engines?{query}"), None).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{query}");
+        assert_error(&v, StatusCode::BAD_REQUEST, names_param);
+    }
+}
+
+#[tokio::test]
 async fn engines_create_list_get_delete() {
     let app = testing::app();
     let (s, v) = call(&app, "GET", "/api/3/scan_engines", None).await;
@@ -194,7 +261,7 @@ async fn engines_create_list_get_delete() {
     assert_eq!(v["resources"], json!([]));
     assert_eq!(
         v["page"],
-        json!({"number": 0, "size": 0, "totalResources": 0, "totalPages": 1})
+        json!({"number": 0, "size": 10, "totalResources": 0, "totalPages": 0})
     );
 
     // A closed port: the engine will be not-responding, which is fine here.

@@ -174,7 +174,7 @@ impl Console {
 
     /// All engines the console knows.
     pub async fn engines(&self) -> Vec<Value> {
-        let v = self.get("/api/3/scan_engines").await;
+        let v = self.get("/api/3/scan_engines?size=500").await;
         v["resources"].as_array().cloned().unwrap_or_default()
     }
 

@@ -277,9 +277,9 @@ impl ExternalConsole {
         (status, serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 
-    /// Every engine registration (`GET /api/3/scan_engines`).
+    /// Every engine registration (`GET /api/3/scan_engines`, one page of up to 500).
     pub async fn engines(&self) -> Vec<Value> {
-        let (status, body) = self.get("/api/3/scan_engines").await;
+        let (status, body) = self.get("/api/3/scan_engines?size=500").await;
         assert_eq!(status, 200, "GET /api/3/scan_engines: {body}");
         body["resources"].as_array().cloned().unwrap_or_default()
     }

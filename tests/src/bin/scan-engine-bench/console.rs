@@ -218,18 +218,26 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let rss_loaded = proc_status_kib(pid, "VmRSS")?;
     let hwm = proc_status_kib(pid, "VmHWM")?;
 
-    let engines: Value = http
-        .get(format!("https://{api}/api/3/scan_engines"))
-        .basic_auth("admin", Some(PASSWORD))
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
-    let active = engines["resources"]
-        .as_array()
-        .map(|a| a.iter().filter(|e| e["status"] == "active").count())
-        .unwrap_or(0);
+    // Every page of the engine list (500 per page).
+    let mut active = 0;
+    for number in 0.. {
+        let engines: Value = http
+            .get(format!(
+                "https://{api}/api/3/scan_engines?page={number}&size=500"
+            ))
+            .basic_auth("admin", Some(PASSWORD))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        active += engines["resources"]
+            .as_array()
+            .map_or(0, |a| a.iter().filter(|e| e["status"] == "active").count());
+        if number + 1 >= engines["page"]["totalPages"].as_u64().unwrap_or(0) {
+            break;
+        }
+    }
     console.assert_running();
 
     let per_session = rss_loaded.saturating_sub(rss_idle) as f64 / n as f64;
