@@ -965,7 +965,7 @@ async fn switching_direction_swaps_network_policies_and_re_pairs() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn deleting_a_scan_engine_removes_it_from_the_console() {
+async fn deleting_engines_and_their_console_removes_them_from_it_and_revokes_the_secret() {
     let h = Harness::start(None, &[]).await;
     let client = h.client();
     let ns_handle = h.namespace_with_console().await;
@@ -983,6 +983,35 @@ async fn deleting_a_scan_engine_removes_it_from_the_console() {
         se.finalizers()
     );
     let id = se.data["status"]["engineId"].clone();
+    let (status, _) = h.console.get("/api/3/scan_engines/shared_secret").await;
+    assert_eq!(status, 200, "the Console made a shared secret");
+
+    // The Console is deleted first: it waits for the engine that uses it, and says so.
+    let console_api = consoles(&client, ns);
+    console_api
+        .delete("corp", &DeleteParams::default())
+        .await
+        .expect("deleting the Console");
+    eventually(
+        "the Console waits for its ScanEngine",
+        DEADLINE,
+        h.context(),
+        || async {
+            let c = console_api.get("corp").await.map_err(|e| e.to_string())?;
+            match condition(&c, "ConsoleCleanup") {
+                Some(cond)
+                    if cond["reason"] == "EnginesRemain"
+                        && cond["message"].as_str().is_some_and(|m| m.contains("gone")) =>
+                {
+                    Ok(())
+                }
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+    let (status, _) = h.console.get("/api/3/scan_engines/shared_secret").await;
+    assert_eq!(status, 200, "not revoked while an engine uses the console");
 
     let api = scan_engines(&client, ns);
     api.delete("gone", &DeleteParams::default())
@@ -1021,6 +1050,23 @@ async fn deleting_a_scan_engine_removes_it_from_the_console() {
         },
     )
     .await;
+
+    // Then the Console goes, and its shared secret no longer pairs anything.
+    eventually(
+        "the Console is deleted once its engine is gone",
+        DEADLINE,
+        h.context(),
+        || async {
+            match console_api.get_opt("corp").await {
+                Ok(None) => Ok(()),
+                Ok(Some(c)) => Err(format!("still there: {}", c.data["status"])),
+                Err(e) => Err(e.to_string()),
+            }
+        },
+    )
+    .await;
+    let (status, _) = h.console.get("/api/3/scan_engines/shared_secret").await;
+    assert_eq!(status, 404, "the shared secret is revoked");
     h.assert_operator_never_forbidden();
 }
 

@@ -82,6 +82,28 @@ pub fn merge(
         .collect()
 }
 
+/// `previous` with one condition set: the others kept as they are, `cond` replacing the one of
+/// its type (keeping its `lastTransitionTime` unless its status changed) or added at the end.
+pub fn set(
+    previous: &[Condition],
+    cond: &Cond,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Vec<Condition> {
+    let new = merge(previous, std::slice::from_ref(cond), generation, now);
+    let mut out: Vec<Condition> = previous
+        .iter()
+        .map(|p| match new.iter().find(|n| n.type_ == p.type_) {
+            Some(n) => n.clone(),
+            None => p.clone(),
+        })
+        .collect();
+    if !previous.iter().any(|p| p.type_ == cond.type_) {
+        out.extend(new);
+    }
+    out
+}
+
 /// True when both lists hold the same conditions, ignoring `lastTransitionTime`.
 pub fn same_ignoring_time(a: &[Condition], b: &[Condition]) -> bool {
     a.len() == b.len()
@@ -110,6 +132,39 @@ mod tests {
 
     fn ts(s: i64) -> Timestamp {
         Timestamp::from_second(s).unwrap_or(Timestamp::UNIX_EPOCH)
+    }
+
+    #[test]
+    fn setting_one_condition_keeps_the_others() {
+        let before = merge(
+            &[],
+            &[
+                Cond::true_(READY, "Ready", "ok"),
+                Cond::true_("ApiReachable", "Reachable", "ok"),
+            ],
+            Some(1),
+            ts(10),
+        );
+        let cleanup = Cond::false_("ConsoleCleanup", "EnginesRemain", "a, b");
+        let after = set(&before, &cleanup, Some(1), ts(20));
+        assert_eq!(after.len(), 3);
+        assert_eq!(&after[..2], &before[..], "untouched");
+        assert_eq!(after[2].reason, "EnginesRemain");
+        assert_eq!(after[2].last_transition_time, Time(ts(20)));
+
+        let again = set(
+            &after,
+            &Cond::false_("ConsoleCleanup", "EnginesRemain", "b"),
+            Some(1),
+            ts(30),
+        );
+        assert_eq!(again.len(), 3, "replaced, not added");
+        assert_eq!(again[2].message, "b");
+        assert_eq!(
+            again[2].last_transition_time,
+            Time(ts(20)),
+            "same status: the transition time stays"
+        );
     }
 
     #[test]

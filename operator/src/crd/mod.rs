@@ -19,9 +19,13 @@ use kube::CustomResourceExt;
 pub const GROUP: &str = "scanengine.dev";
 /// Finalizer that removes a ScanEngine's registration from its console before it is deleted.
 pub const ENGINE_FINALIZER: &str = "scanengine.dev/console-cleanup";
+/// Finalizer that revokes an external console's pairing shared secret before its Console is
+/// deleted, once no ScanEngine uses it.
+pub const CONSOLE_FINALIZER: &str = "scanengine.dev/revoke-shared-secret";
 /// Annotation asking for an immediate refresh of an engine at its console (any new value does).
 pub const REFRESH_ANNOTATION: &str = "scanengine.dev/refresh";
-/// Annotation that lets a ScanEngine be deleted without removing it from an unreachable console.
+/// Annotation that lets a ScanEngine be deleted without removing it from an unreachable console,
+/// and a Console without waiting for its engines or revoking its shared secret.
 pub const SKIP_CLEANUP_ANNOTATION: &str = "scanengine.dev/skip-console-cleanup";
 /// Label naming the ScanEngine an object belongs to.
 pub const ENGINE_LABEL: &str = "scanengine.dev/engine";

@@ -7,10 +7,14 @@
 //! 4. **shared secret**: keep a valid one in the Console's Secret ([`shared_secret`]);
 //! 5. **status** ([`status`]), written only when it changed.
 //!
+//! Deletion runs [`cleanup`] under the `scanengine.dev/revoke-shared-secret` finalizer: an
+//! external console's shared secret is revoked once no ScanEngine uses it.
+//!
 //! Besides its own changes and the refresh interval, a Console is reconciled when one of its
 //! engines changes state ([`waker`]), so its engine counts follow.
 
 pub mod build;
+pub mod cleanup;
 pub mod secrets;
 pub mod shared_secret;
 pub mod status;
@@ -22,14 +26,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kube::ResourceExt;
+use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use tracing::{Instrument, warn};
 
 use self::status::Observed;
 use super::apply::{apply_cached, apply_status};
 use super::{Context, connection, object_key, owner_reference};
-use crate::crd::Console;
+use crate::crd::{CONSOLE_FINALIZER, Console};
 use crate::{Error, Result};
 
 /// Requeue while a console is not reachable yet.
@@ -41,9 +47,18 @@ pub async fn reconcile(console: Arc<Console>, ctx: Arc<Context>) -> Result<Actio
     let span = tracing::info_span!("reconcile", kind = "Console", namespace = %ns, name = %name);
     async move {
         let _timer = ctx.metrics.reconcile_started("Console");
-        let result = reconcile_inner(&console, &ctx, &ns, &name).await;
+        let key = object_key(console.as_ref());
+        let api: Api<Console> = Api::namespaced(ctx.client.clone(), &ns);
+        let result = finalizer(&api, CONSOLE_FINALIZER, console, |event| async {
+            match event {
+                Finalizer::Apply(c) => reconcile_inner(&c, &ctx, &ns, &name).await,
+                Finalizer::Cleanup(c) => cleanup::cleanup(&c, &ctx).await,
+            }
+        })
+        .await
+        .map_err(Error::from);
         if result.is_ok() {
-            ctx.reset_backoff(&object_key(console.as_ref()));
+            ctx.reset_backoff(&key);
         }
         result
     }

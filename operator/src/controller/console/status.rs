@@ -9,6 +9,8 @@ use crate::crd::{Console, EngineState};
 
 pub const API_REACHABLE: &str = "ApiReachable";
 pub const SHARED_SECRET_READY: &str = "SharedSecretReady";
+/// Only while a Console is deleted: why it has not gone yet ([`super::cleanup`]).
+pub const CLEANUP: &str = "ConsoleCleanup";
 
 /// What the reconcile learned about a console.
 #[derive(Clone, Debug, Default)]

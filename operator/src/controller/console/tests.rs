@@ -24,6 +24,7 @@ fn console() -> Console {
     );
     c.metadata.namespace = Some(NS.into());
     c.metadata.uid = Some("uid-main".into());
+    c.metadata.finalizers = Some(vec![crate::crd::CONSOLE_FINALIZER.into()]);
     c.metadata.generation = Some(1);
     c
 }
@@ -279,4 +280,203 @@ async fn unreachable_external_console_is_reported() {
         .unwrap_or_default();
     assert_eq!(ready["status"], "False");
     assert_eq!(ready["reason"], "ConsoleUnreachable");
+}
+
+const CONSOLE_PATH: &str = "/apis/scanengine.dev/v1alpha1/namespaces/scanning/consoles/main";
+const ENGINES: &str = "/apis/scanengine.dev/v1alpha1/namespaces/scanning/scanengines?";
+
+fn external_console() -> Console {
+    let mut c = console();
+    c.spec.managed = None;
+    c.spec.external = Some(crate::crd::console::ExternalConsole {
+        url: "https://console.example.com:3780".into(),
+        credentials_secret_ref: crate::crd::console::CredentialsSecretRef {
+            name: "creds".into(),
+            ..Default::default()
+        },
+        ca_bundle: Some("PEM".into()),
+        ..Default::default()
+    });
+    c
+}
+
+fn deleted(mut c: Console) -> Console {
+    c.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        crate::controller::fixtures::now(),
+    ));
+    c
+}
+
+fn engine_list(consoles: &[(&str, &str)]) -> Value {
+    let items: Vec<Value> = consoles
+        .iter()
+        .map(|(name, console)| {
+            json!({
+                "apiVersion": "scanengine.dev/v1alpha1", "kind": "ScanEngine",
+                "metadata": {"name": name, "namespace": NS},
+                "spec": {"consoleRef": {"name": console}},
+            })
+        })
+        .collect();
+    json!({"apiVersion": "scanengine.dev/v1alpha1", "kind": "ScanEngineList", "metadata": {}, "items": items})
+}
+
+/// Expects the JSON patch that removes the finalizer.
+fn finalizer_removed(s: Scenario, c: &Console) -> Scenario {
+    let obj = serde_json::to_value(c).unwrap_or_default();
+    s.expect(Method::PATCH, format!("{CONSOLE_PATH}?"), move |_| {
+        (StatusCode::OK, obj)
+    })
+}
+
+#[tokio::test]
+async fn adds_its_finalizer_first() {
+    let fake = FakeConsole::default();
+    let mut c = console();
+    c.metadata.finalizers = None;
+    let (client, handle) = mock_client();
+    let obj = serde_json::to_value(&c).unwrap_or_default();
+    let s = Scenario::new().expect(Method::PATCH, format!("{CONSOLE_PATH}?"), move |_| {
+        (StatusCode::OK, obj)
+    });
+    let (result, seen) = drive(
+        reconcile(Arc::new(c), context(client, &fake)),
+        s.run(handle),
+    )
+    .await;
+    assert!(result.is_ok(), "{result:?}");
+    let ops = seen[0].body.to_string();
+    assert!(
+        ops.contains("\"op\":\"add\"") && ops.contains("scanengine.dev/revoke-shared-secret"),
+        "{ops}"
+    );
+}
+
+#[tokio::test]
+async fn a_deleted_external_console_waits_for_its_engines_then_revokes_its_shared_secret() {
+    let fake = FakeConsole::default();
+    let c = deleted(external_console());
+
+    // Two engines still use it (a third uses another console): it stays, and says why.
+    let (client, handle) = mock_client();
+    let s = Scenario::new().get(
+        ENGINES,
+        engine_list(&[("edge", "main"), ("other", "elsewhere"), ("core", "main")]),
+    );
+    let s = status_patch(s, &c).event(NS);
+    let (result, seen) = drive(
+        reconcile(Arc::new(c.clone()), context(client, &fake)),
+        s.run(handle),
+    )
+    .await;
+    assert!(
+        matches!(result, Err(crate::Error::Finalizer(_))),
+        "{result:?}"
+    );
+    let cleanup = seen[1].body["status"]["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "ConsoleCleanup"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(cleanup["status"], "False");
+    assert_eq!(cleanup["reason"], "EnginesRemain");
+    let message = cleanup["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("core, edge") && !message.contains("other"),
+        "{message}"
+    );
+    assert!(
+        message.contains("scanengine.dev/skip-console-cleanup"),
+        "{message}"
+    );
+    assert_eq!(seen[2].body["reason"], "ConsoleCleanupBlocked");
+    assert!(
+        !fake.state().calls.iter().any(|c| c.starts_with("DELETE")),
+        "nothing revoked while engines remain"
+    );
+
+    // The engines are gone: the secret is revoked and the finalizer removed.
+    let (client, handle) = mock_client();
+    let s = Scenario::new()
+        .get(ENGINES, engine_list(&[("other", "elsewhere")]))
+        .get(
+            format!("{SECRETS}/creds"),
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "creds"}, "data": {"username": "YWRtaW4=", "password": "cHc="}}),
+        )
+        .event(NS);
+    let s = finalizer_removed(s, &c);
+    let (result, seen) = drive(
+        reconcile(Arc::new(c), context(client, &fake)),
+        s.run(handle),
+    )
+    .await;
+    assert!(result.is_ok(), "{result:?}");
+    assert!(
+        fake.state()
+            .calls
+            .iter()
+            .any(|c| c == "DELETE /api/3/scan_engines/shared_secret"),
+        "{:?}",
+        fake.state().calls
+    );
+    assert_eq!(seen[2].body["reason"], "SharedSecretRevoked");
+    assert!(seen[3].body.to_string().contains("\"op\":\"remove\""));
+}
+
+#[tokio::test]
+async fn a_deleted_console_that_cannot_be_reached_stays_until_told_to_skip() {
+    let fake = FakeConsole::default();
+    fake.state().down = true;
+    let mut c = deleted(external_console());
+
+    let (client, handle) = mock_client();
+    let s = Scenario::new().get(ENGINES, engine_list(&[])).get(
+        format!("{SECRETS}/creds"),
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "creds"}, "data": {"username": "YWRtaW4=", "password": "cHc="}}),
+    );
+    let s = status_patch(s, &c).event(NS);
+    let (result, seen) = drive(
+        reconcile(Arc::new(c.clone()), context(client, &fake)),
+        s.run(handle),
+    )
+    .await;
+    assert!(result.is_err(), "{result:?}");
+    let text = seen[2].body["status"].to_string();
+    assert!(
+        text.contains("ConsoleUnreachable") && text.contains("cannot revoke"),
+        "{text}"
+    );
+    assert!(!text.contains("cHc"), "no credential in the status: {text}");
+
+    c.metadata.annotations = Some(
+        [(
+            crate::crd::SKIP_CLEANUP_ANNOTATION.to_string(),
+            "true".to_string(),
+        )]
+        .into(),
+    );
+    let (client, handle) = mock_client();
+    let s = finalizer_removed(Scenario::new().event(NS), &c);
+    let (result, seen) = drive(
+        reconcile(Arc::new(c), context(client, &fake)),
+        s.run(handle),
+    )
+    .await;
+    assert!(result.is_ok(), "{result:?}");
+    assert_eq!(seen[0].body["reason"], "ConsoleCleanupSkipped");
+}
+
+#[tokio::test]
+async fn a_deleted_managed_console_goes_at_once() {
+    let fake = FakeConsole::default();
+    let c = deleted(console());
+    let (client, handle) = mock_client();
+    let s = finalizer_removed(Scenario::new(), &c);
+    let (result, _) = drive(
+        reconcile(Arc::new(c), context(client, &fake)),
+        s.run(handle),
+    )
+    .await;
+    assert!(result.is_ok(), "{result:?}");
+    assert!(fake.state().calls.is_empty(), "the console is not called");
 }

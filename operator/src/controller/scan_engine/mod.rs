@@ -11,6 +11,8 @@
 //! Deletion runs [`cleanup`] under the `scanengine.dev/console-cleanup` finalizer: the engine is
 //! removed from its console first; while the console is unreachable the finalizer stays and the
 //! ConsoleCleanup condition says so, unless `scanengine.dev/skip-console-cleanup: "true"` is set.
+//! Nothing is removed when the Console is gone, or is a managed one being deleted (the console
+//! goes with it).
 
 pub mod apply;
 pub mod build;
@@ -350,6 +352,8 @@ async fn cleanup(engine: Arc<ScanEngine>, ctx: Arc<Context>) -> Result<Action> {
     let console_name = engine.spec.console_ref.name.clone();
     ctx.metrics
         .set_engine_state(&object_key(engine.as_ref()), None);
+    // A Console being deleted waits for its engines: the event of this engine's going wakes it.
+    ctx.console_waker.wake(&ns, &console_name);
     if engine
         .annotations()
         .get(SKIP_CLEANUP_ANNOTATION)
@@ -369,6 +373,11 @@ async fn cleanup(engine: Arc<ScanEngine>, ctx: Arc<Context>) -> Result<Action> {
         info!("Console {ns}/{console_name} is gone: nothing to clean up");
         return Ok(Action::await_change());
     };
+    if console.is_managed() && console.metadata.deletion_timestamp.is_some() {
+        // A managed console goes with its Console, registrations and all.
+        info!("managed Console {ns}/{console_name} is being deleted: nothing to clean up");
+        return Ok(Action::await_change());
+    }
     match remove_registration(&ctx, &engine, &console).await {
         Ok(removed) => {
             if let Some(id) = removed {
