@@ -209,11 +209,12 @@ async fn shared_secret_is_renewed_before_expiry() {
     });
     let (client, handle) = mock_client();
     let s = Scenario::new()
-        .get(
-            format!("{SECRETS}/creds"),
-            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "creds"}, "data": {"username": "YWRtaW4=", "password": "cHc="}}),
+        .get(format!("{SECRETS}/creds"), creds())
+        .expect(
+            Method::GET,
+            format!("{SECRETS}/main-console-shared-secret"),
+            |_| not_found(),
         )
-        .expect(Method::GET, format!("{SECRETS}/main-console-shared-secret"), |_| not_found())
         .apply("/api/v1", NS, "secrets", "main-console-shared-secret")
         .event(NS);
     let s = status_patch(s, &c).event(NS);
@@ -249,22 +250,9 @@ async fn shared_secret_is_renewed_before_expiry() {
 async fn unreachable_external_console_is_reported() {
     let fake = FakeConsole::default();
     fake.state().down = true;
-    let mut c = console();
-    c.spec.managed = None;
-    c.spec.external = Some(crate::crd::console::ExternalConsole {
-        url: "https://console.example.com:3780".into(),
-        credentials_secret_ref: crate::crd::console::CredentialsSecretRef {
-            name: "creds".into(),
-            ..Default::default()
-        },
-        ca_bundle: Some("PEM".into()),
-        ..Default::default()
-    });
+    let c = external_console();
     let (client, handle) = mock_client();
-    let s = Scenario::new().get(
-        format!("{SECRETS}/creds"),
-        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "creds"}, "data": {"username": "YWRtaW4=", "password": "cHc="}}),
-    );
+    let s = Scenario::new().get(format!("{SECRETS}/creds"), creds());
     let s = status_patch(s, &c);
     let (result, seen) = drive(
         reconcile(Arc::new(c), context(client, &fake)),
@@ -298,6 +286,11 @@ fn external_console() -> Console {
         ..Default::default()
     });
     c
+}
+
+/// The external console's credentials Secret: admin / pw.
+fn creds() -> Value {
+    json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "creds"}, "data": {"username": "YWRtaW4=", "password": "cHc="}})
 }
 
 fn deleted(mut c: Console) -> Console {
@@ -399,10 +392,7 @@ async fn a_deleted_external_console_waits_for_its_engines_then_revokes_its_share
     let (client, handle) = mock_client();
     let s = Scenario::new()
         .get(ENGINES, engine_list(&[("other", "elsewhere")]))
-        .get(
-            format!("{SECRETS}/creds"),
-            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "creds"}, "data": {"username": "YWRtaW4=", "password": "cHc="}}),
-        )
+        .get(format!("{SECRETS}/creds"), creds())
         .event(NS);
     let s = finalizer_removed(s, &c);
     let (result, seen) = drive(
@@ -430,10 +420,9 @@ async fn a_deleted_console_that_cannot_be_reached_stays_until_told_to_skip() {
     let mut c = deleted(external_console());
 
     let (client, handle) = mock_client();
-    let s = Scenario::new().get(ENGINES, engine_list(&[])).get(
-        format!("{SECRETS}/creds"),
-        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "creds"}, "data": {"username": "YWRtaW4=", "password": "cHc="}}),
-    );
+    let s = Scenario::new()
+        .get(ENGINES, engine_list(&[]))
+        .get(format!("{SECRETS}/creds"), creds());
     let s = status_patch(s, &c).event(NS);
     let (result, seen) = drive(
         reconcile(Arc::new(c.clone()), context(client, &fake)),
