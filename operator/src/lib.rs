@@ -20,5 +20,14 @@ pub mod telemetry;
 
 pub use error::{Error, Result};
 
+/// Locks `mutex`, also after a panic elsewhere poisoned it: the operator's shared maps are
+/// changed in single operations, so a poisoned one still holds consistent data.
+pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match mutex.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
 /// Version of the operator; the default product version of consoles and engines it deploys.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

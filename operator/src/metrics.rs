@@ -140,10 +140,7 @@ impl Metrics {
 
     /// Records (or, with `None`, forgets) the state of one engine.
     pub fn set_engine_state(&self, key: &str, state: Option<EngineState>) {
-        let mut states = match self.engine_states.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
+        let mut states = crate::lock(&self.engine_states);
         match state {
             Some(s) => states.insert(key.to_string(), s),
             None => states.remove(key),

@@ -50,10 +50,7 @@ impl Default for FakeConsole {
 
 impl FakeConsole {
     pub fn state(&self) -> MutexGuard<'_, FakeState> {
-        match self.state.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        }
+        crate::lock(&self.state)
     }
 
     /// Adds an engine as if it had paired itself.

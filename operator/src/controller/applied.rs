@@ -99,10 +99,7 @@ pub struct AppliedCache {
 
 impl AppliedCache {
     fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectKey, Entry>> {
-        match self.entries.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        }
+        crate::lock(&self.entries)
     }
 
     /// What the API server answered when `digest` was last applied, if nothing touched the

@@ -190,10 +190,7 @@ struct Resolved {
 
 impl ResolvedConnections {
     fn entries(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Resolved>> {
-        match self.entries.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        }
+        crate::lock(&self.entries)
     }
 
     /// The connection of `console`: reused when resolved less than [`REUSE_FOR`] before `now`,

@@ -149,10 +149,7 @@ impl Context {
 
     /// Backoff after a failed reconcile: 5s doubling up to 5 minutes.
     pub fn failure_backoff(&self, key: String) -> Action {
-        let mut failures = match self.failures.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
+        let mut failures = crate::lock(&self.failures);
         let n = failures.entry(key).or_insert(0);
         *n = n.saturating_add(1);
         let secs = 5u64.saturating_mul(1u64 << (*n - 1).min(6)).min(300);
@@ -161,9 +158,7 @@ impl Context {
 
     /// Forgets the failures of an object after a successful reconcile.
     pub fn reset_backoff(&self, key: &str) {
-        if let Ok(mut failures) = self.failures.lock() {
-            failures.remove(key);
-        }
+        crate::lock(&self.failures).remove(key);
     }
 }
 

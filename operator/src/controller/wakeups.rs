@@ -47,10 +47,7 @@ pub fn metadata_digest<K: Resource>(obj: &K) -> u64 {
 
 impl Wakeups {
     fn records(&self) -> std::sync::MutexGuard<'_, HashMap<String, Record>> {
-        match self.records.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        }
+        crate::lock(&self.records)
     }
 
     /// When this wake-up has nothing to do, how long until the next one is due.

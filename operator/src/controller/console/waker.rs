@@ -21,10 +21,7 @@ pub struct ConsoleWaker {
 
 impl ConsoleWaker {
     fn marked(&self) -> std::sync::MutexGuard<'_, HashSet<(String, String)>> {
-        match self.marked.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        }
+        crate::lock(&self.marked)
     }
 
     /// Console `namespace/name` is to be reconciled at the next event of one of its engines.
