@@ -91,15 +91,11 @@ pub async fn cleanup(console: &Console, ctx: &Context) -> Result<Action> {
             Ok(Action::await_change())
         }
         Err(err) => {
-            let reason = match &err {
-                Error::ConsoleApi(e) => e.reason(),
-                Error::MissingReference(_) => "MissingReference",
-                _ => "ReconcileError",
-            };
+            let reason = super::reason_of(&err);
             let message = format!(
                 "cannot revoke the pairing shared secret: {err}; retrying with backoff. To delete anyway, annotate the Console {SKIP_CLEANUP_ANNOTATION}=\"true\""
             );
-            Err(blocked(console, ctx, reason, message).await)
+            Err(blocked(console, ctx, &reason, message).await)
         }
     }
 }
