@@ -62,7 +62,14 @@ pub async fn reconcile(engine: Arc<ScanEngine>, ctx: Arc<Context>) -> Result<Act
                 Finalizer::Apply(se) => apply_unless_idle(se, ctx.clone()).await,
                 Finalizer::Cleanup(se) => {
                     ctx.wakeups.forget(&object_key(se.as_ref()));
-                    cleanup(se, ctx.clone()).await
+                    let ns = se.namespace().unwrap_or_default();
+                    let console = se.spec.console_ref.name.clone();
+                    let released = cleanup(se, ctx.clone()).await;
+                    if released.is_ok() {
+                        // The engine goes now: its Console recounts, or stops waiting for it.
+                        ctx.console_waker.wake(&ns, &console);
+                    }
+                    released
                 }
             }
         })
@@ -352,8 +359,6 @@ async fn cleanup(engine: Arc<ScanEngine>, ctx: Arc<Context>) -> Result<Action> {
     let console_name = engine.spec.console_ref.name.clone();
     ctx.metrics
         .set_engine_state(&object_key(engine.as_ref()), None);
-    // A Console being deleted waits for its engines: the event of this engine's going wakes it.
-    ctx.console_waker.wake(&ns, &console_name);
     if engine
         .annotations()
         .get(SKIP_CLEANUP_ANNOTATION)
@@ -381,7 +386,6 @@ async fn cleanup(engine: Arc<ScanEngine>, ctx: Arc<Context>) -> Result<Action> {
     match remove_registration(&ctx, &engine, &console).await {
         Ok(removed) => {
             if let Some(id) = removed {
-                ctx.console_waker.wake(&ns, &console_name);
                 ctx.event(
                     engine.as_ref(),
                     EventType::Normal,
