@@ -17,6 +17,17 @@ use crate::metrics::Metrics;
 
 pub type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
 
+/// Annotates `meta` `scanengine.dev/skip-console-cleanup: "true"`.
+pub fn skip_cleanup(meta: &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) {
+    meta.annotations = Some(
+        [(
+            crate::crd::SKIP_CLEANUP_ANNOTATION.to_string(),
+            "true".to_string(),
+        )]
+        .into(),
+    );
+}
+
 /// A client talking to the mock, and the mock's handle.
 pub fn mock_client() -> (Client, Handle) {
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();

@@ -437,13 +437,7 @@ async fn a_deleted_console_that_cannot_be_reached_stays_until_told_to_skip() {
     );
     assert!(!text.contains("cHc"), "no credential in the status: {text}");
 
-    c.metadata.annotations = Some(
-        [(
-            crate::crd::SKIP_CLEANUP_ANNOTATION.to_string(),
-            "true".to_string(),
-        )]
-        .into(),
-    );
+    crate::controller::fixtures::skip_cleanup(&mut c.metadata);
     let (client, handle) = mock_client();
     let s = finalizer_removed(Scenario::new().event(NS), &c);
     let (result, seen) = drive(

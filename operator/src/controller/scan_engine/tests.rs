@@ -543,13 +543,7 @@ async fn deletion_with_the_console_down_keeps_the_finalizer_until_escaped() {
     );
 
     // The escape hatch lets it go without touching the console.
-    se.metadata.annotations = Some(
-        [(
-            crate::crd::SKIP_CLEANUP_ANNOTATION.to_string(),
-            "true".to_string(),
-        )]
-        .into(),
-    );
+    crate::controller::fixtures::skip_cleanup(&mut se.metadata);
     let (client, handle) = mock_client();
     let scenario = finalizer_patch(Scenario::new().event(NS), &se);
     let (result, seen) = drive(

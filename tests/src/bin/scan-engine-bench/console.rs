@@ -102,14 +102,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .danger_accept_invalid_certs(true)
         .timeout(TIMEOUT)
         .build()?;
-    let secret: String = http
-        .post(format!("https://{api}/api/3/scan_engines/shared_secret"))
-        .basic_auth("admin", Some(PASSWORD))
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
+    let secret: String =
+        console_api(http.post(format!("https://{api}/api/3/scan_engines/shared_secret"))).await?;
     let secret = SharedSecret::new(secret);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss_idle = proc_status_kib(pid, "VmRSS")?;
@@ -221,16 +215,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     // Every page of the engine list (500 per page).
     let mut active = 0;
     for number in 0.. {
-        let engines: Value = http
-            .get(format!(
-                "https://{api}/api/3/scan_engines?page={number}&size=500"
-            ))
-            .basic_auth("admin", Some(PASSWORD))
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
+        let engines: Value = console_api(http.get(format!(
+            "https://{api}/api/3/scan_engines?page={number}&size=500"
+        )))
+        .await?;
         active += engines["resources"]
             .as_array()
             .map_or(0, |a| a.iter().filter(|e| e["status"] == "active").count());
@@ -297,6 +285,19 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
 /// Greets the console and pairs with the shared secret, as a first-time engine-to-console
 /// engine does.
+/// Sends a console API request as the admin; its JSON answer, or the error status.
+async fn console_api<T: serde::de::DeserializeOwned>(
+    request: reqwest::RequestBuilder,
+) -> anyhow::Result<T> {
+    Ok(request
+        .basic_auth("admin", Some(PASSWORD))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?)
+}
+
 async fn pair(
     s: &mut Session,
     version: &str,
