@@ -164,12 +164,16 @@ impl Context {
 
 /// `kind/namespace/name`, for backoff bookkeeping and logs.
 pub fn object_key<K: Resource<DynamicType = ()>>(obj: &K) -> String {
-    format!(
-        "{}/{}/{}",
-        K::kind(&()),
-        obj.namespace().unwrap_or_default(),
-        obj.name_any()
+    key_of(
+        &K::kind(&()),
+        &obj.namespace().unwrap_or_default(),
+        &obj.name_any(),
     )
+}
+
+/// `kind/namespace/name` from its parts (an owner reference names no object to ask).
+fn key_of(kind: &str, namespace: &str, name: &str) -> String {
+    format!("{kind}/{namespace}/{name}")
 }
 
 /// A controller owner reference to `obj` (children are garbage collected with it).
@@ -368,7 +372,7 @@ where
             // The echo of the operator's own apply, or an apply in flight: nothing to trigger.
             return Vec::new();
         }
-        wake.touch(&format!("{}/{namespace}/{}", owner.kind, owner.name));
+        wake.touch(&key_of(&owner.kind, &namespace, &owner.name));
         vec![kube::runtime::reflector::ObjectRef::new(&owner.name).within(&namespace)]
     }
 }
