@@ -427,6 +427,14 @@ impl Runner {
                 Outcome::NotPresent("tests/tests/system.rs does not exist yet".into()),
             );
         }
+        // Hostile peers: floods, half-sent frames, forged greetings, guessed passwords.
+        if self.root.join("tests/tests/hostile/main.rs").is_file() {
+            self.step(
+                "system",
+                "hostile peers (tests/tests/hostile)",
+                integration_test("hostile"),
+            );
+        }
         let step = "network namespaces (tests/tests/netns.rs)";
         if netns.is_none() {
             self.record(

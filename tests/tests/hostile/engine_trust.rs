@@ -1,0 +1,1 @@
+//! Placeholder: filled in by the engine_trust hardening change.
