@@ -7,6 +7,7 @@ mod bench;
 mod chart;
 mod cluster;
 mod demo;
+mod fuzz;
 mod images;
 
 use std::ffi::OsString;
@@ -100,6 +101,10 @@ enum Cmd {
     ///
     /// Builds the benchmarked binaries with --release; `cargo xtask bench <name> --help` lists
     /// a benchmark's options.
+    /// Run every fuzz target (fuzz/) for a bounded time on the stable toolchain and print
+    /// executions per target; fails on a crash. cargo-fuzz is installed once into the cache.
+    /// The test command runs each target briefly; `--seconds 600` fuzzes longer.
+    Fuzz(fuzz::FuzzArgs),
     Bench {
         /// The benchmark's name and options.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -168,6 +173,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Cmd::Test { tier, fail_fast } => test(tier, fail_fast),
         Cmd::Demo(args) => demo::demo(&workspace_root(), &args),
+        Cmd::Fuzz(args) => fuzz::fuzz(&workspace_root(), &args).map(|()| ExitCode::SUCCESS),
         Cmd::Images(args) => images::images(&workspace_root(), &args).map(|()| ExitCode::SUCCESS),
         Cmd::ChartCrds(args) => {
             chart::chart_crds(&workspace_root(), &args).map(|()| ExitCode::SUCCESS)
@@ -180,6 +186,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
+/// How long the test command fuzzes each target.
+const FUZZ_SECONDS_IN_TESTS: &str = "20";
+
 /// The workspace root: the parent of this crate's directory.
 fn workspace_root() -> PathBuf {
     let manifest_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
@@ -187,6 +196,19 @@ fn workspace_root() -> PathBuf {
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or(manifest_dir)
+}
+
+/// Where built tools live between runs, outside the repository (the same directory the
+/// scripts use for the control-plane binaries).
+fn cache_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("SEO_CACHE_DIR") {
+        return PathBuf::from(dir);
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir);
+    base.join("scan-engine-operator")
 }
 
 /// The cargo that runs us (so toolchain overrides carry through).
@@ -381,6 +403,12 @@ impl Runner {
         let mut support = cargo();
         support.args(["test", "-p", "scan-engine-tests", "--lib"]);
         self.step("unit", "cargo test (integration support library)", support);
+        // Every fuzz target briefly: its kept regression inputs, then some exploration.
+        if let Ok(me) = std::env::current_exe() {
+            let mut fuzz = Command::new(me);
+            fuzz.args(["fuzz", "--seconds", FUZZ_SECONDS_IN_TESTS]);
+            self.step("unit", "fuzz targets (cargo xtask fuzz)", fuzz);
+        }
         let mut fmt = cargo();
         fmt.args(["fmt", "--all", "--", "--check"]);
         self.step("unit", "cargo fmt --check", fmt);
