@@ -652,3 +652,66 @@ async fn reverse_engine_waits_for_the_consoles_shared_secret() {
         "the console is not called before the engine can pair"
     );
 }
+
+#[tokio::test]
+async fn reverse_engine_is_not_started_before_its_console_reports_a_fingerprint() {
+    let fake = FakeConsole::default();
+    let (client, handle) = mock_client();
+    let se = engine(Communication::EngineToConsole);
+    let mut no_fingerprint = console();
+    no_fingerprint["status"]["certificateFingerprint"] = Value::Null;
+    let scenario = Scenario::new().get(
+        "/apis/scanengine.dev/v1alpha1/namespaces/scanning/consoles/main",
+        no_fingerprint,
+    );
+    // Nothing is applied: no pod that would dial with the shared secret and trust on first use.
+    let scenario = status_patch(scenario, &se).event(NS);
+    let (result, seen) = drive(
+        reconcile(Arc::new(se), context(client, &fake)),
+        scenario.run(handle),
+    )
+    .await;
+    assert!(result.is_ok(), "{result:?}");
+    assert!(
+        !seen.iter().any(|s| s.path.contains("statefulsets")),
+        "{seen:?}"
+    );
+    let status = &seen[1].body["status"];
+    assert_eq!(condition(status, "Ready"), ("False", "WaitingForConsole"));
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("certificate fingerprint"),
+        "{status}"
+    );
+    assert!(fake.state().calls.is_empty());
+}
+
+#[tokio::test]
+async fn reverse_engine_pins_its_consoles_fingerprint() {
+    let fake = FakeConsole::default();
+    let (client, handle) = mock_client();
+    let se = engine(Communication::EngineToConsole);
+    let scenario = status_patch(
+        applied(Scenario::new(), Communication::EngineToConsole),
+        &se,
+    )
+    .event(NS);
+    let (result, seen) = drive(
+        reconcile(Arc::new(se), context(client, &fake)),
+        scenario.run(handle),
+    )
+    .await;
+    assert!(result.is_ok(), "{result:?}");
+    let sts = seen
+        .iter()
+        .find(|s| s.path.contains("statefulsets"))
+        .map(|s| s.body.clone())
+        .unwrap_or_default();
+    let env = sts["spec"]["template"]["spec"]["containers"][0]["env"].to_string();
+    assert!(
+        env.contains("SCAN_ENGINE_TRUSTED_CONSOLE_FINGERPRINT") && env.contains("sha256:c0ffee"),
+        "{env}"
+    );
+}

@@ -53,7 +53,16 @@ pub fn console_side(engine: &ScanEngine, console: &Console) -> Result<ConsoleSid
                     ),
                 });
             }
-            side.fingerprint = None;
+            if side.fingerprint.is_none() {
+                // The engine pins this certificate before it sends the shared secret: without
+                // it, its first dial would hand the secret to whatever answers at the address.
+                return Err(NotReady {
+                    reason: "WaitingForConsole",
+                    message: format!(
+                        "waiting for Console {name} to report its certificate fingerprint, which a reverse engine pins before it sends the shared secret"
+                    ),
+                });
+            }
         }
         Communication::ConsoleToEngine => {
             if engine.spec.authorization == Authorization::Automatic && side.fingerprint.is_none() {
@@ -114,9 +123,32 @@ mod tests {
             Some("main-console-engines.scanning.svc:40815")
         );
         assert_eq!(
-            side.and_then(|s| s.fingerprint),
-            None,
-            "reverse engines need no fingerprint"
+            side.and_then(|s| s.fingerprint).as_deref(),
+            Some("sha256:ab"),
+            "reverse engines pin the console's certificate"
+        );
+    }
+
+    #[test]
+    fn reverse_engines_wait_for_the_console_fingerprint() {
+        let se = engine(Communication::EngineToConsole);
+        let status = ConsoleStatus {
+            shared_secret: Some(SharedSecretStatus {
+                secret_name: "main-console-shared-secret".into(),
+                expires_at: None,
+            }),
+            certificate_fingerprint: None,
+            ..Default::default()
+        };
+        let err = console_side(&se, &console(status)).err();
+        assert_eq!(
+            err.as_ref().map(|e| e.reason),
+            Some("WaitingForConsole"),
+            "no secret goes out before the console's certificate is known"
+        );
+        assert!(
+            err.is_some_and(|e| e.message.contains("certificate fingerprint")),
+            "the status says what is awaited"
         );
     }
 

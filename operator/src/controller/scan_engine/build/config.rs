@@ -67,6 +67,10 @@ pub fn environment(inputs: &Inputs<'_>) -> Vec<EnvVar> {
             if let Some(address) = &inputs.console.engine_listener {
                 vars.push(env("SCAN_ENGINE_CONSOLE_ADDRESS", address.clone()));
             }
+            // Pinned from the first dial: the shared secret only goes to this certificate.
+            if let Some(fp) = &inputs.console.fingerprint {
+                vars.push(env("SCAN_ENGINE_TRUSTED_CONSOLE_FINGERPRINT", fp.clone()));
+            }
             vars.push(env(
                 "SCAN_ENGINE_SHARED_SECRET_FILE",
                 format!(
@@ -190,8 +194,8 @@ mod tests {
         );
         assert!(!env.iter().any(|v| v.starts_with("SCAN_ENGINE_LISTEN")));
         assert!(
-            !env.iter()
-                .any(|v| v.starts_with("SCAN_ENGINE_TRUSTED_CONSOLE_FINGERPRINT"))
+            env.contains(&"SCAN_ENGINE_TRUSTED_CONSOLE_FINGERPRINT=sha256:c0ffee".to_string()),
+            "a reverse engine pins its console from the first dial: {env:?}"
         );
     }
 

@@ -26,7 +26,8 @@ pub struct ConsoleSide {
     pub engine_listener: Option<String>,
     /// Where the pairing shared secret is kept (reverse).
     pub shared_secret_name: Option<String>,
-    /// Fingerprint of the console's engine-communication certificate (Automatic authorization).
+    /// Fingerprint of the console's engine-communication certificate the engine pins
+    /// (reverse engines, and standard ones with Automatic authorization).
     pub fingerprint: Option<String>,
     /// CIDRs an external console dials engines from.
     pub source_cidrs: Vec<String>,
