@@ -51,6 +51,8 @@ pub async fn serve(
     options: Options,
     shutdown: CancellationToken,
 ) -> Result<Ended, SessionError> {
+    // Only admitted sessions are served: the console may now send full-sized frames.
+    session.admit();
     let (tx, mut rx) = mpsc::channel::<Message>(CHANNEL_DEPTH);
     let mut scans = JoinSet::new();
     let mut ping = options.ping_interval.map(|d| {

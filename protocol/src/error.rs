@@ -8,15 +8,26 @@ pub enum Error {
     /// A frame announced a length above the bound; the peer is dropped.
     #[error("frame of {len} bytes exceeds the limit of {max} bytes")]
     FrameTooLarge { len: usize, max: usize },
-    /// A frame held something that is not a protocol message.
+    /// A frame held something that is not a protocol message. The parser's explanation is cut
+    /// and escaped, since it may quote what the peer sent.
     #[error("malformed message: {0}")]
-    Malformed(#[from] serde_json::Error),
+    Malformed(String),
+    /// A message carried a name, version or reason outside its bounds (see [`crate::text`]).
+    #[error("invalid {field} in a {message} message: it {problem}")]
+    InvalidText {
+        message: &'static str,
+        field: &'static str,
+        problem: crate::text::Invalid,
+    },
     /// The peer closed the connection.
     #[error("connection closed by peer")]
     Closed,
     /// The peer did not send a complete frame in time.
     #[error("peer sent nothing for {0:?}")]
     Timeout(std::time::Duration),
+    /// The peer did not take what we wrote in time (it stopped reading).
+    #[error("peer did not read what was sent for {0:?}")]
+    WriteTimeout(std::time::Duration),
     /// The peer sent a message that is not allowed at this point of the exchange.
     #[error("unexpected message {got} while waiting for {expected}")]
     Unexpected { expected: &'static str, got: String },
@@ -42,6 +53,12 @@ pub enum Error {
     /// The TLS peer presented no certificate.
     #[error("peer presented no certificate")]
     NoPeerCertificate,
+}
+
+impl From<serde_json::Error> for Error {
+    fn from(e: serde_json::Error) -> Self {
+        Error::Malformed(crate::text::printable(&e.to_string(), 160))
+    }
 }
 
 /// Result alias for this crate.

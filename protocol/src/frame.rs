@@ -1,15 +1,22 @@
 //! Length-prefixed framing: a 4-byte big-endian length, then that many bytes of JSON.
 //!
 //! The decoder refuses a frame whose announced length exceeds its bound *before* buffering it,
-//! so a peer cannot make the process allocate more than the bound per connection.
+//! so a peer cannot make the process allocate more than the bound per connection. Until a peer
+//! is admitted (pinned, paired or accepted) the bound is [`PRE_AUTH_MAX_FRAME_LEN`]; only an
+//! admitted peer may send frames up to [`MAX_FRAME_LEN`]. Every decoded message also passes
+//! [`Message::check`], so a `Hello` with a junk name or version is an error here, not a value
+//! someone might store.
 
 use bytes::{Buf, BufMut, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
 use crate::{Error, Message};
 
-/// Largest frame accepted or sent by default (1 MiB).
+/// Largest frame accepted or sent once the peer is admitted (1 MiB).
 pub const MAX_FRAME_LEN: usize = 1024 * 1024;
+/// Largest frame accepted or sent before the peer is admitted (4 KiB): a `Hello`, a
+/// `PairRequest` or an answer to them, with room to spare.
+pub const PRE_AUTH_MAX_FRAME_LEN: usize = 4 * 1024;
 const HEADER_LEN: usize = 4;
 
 /// Encodes and decodes [`Message`]s as bounded frames.
@@ -27,6 +34,11 @@ impl FrameCodec {
     /// The bound this codec enforces.
     pub fn max_len(&self) -> usize {
         self.max_len
+    }
+
+    /// Changes the bound, e.g. from the pre-authentication one to the full one.
+    pub fn set_max_len(&mut self, max_len: usize) {
+        self.max_len = max_len;
     }
 }
 
@@ -57,7 +69,9 @@ impl Decoder for FrameCodec {
         }
         src.advance(HEADER_LEN);
         let body = src.split_to(len);
-        Ok(Some(serde_json::from_slice(&body)?))
+        let message: Message = serde_json::from_slice(&body)?;
+        message.check()?;
+        Ok(Some(message))
     }
 }
 
@@ -65,6 +79,7 @@ impl Encoder<Message> for FrameCodec {
     type Error = Error;
 
     fn encode(&mut self, item: Message, dst: &mut BytesMut) -> Result<(), Error> {
+        item.check()?;
         let body = serde_json::to_vec(&item)?;
         if body.len() > self.max_len {
             return Err(Error::FrameTooLarge {
@@ -135,11 +150,53 @@ mod tests {
         assert!(buf.is_empty());
     }
 
+    #[test]
+    fn before_admission_a_frame_above_a_few_kib_is_refused_before_buffering() {
+        let mut codec = FrameCodec::with_max_len(PRE_AUTH_MAX_FRAME_LEN);
+        let mut buf = BytesMut::new();
+        buf.put_u32((PRE_AUTH_MAX_FRAME_LEN + 1) as u32);
+        buf.extend_from_slice(b"{\"type\":\"hello\"");
+        assert!(matches!(
+            codec.decode(&mut buf),
+            Err(Error::FrameTooLarge { max, .. }) if max == PRE_AUTH_MAX_FRAME_LEN
+        ));
+        assert!(buf.capacity() < 2 * PRE_AUTH_MAX_FRAME_LEN);
+        // After admission the same frame would be waited for.
+        codec.set_max_len(MAX_FRAME_LEN);
+        assert!(codec.decode(&mut buf).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_hello_with_a_junk_version_does_not_decode() {
+        let body = format!(
+            r#"{{"type":"hello","role":"engine","product_version":"{}","name":"e1"}}"#,
+            "9".repeat(3000)
+        );
+        let mut buf = BytesMut::new();
+        buf.put_u32(body.len() as u32);
+        buf.extend_from_slice(body.as_bytes());
+        let err = FrameCodec::with_max_len(PRE_AUTH_MAX_FRAME_LEN)
+            .decode(&mut buf)
+            .unwrap_err();
+        assert!(matches!(err, Error::InvalidText { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_parser_error_quoting_the_peer_is_cut() {
+        let body = format!(r#"{{"type":"{}"}}"#, "z".repeat(3000));
+        let mut buf = BytesMut::new();
+        buf.put_u32(body.len() as u32);
+        buf.extend_from_slice(body.as_bytes());
+        let err = FrameCodec::default().decode(&mut buf).unwrap_err();
+        assert!(matches!(err, Error::Malformed(_)));
+        assert!(err.to_string().len() < 300, "{err}");
+    }
+
     fn arb_message() -> impl Strategy<Value = Message> {
         prop_oneof![
             any::<u64>().prop_map(|seq| Message::Ping { seq }),
             any::<u64>().prop_map(|seq| Message::Pong { seq }),
-            (".{0,40}", ".{0,40}").prop_map(|(v, n)| Message::Hello {
+            ("[0-9a-z.+-]{1,40}", "[0-9A-Za-z._-]{1,40}").prop_map(|(v, n)| Message::Hello {
                 role: Role::Engine,
                 product_version: v,
                 name: n

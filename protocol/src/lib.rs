@@ -7,16 +7,21 @@
 //! * [`tls`]: mutually authenticated TLS configurations in both dialing directions;
 //! * [`session`]: a framed, timed message channel over any TLS stream;
 //! * [`version`]: the product version both sides must agree on;
-//! * [`secret`]: the pairing shared secret, which never prints itself.
+//! * [`secret`]: the pairing shared secret, which never prints itself;
+//! * [`text`]: bounds on peer names and versions, and a safe form of any peer string for logs;
+//! * [`admission`]: connection slots per source and in total for unadmitted peers, and
+//!   burst-limited logging of refusals, shared by both session listeners.
 //!
 //! The contract these types implement is written down in `docs/contracts.md` §5.
 
+pub mod admission;
 pub mod error;
 pub mod frame;
 pub mod identity;
 pub mod messages;
 pub mod secret;
 pub mod session;
+pub mod text;
 pub mod tls;
 pub mod version;
 

@@ -4,7 +4,11 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::secret::SharedSecret;
+use crate::{
+    Error,
+    secret::SharedSecret,
+    text::{self, Invalid},
+};
 
 /// Which side of the session a peer is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -151,9 +155,81 @@ impl Message {
     }
 }
 
+impl Message {
+    /// Checks the strings a peer names itself with: the name and version of a `Hello`, the
+    /// versions of an `Incompatible` answer (see [`crate::text`]) and the length of a
+    /// `Rejected` reason. The codec runs this on every message it decodes and encodes, so a
+    /// message that fails is never stored, shown or answered.
+    pub fn check(&self) -> Result<(), Error> {
+        let fail = |field, problem| Error::InvalidText {
+            message: self.kind(),
+            field,
+            problem,
+        };
+        match self {
+            Message::Hello {
+                product_version,
+                name,
+                ..
+            } => {
+                text::check_name(name).map_err(|p| fail("name", p))?;
+                text::check_version(product_version).map_err(|p| fail("product_version", p))
+            }
+            Message::Incompatible {
+                console_version,
+                engine_version,
+            } => {
+                text::check_version(console_version).map_err(|p| fail("console_version", p))?;
+                text::check_version(engine_version).map_err(|p| fail("engine_version", p))
+            }
+            Message::Rejected { message, .. } if message.len() > text::MAX_REASON_LEN => {
+                Err(fail("message", Invalid::TooLong(text::MAX_REASON_LEN)))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_hello_with_a_junk_version_or_name_fails_its_check() {
+        let hello = |name: &str, version: &str| Message::Hello {
+            role: Role::Engine,
+            product_version: version.into(),
+            name: name.into(),
+        };
+        assert!(hello("e1", "0.1.0").check().is_ok());
+        let junk = "9".repeat(20 * 1024);
+        let err = hello("e1", &junk).check().unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::InvalidText {
+                    field: "product_version",
+                    problem: Invalid::TooLong(_),
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        // The error never quotes the value.
+        assert!(!err.to_string().contains("999"));
+        assert!(hello("<img src=x>", "0.1.0").check().is_err());
+        assert!(hello("", "0.1.0").check().is_err());
+        let incompatible = Message::Incompatible {
+            console_version: "0.1.0".into(),
+            engine_version: "x\n".repeat(100),
+        };
+        assert!(incompatible.check().is_err());
+        let rejected = Message::Rejected {
+            reason: RejectReason::NotPaired,
+            message: "r".repeat(text::MAX_REASON_LEN + 1),
+        };
+        assert!(rejected.check().is_err());
+    }
 
     #[test]
     fn wire_shape_is_tagged_json() {

@@ -1,5 +1,11 @@
 //! A framed, timed message channel over an authenticated TLS connection, the same whichever
 //! side dialed.
+//!
+//! Every read and every write is bounded in time: a peer that stops sending is noticed by
+//! [`Session::recv`]'s timeout, one that stops reading by [`Session::send`]'s, so no task that
+//! owns a session can be held forever by its peer. A session starts with the small
+//! pre-authentication frame bound ([`PRE_AUTH_MAX_FRAME_LEN`]); the side that decides the peer
+//! is admitted calls [`Session::admit`] to raise it to [`MAX_FRAME_LEN`].
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -14,7 +20,7 @@ use tokio_util::codec::Framed;
 
 use crate::{
     Error, Fingerprint, Message, Result,
-    frame::FrameCodec,
+    frame::{FrameCodec, MAX_FRAME_LEN, PRE_AUTH_MAX_FRAME_LEN},
     identity::cert_der_to_pem,
     messages::Role,
     tls::{SESSION_SERVER_NAME, peer_identity},
@@ -24,7 +30,14 @@ use crate::{
 pub trait SessionStream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> SessionStream for T {}
 
-/// What the peer said in its `Hello`.
+/// How long one message may take to be written (and flushed) by default, and how long a
+/// polite close may take.
+pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Read buffer a session starts with; it grows only as far as the frame bound lets it.
+const INITIAL_READ_CAPACITY: usize = 1024;
+
+/// What the peer said in its `Hello` (already checked by [`Message::check`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerHello {
     pub role: Role,
@@ -38,6 +51,7 @@ pub struct Session {
     peer_fingerprint: Fingerprint,
     peer_cert_der: Vec<u8>,
     peer_addr: Option<SocketAddr>,
+    send_timeout: Duration,
 }
 
 impl std::fmt::Debug for Session {
@@ -85,7 +99,8 @@ impl Session {
             .map_err(|_| Error::Timeout(timeout))?
     }
 
-    /// Wraps an already-authenticated stream (used by tests and load generators).
+    /// Wraps a TLS stream whose peer presented `peer_fingerprint`, not yet admitted: frames
+    /// are bounded by [`PRE_AUTH_MAX_FRAME_LEN`] until [`Session::admit`].
     pub fn new(
         stream: Box<dyn SessionStream>,
         peer_fingerprint: Fingerprint,
@@ -93,11 +108,32 @@ impl Session {
         peer_addr: Option<SocketAddr>,
     ) -> Self {
         Self {
-            framed: Framed::new(stream, FrameCodec::default()),
+            framed: Framed::with_capacity(
+                stream,
+                FrameCodec::with_max_len(PRE_AUTH_MAX_FRAME_LEN),
+                INITIAL_READ_CAPACITY,
+            ),
             peer_fingerprint,
             peer_cert_der,
             peer_addr,
+            send_timeout: SEND_TIMEOUT,
         }
+    }
+
+    /// The peer is admitted (its certificate is pinned, it paired, or it accepted us): from now
+    /// on it may send frames up to [`MAX_FRAME_LEN`].
+    pub fn admit(&mut self) {
+        self.framed.codec_mut().set_max_len(MAX_FRAME_LEN);
+    }
+
+    /// The frame bound in force (pre-authentication or full).
+    pub fn max_frame_len(&self) -> usize {
+        self.framed.codec().max_len()
+    }
+
+    /// Changes how long [`Session::send`] waits for the peer to take a message.
+    pub fn set_send_timeout(&mut self, timeout: Duration) {
+        self.send_timeout = timeout;
     }
 
     /// The peer certificate's fingerprint.
@@ -115,9 +151,13 @@ impl Session {
         self.peer_addr
     }
 
-    /// Sends one message.
+    /// Sends one message, waiting at most the send timeout for the peer to take it. After a
+    /// [`Error::WriteTimeout`] the session is unusable (a frame may be half written): drop it.
     pub async fn send(&mut self, message: Message) -> Result<()> {
-        self.framed.send(message).await
+        let timeout = self.send_timeout;
+        tokio::time::timeout(timeout, self.framed.send(message))
+            .await
+            .map_err(|_| Error::WriteTimeout(timeout))?
     }
 
     /// Receives one message, waiting at most `timeout`.
@@ -161,9 +201,9 @@ impl Session {
         }
     }
 
-    /// Flushes and shuts the connection down politely.
+    /// Flushes and shuts the connection down politely, giving up after the send timeout.
     pub async fn close(mut self) {
-        let _ = self.framed.close().await;
+        let _ = tokio::time::timeout(self.send_timeout, self.framed.close()).await;
     }
 }
 
@@ -247,6 +287,65 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(err, Error::Timeout(_)));
+    }
+
+    fn any_fingerprint() -> Fingerprint {
+        format!("sha256:{}", "0f".repeat(32)).parse().unwrap()
+    }
+
+    /// A session over an in-memory pipe with `buffer` bytes of room, and the peer's raw end.
+    fn piped(buffer: usize) -> (Session, tokio::io::DuplexStream) {
+        let (ours, theirs) = tokio::io::duplex(buffer);
+        let s = Session::new(Box::new(ours), any_fingerprint(), Vec::new(), None);
+        (s, theirs)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_peer_that_stops_reading_fails_the_send_instead_of_blocking_it() {
+        let (mut s, _peer_never_reads) = piped(256);
+        s.set_send_timeout(Duration::from_secs(2));
+        let started = tokio::time::Instant::now();
+        let mut seq = 0;
+        let err = loop {
+            seq += 1;
+            if let Err(e) = s.send(Message::Ping { seq }).await {
+                break e;
+            }
+            assert!(seq < 10_000, "256 bytes of room never filled");
+        };
+        assert!(matches!(err, Error::WriteTimeout(_)), "{err}");
+        assert!(started.elapsed() <= Duration::from_secs(3));
+        // Closing a session whose peer does not read is bounded too.
+        s.close().await;
+        assert!(started.elapsed() <= Duration::from_secs(6));
+    }
+
+    #[tokio::test]
+    async fn frames_above_a_few_kib_are_refused_until_the_peer_is_admitted() {
+        use tokio::io::AsyncWriteExt;
+        let big = Message::ScanFinished {
+            scan_id: 1,
+            outcome: crate::messages::ScanOutcome::Finished,
+            message: "m".repeat(8 * 1024),
+        };
+        let frame = {
+            let mut buf = bytes::BytesMut::new();
+            tokio_util::codec::Encoder::encode(&mut FrameCodec::default(), big.clone(), &mut buf)
+                .unwrap();
+            buf
+        };
+
+        let (mut s, mut peer) = piped(64 * 1024);
+        assert_eq!(s.max_frame_len(), PRE_AUTH_MAX_FRAME_LEN);
+        peer.write_all(&frame).await.unwrap();
+        let err = s.recv(Duration::from_secs(5)).await.unwrap_err();
+        assert!(matches!(err, Error::FrameTooLarge { .. }), "{err}");
+
+        let (mut s, mut peer) = piped(64 * 1024);
+        s.admit();
+        assert_eq!(s.max_frame_len(), MAX_FRAME_LEN);
+        peer.write_all(&frame).await.unwrap();
+        assert_eq!(s.recv(Duration::from_secs(5)).await.unwrap(), big);
     }
 
     #[derive(Debug)]

@@ -24,6 +24,8 @@ pub async fn drive(
     direction: Direction,
     reg: &mut Registration,
 ) -> String {
+    // Only admitted sessions are driven: the engine may now send full-sized frames.
+    session.admit();
     let ping_interval = app.settings.ping_interval;
     let idle_limit = match direction {
         Direction::ConsoleToEngine => ping_interval * 2 + app.settings.handshake_timeout,
