@@ -6,7 +6,8 @@
 //! timeouts, retries with backoff for idempotent calls and lenient deserialisation.
 //!
 //! Credentials and the pairing shared secret are [`SecretString`]s: their `Debug` prints
-//! `***`, and no error message ever contains them.
+//! `***`, they have no `==` (only a constant-time [`SecretString::same_as`]), and no error
+//! message ever contains them.
 
 #[cfg(test)]
 pub mod fake;
@@ -19,7 +20,17 @@ use futures::future::BoxFuture;
 use serde::Deserialize;
 
 /// A string that must never be logged: credentials and the pairing shared secret.
-#[derive(Clone, PartialEq, Eq)]
+///
+/// Deliberately not `PartialEq`: a derived `==` stops at the first differing byte, so how long
+/// it takes tells how much of a guess was right. [`SecretString::same_as`] takes the same time
+/// for every value of the same length.
+///
+/// ```compile_fail
+/// use scan_engine_operator::console_api::SecretString;
+/// let guess = SecretString::new("guess");
+/// let _ = guess == SecretString::new("secret"); // no `==` on secrets
+/// ```
+#[derive(Clone)]
 pub struct SecretString(String);
 
 impl SecretString {
@@ -30,6 +41,12 @@ impl SecretString {
     /// The secret value, for the one place that needs it (an HTTP header, a Secret's data).
     pub fn expose(&self) -> &str {
         &self.0
+    }
+
+    /// Whether `other` is this secret, compared in constant time (`subtle`).
+    pub fn same_as(&self, other: &[u8]) -> bool {
+        use subtle::ConstantTimeEq as _;
+        self.0.as_bytes().ct_eq(other).into()
     }
 }
 
@@ -268,6 +285,15 @@ mod tests {
         let dbg = format!("{conn:?}");
         assert!(!dbg.contains("hunter2"), "{dbg}");
         assert!(dbg.contains("***"));
+    }
+
+    #[test]
+    fn secrets_compare_by_value_only_through_same_as() {
+        let s = SecretString::new("s3cr3t");
+        assert!(s.same_as(b"s3cr3t"));
+        assert!(!s.same_as(b"s3cr3T"));
+        assert!(!s.same_as(b"s3cr3t-and-more"));
+        assert!(!s.same_as(b""));
     }
 
     #[test]

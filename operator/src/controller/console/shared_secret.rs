@@ -61,12 +61,12 @@ fn whole_seconds(t: Timestamp) -> Timestamp {
     Timestamp::from_second(t.as_second()).unwrap_or(t)
 }
 
-fn stored(secret: &Secret) -> (Option<String>, Option<Timestamp>, Option<u64>) {
+fn stored(secret: &Secret) -> (Option<Vec<u8>>, Option<Timestamp>, Option<u64>) {
     let value = secret
         .data
         .as_ref()
         .and_then(|d| d.get(SHARED_SECRET_KEY))
-        .and_then(|v| String::from_utf8(v.0.clone()).ok());
+        .map(|v| v.0.clone());
     let annotations = secret.metadata.annotations.clone().unwrap_or_default();
     let expires = annotations
         .get(EXPIRES_AT_ANNOTATION)
@@ -148,7 +148,7 @@ pub async fn ensure(
     };
 
     let expires_at = expiry(now, ttl);
-    let same_value = stored_value.as_deref() == Some(value.expose());
+    let same_value = stored_value.as_deref().is_some_and(|v| value.same_as(v));
     let same_expiry =
         stored_expiry.is_some_and(|e| (e.as_second() - expires_at.as_second()).abs() <= DRIFT);
     let expires_at = if same_value && same_expiry {
