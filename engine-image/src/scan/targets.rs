@@ -22,6 +22,18 @@ pub struct Host {
     pub name: Option<String>,
 }
 
+/// How much of a refused target its error message quotes. Targets come from the console and
+/// the refusal goes back to it (and into logs), so the quote is cut and escaped.
+const QUOTED_TARGET_CHARS: usize = 80;
+
+/// A target as quoted in a refusal: cut, escaped, in quotes.
+fn quoted(t: &str) -> String {
+    format!(
+        "\"{}\"",
+        scan_engine_protocol::text::printable(t, QUOTED_TARGET_CHARS)
+    )
+}
+
 /// Classifies one target string.
 pub fn classify(target: &str) -> Result<Target, String> {
     let t = target.trim();
@@ -29,20 +41,24 @@ pub fn classify(target: &str) -> Result<Target, String> {
         return Err("empty target".to_owned());
     }
     if let Some((net, prefix)) = t.split_once('/') {
-        let network: IpAddr = net
-            .parse()
-            .map_err(|_| format!("target {t:?}: {net:?} is not an IP address"))?;
+        let network: IpAddr = net.parse().map_err(|_| {
+            format!(
+                "target {}: the part before '/' is not an IP address",
+                quoted(t)
+            )
+        })?;
         let max = if network.is_ipv4() { 32 } else { 128 };
         let prefix: u8 = prefix
             .parse()
             .ok()
             .filter(|p| *p <= max)
-            .ok_or_else(|| format!("target {t:?}: prefix must be 0..={max}"))?;
+            .ok_or_else(|| format!("target {}: prefix must be 0..={max}", quoted(t)))?;
         let bits = u32::from(max - prefix);
         if bits > MAX_HOSTS.trailing_zeros() {
             return Err(format!(
-                "target {t:?} holds more than {MAX_HOSTS} addresses (the largest block is /{} for \
+                "target {} holds more than {MAX_HOSTS} addresses (the largest block is /{} for \
                  IPv4, /{} for IPv6)",
+                quoted(t),
                 32 - MAX_HOSTS.trailing_zeros(),
                 128 - MAX_HOSTS.trailing_zeros()
             ));
@@ -70,7 +86,8 @@ pub fn classify(target: &str) -> Result<Target, String> {
         });
     if !valid_name {
         return Err(format!(
-            "target {t:?} is neither an IP address, a CIDR block nor a host name"
+            "target {} is neither an IP address, a CIDR block nor a host name",
+            quoted(t)
         ));
     }
     Ok(Target::Host(t.to_owned()))
@@ -188,6 +205,22 @@ mod tests {
         assert!(classify("fe80::/112").is_ok());
         assert!(classify("bad host!").is_err());
         assert!(classify("").is_err());
+    }
+
+    #[test]
+    fn a_refusal_quotes_the_target_cut_and_escaped_once() {
+        // Found by the scan_targets fuzz target: a refusal used to quote a hostile target
+        // twice with every control character spelled out, many times its own size.
+        let hostile = format!("{}/1", ":\u{1d}".repeat(5_000));
+        let message = classify(&hostile).unwrap_err();
+        assert!(message.len() < 1_200, "{} bytes", message.len());
+        assert!(!message.contains('\u{1d}'), "{message}");
+        assert!(message.contains("\\u{1d}"), "{message}");
+        let plain = classify("lab host").unwrap_err();
+        assert_eq!(
+            plain,
+            "target \"lab host\" is neither an IP address, a CIDR block nor a host name"
+        );
     }
 
     #[test]
