@@ -6,10 +6,11 @@ use serde_json::json;
 use super::{ApiResult, Paging, ok, page};
 use crate::app::App;
 
-/// Every asset with its open services.
+/// One page of assets with their open services.
 pub async fn list(State(app): State<App>, paging: Paging) -> ApiResult {
-    let assets = app.store.assets().await?;
+    let assets = app.store.assets_page(paging.offset(), paging.size).await?;
     let resources = assets
+        .items
         .into_iter()
         .map(|a| {
             let services: Vec<_> = a
@@ -26,5 +27,5 @@ pub async fn list(State(app): State<App>, paging: Paging) -> ApiResult {
             })
         })
         .collect();
-    ok(page(resources, "/api/3/assets", paging))
+    ok(page(resources, assets.total, "/api/3/assets", paging))
 }

@@ -47,11 +47,16 @@ async fn find(app: &App, raw: &str) -> Result<EngineRecord, ApiError> {
         .ok_or_else(|| ApiError::not_found(format!("scan engine {id} does not exist")))
 }
 
-/// Every engine.
+/// One page of engines.
 pub async fn list(State(app): State<App>, paging: Paging) -> ApiResult {
-    let engines = app.store.engines().await?;
-    let resources = engines.iter().map(|e| engine_json(&app, e)).collect();
-    ok(page(resources, "/api/3/scan_engines", paging))
+    let engines = app.store.engines_page(paging.offset(), paging.size).await?;
+    let resources = engines.items.iter().map(|e| engine_json(&app, e)).collect();
+    ok(page(
+        resources,
+        engines.total,
+        "/api/3/scan_engines",
+        paging,
+    ))
 }
 
 /// One engine.

@@ -3,50 +3,74 @@
 //!
 //! One file per resource: [`info`], [`engines`], [`shared_secret`], [`sites`] (sites, scans),
 //! [`assets`]. Request bodies are parsed by hand from JSON values so that a 400 names the field
-//! at fault.
+//! at fault; they must be declared `application/json` (415), are bounded in size (413) and in
+//! time (408). Lists are paged in the store, with checked page arithmetic. Wrong logins are
+//! throttled per source address ([`throttle`]); the source comes from the [`ConnectInfo`] that
+//! the HTTPS server (`crate::tls`) attaches to each request.
 
 mod assets;
 mod engines;
 mod info;
 mod shared_secret;
 mod sites;
+pub mod throttle;
+
+use std::{
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use axum::{
     Router,
-    body::Bytes,
-    extract::{FromRequest, Request, State},
+    extract::{ConnectInfo, FromRequest, Request, State},
     http::{HeaderValue, StatusCode, header},
     middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::{get, post},
 };
+use scan_engine_protocol::Fingerprint;
 use serde_json::{Map, Value, json};
 use subtle::ConstantTimeEq;
 
 use crate::app::App;
+use throttle::{LoginThrottle, Verdict};
 
-/// The admin user and password the API accepts.
+/// The admin user and password the API accepts, kept as SHA-256 digests, and the failed-login
+/// backoff ([`throttle`]).
 #[derive(Clone)]
 pub struct Credentials {
-    user: String,
-    password: String,
+    user: Fingerprint,
+    password: Fingerprint,
+    throttle: Arc<LoginThrottle>,
 }
 
 impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Credentials")
-            .field("user", &self.user)
+            .field("user", &"<redacted>")
             .field("password", &"<redacted>")
             .finish()
     }
 }
 
+/// SHA-256 of `bytes` (`Fingerprint::of_der` hashes any bytes, not only certificates). Comparing
+/// digests takes the same time whatever the length of what a client sent.
+fn digest(bytes: &[u8]) -> Fingerprint {
+    Fingerprint::of_der(bytes)
+}
+
 impl Credentials {
     pub fn new(user: String, password: String) -> Self {
-        Self { user, password }
+        Self {
+            user: digest(user.as_bytes()),
+            password: digest(password.as_bytes()),
+            throttle: Arc::default(),
+        }
     }
 
-    /// Whether an `Authorization` header carries these credentials (constant-time compare).
+    /// Whether an `Authorization` header carries these credentials: the digests of user and
+    /// password are compared in constant time, both always.
     fn admit(&self, header: Option<&HeaderValue>) -> bool {
         use base64::Engine as _;
         let Some(value) = header.and_then(|h| h.to_str().ok()) else {
@@ -66,8 +90,14 @@ impl Credentials {
             return false;
         };
         let (user, password) = (&decoded[..colon], &decoded[colon + 1..]);
-        let user_ok = user.ct_eq(self.user.as_bytes());
-        let password_ok = password.ct_eq(self.password.as_bytes());
+        let user_ok = digest(user)
+            .as_str()
+            .as_bytes()
+            .ct_eq(self.user.as_str().as_bytes());
+        let password_ok = digest(password)
+            .as_str()
+            .as_bytes()
+            .ct_eq(self.password.as_str().as_bytes());
         (user_ok & password_ok).into()
     }
 }
@@ -112,7 +142,12 @@ impl From<crate::error::Error> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({"status": self.status.as_u16(), "message": self.message, "links": []});
+        // The published spec's error shapes spell `status` as a string ("400").
+        let body = json!({
+            "status": self.status.as_u16().to_string(),
+            "message": self.message,
+            "links": [],
+        });
         reply(self.status, &body)
     }
 }
@@ -147,16 +182,20 @@ pub fn self_links(path: &str) -> Value {
 }
 
 /// Page size when a request names none (as in InsightVM API v3).
-pub const DEFAULT_PAGE_SIZE: usize = 10;
+pub const DEFAULT_PAGE_SIZE: u64 = 10;
 /// The largest page a request may ask for.
-pub const MAX_PAGE_SIZE: usize = 500;
+pub const MAX_PAGE_SIZE: u64 = 500;
+/// The largest page number: the first row of any page (number × size) fits SQLite's signed
+/// 64-bit OFFSET, and the number of the next page cannot overflow.
+pub const MAX_PAGE_NUMBER: u64 = i64::MAX as u64 / MAX_PAGE_SIZE;
 
-/// Which page of a list a request asks for: `?page=` (from 0) and `?size=` (1 to
-/// [`MAX_PAGE_SIZE`], default [`DEFAULT_PAGE_SIZE`]). A bad value is a 400 naming the parameter.
+/// Which page of a list a request asks for: `?page=` (0 to [`MAX_PAGE_NUMBER`]) and `?size=` (1
+/// to [`MAX_PAGE_SIZE`], default [`DEFAULT_PAGE_SIZE`]). A bad value is a 400 naming the
+/// parameter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Paging {
-    pub number: usize,
-    pub size: usize,
+    pub number: u64,
+    pub size: u64,
 }
 
 impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Paging {
@@ -167,6 +206,19 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Paging {
         _state: &S,
     ) -> Result<Self, ApiError> {
         Paging::from_query(parts.uri.query().unwrap_or_default())
+    }
+}
+
+/// At most this much of a client's value is quoted back in an error.
+const QUOTE_MAX: usize = 40;
+
+/// A client-supplied value for an error message: cut to [`QUOTE_MAX`] characters and escaped.
+pub fn quote(value: &str) -> String {
+    let cut: String = value.chars().take(QUOTE_MAX).collect();
+    if cut.len() < value.len() {
+        format!("{cut:?}…")
+    } else {
+        format!("{cut:?}")
     }
 }
 
@@ -181,11 +233,16 @@ impl Paging {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
             match key {
                 "page" => {
-                    paging.number = value.parse().map_err(|_| {
-                        ApiError::bad_request(format!(
-                            "page must be a page number from 0, not {value:?}"
-                        ))
-                    })?
+                    paging.number = value
+                        .parse()
+                        .ok()
+                        .filter(|n| *n <= MAX_PAGE_NUMBER)
+                        .ok_or_else(|| {
+                            ApiError::bad_request(format!(
+                                "page must be a page number from 0 to {MAX_PAGE_NUMBER}, not {}",
+                                quote(value)
+                            ))
+                        })?
                 }
                 "size" => {
                     paging.size = value
@@ -194,7 +251,8 @@ impl Paging {
                         .filter(|n| (1..=MAX_PAGE_SIZE).contains(n))
                         .ok_or_else(|| {
                             ApiError::bad_request(format!(
-                                "size must be from 1 to {MAX_PAGE_SIZE}, not {value:?}"
+                                "size must be from 1 to {MAX_PAGE_SIZE}, not {}",
+                                quote(value)
                             ))
                         })?
                 }
@@ -203,26 +261,29 @@ impl Paging {
         }
         Ok(paging)
     }
+
+    /// The index of the page's first row (cannot overflow: see [`MAX_PAGE_NUMBER`]).
+    pub fn offset(&self) -> u64 {
+        self.number.saturating_mul(self.size)
+    }
 }
 
-/// The page envelope of one page of a list: its `resources`, `page` (number, size,
-/// totalResources, totalPages) and `links` (self, and next and previous where they exist).
-pub fn page(resources: Vec<Value>, path: &str, paging: Paging) -> Value {
-    let total = resources.len();
+/// The page envelope of one page of a list: its `resources` (the rows of this page only, as the
+/// store returned them), `page` (number, size, totalResources, totalPages) and `links` (self,
+/// and next and previous where they exist).
+pub fn page(resources: Vec<Value>, total: u64, path: &str, paging: Paging) -> Value {
     let pages = total.div_ceil(paging.size);
-    let first = paging.number.saturating_mul(paging.size);
-    let resources: Vec<Value> = resources
-        .into_iter()
-        .skip(first)
-        .take(paging.size)
-        .collect();
-    let at = |n: usize| format!("{path}?page={n}&size={}", paging.size);
+    let at = |n: u64| format!("{path}?page={n}&size={}", paging.size);
     let mut links = vec![json!({"href": at(paging.number), "rel": "self"})];
-    if paging.number + 1 < pages {
-        links.push(json!({"href": at(paging.number + 1), "rel": "next"}));
+    if let Some(next) = paging.number.checked_add(1).filter(|n| *n < pages) {
+        links.push(json!({"href": at(next), "rel": "next"}));
     }
-    if paging.number > 0 && paging.number <= pages {
-        links.push(json!({"href": at(paging.number - 1), "rel": "prev"}));
+    if let Some(prev) = paging
+        .number
+        .checked_sub(1)
+        .filter(|_| paging.number <= pages)
+    {
+        links.push(json!({"href": at(prev), "rel": "prev"}));
     }
     json!({
         "resources": resources,
@@ -239,20 +300,63 @@ pub fn page(resources: Vec<Value>, path: &str, paging: Paging) -> Value {
 /// A path id, or a 400 naming it.
 pub fn parse_id(raw: &str, what: &str) -> Result<i64, ApiError> {
     raw.parse::<i64>().ok().filter(|id| *id > 0).ok_or_else(|| {
-        ApiError::bad_request(format!("{what} must be a positive integer, not {raw:?}"))
+        ApiError::bad_request(format!(
+            "{what} must be a positive integer, not {}",
+            quote(raw)
+        ))
     })
 }
 
-/// A request body as a JSON object (an empty body reads as `{}`); a 400 when it is not one.
+/// The largest request body the API reads; a larger one is a 413.
+pub const MAX_BODY_BYTES: usize = 256 * 1024;
+/// Time a client has to send a whole request body once its headers are in; a slower body is a
+/// 408 and the connection is closed, so a trickled body cannot hold a connection.
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Whether a `Content-Type` names JSON (`application/json`, any parameters).
+fn is_json(content_type: Option<&HeaderValue>) -> bool {
+    content_type
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// A request body as a JSON object (an empty body reads as `{}`). A body that is not declared
+/// `application/json` is a 415 and is never parsed (a browser can post `text/plain` across
+/// sites without a preflight); one over [`MAX_BODY_BYTES`] is a 413; one slower than
+/// [`BODY_READ_TIMEOUT`] is a 408; anything else that is not a JSON object is a 400.
 pub struct Body(pub Map<String, Value>);
 
 impl<S: Send + Sync> FromRequest<S> for Body {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let bytes = Bytes::from_request(req, state)
+    async fn from_request(req: Request, _state: &S) -> Result<Self, ApiError> {
+        use axum::body::HttpBody as _;
+        // The body's own size hint: exact from Content-Length, open-ended when chunked.
+        let hint = req.body().size_hint();
+        if hint.exact() == Some(0) {
+            return Ok(Body(Map::new()));
+        }
+        if !is_json(req.headers().get(header::CONTENT_TYPE)) {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "the request body must be application/json",
+            ));
+        }
+        if hint.lower() > MAX_BODY_BYTES as u64 {
+            return Err(too_large());
+        }
+        let bytes = tokio::time::timeout(BODY_READ_TIMEOUT, read_limited(req.into_body()))
             .await
-            .map_err(|e| ApiError::bad_request(format!("unreadable request body: {e}")))?;
+            .map_err(|_| {
+                ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!(
+                        "the request body did not arrive within {} s",
+                        BODY_READ_TIMEOUT.as_secs()
+                    ),
+                )
+            })??;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(Body(Map::new()));
         }
@@ -266,6 +370,28 @@ impl<S: Send + Sync> FromRequest<S> for Body {
             ))),
         }
     }
+}
+
+/// Reads a body, refusing it as soon as it grows past [`MAX_BODY_BYTES`].
+async fn read_limited(body: axum::body::Body) -> Result<Vec<u8>, ApiError> {
+    use futures::StreamExt as _;
+    let mut stream = body.into_data_stream();
+    let mut bytes = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|_| ApiError::bad_request("unreadable request body"))?;
+        if bytes.len().saturating_add(chunk.len()) > MAX_BODY_BYTES {
+            return Err(too_large());
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(bytes)
+}
+
+fn too_large() -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("the request body must be at most {MAX_BODY_BYTES} bytes"),
+    )
 }
 
 impl Body {
@@ -321,19 +447,39 @@ pub fn required_text(value: Option<String>, field: &str) -> Result<String, ApiEr
 }
 
 async fn require_auth(State(app): State<App>, req: Request, next: Next) -> Response {
-    if app
-        .credentials
-        .admit(req.headers().get(header::AUTHORIZATION))
-    {
-        return next.run(req).await;
+    // Without a connection (the router called directly), all requests share one source.
+    let source = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
+    let credentials = &app.credentials;
+    let verdict = credentials.throttle.attempt(source, Instant::now(), || {
+        credentials.admit(req.headers().get(header::AUTHORIZATION))
+    });
+    match verdict {
+        Verdict::Admitted => next.run(req).await,
+        Verdict::Refused => {
+            let mut res =
+                ApiError::new(StatusCode::UNAUTHORIZED, "authentication required").into_response();
+            res.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"Security Console\", charset=\"UTF-8\""),
+            );
+            res
+        }
+        Verdict::Blocked(wait) => {
+            // Whole seconds, rounded up, so a client that waits as told is let in.
+            let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            let mut res = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!("too many failed logins from this address; retry in {seconds} s"),
+            )
+            .into_response();
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+            res
+        }
     }
-    let mut res =
-        ApiError::new(StatusCode::UNAUTHORIZED, "authentication required").into_response();
-    res.headers_mut().insert(
-        header::WWW_AUTHENTICATE,
-        HeaderValue::from_static("Basic realm=\"Security Console\", charset=\"UTF-8\""),
-    );
-    res
 }
 
 async fn not_found() -> ApiError {

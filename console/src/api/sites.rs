@@ -44,11 +44,12 @@ fn scan_json(s: &ScanRecord) -> Value {
     })
 }
 
-/// Every site.
+/// One page of sites.
 pub async fn list(State(app): State<App>, paging: Paging) -> ApiResult {
-    let sites = app.store.sites().await?;
+    let sites = app.store.sites_page(paging.offset(), paging.size).await?;
     ok(page(
-        sites.iter().map(site_json).collect(),
+        sites.items.iter().map(site_json).collect(),
+        sites.total,
         "/api/3/sites",
         paging,
     ))

@@ -1,7 +1,10 @@
 //! The API through the router, as the operator calls it.
 
+use std::net::SocketAddr;
+
 use axum::{
     body::Body,
+    extract::ConnectInfo,
     http::{Request, StatusCode, header},
 };
 use serde_json::{Value, json};
@@ -29,7 +32,22 @@ async fn call_as(
     body: Option<Value>,
     auth: Option<String>,
 ) -> (StatusCode, Value, axum::http::HeaderMap) {
+    call_from(app, None, method, path, body, auth).await
+}
+
+/// A request as from `source` (as the HTTPS server attaches it), or from no connection.
+async fn call_from(
+    app: &App,
+    source: Option<SocketAddr>,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+    auth: Option<String>,
+) -> (StatusCode, Value, axum::http::HeaderMap) {
     let mut req = Request::builder().method(method).uri(path);
+    if let Some(source) = source {
+        req = req.extension(ConnectInfo(source));
+    }
     if let Some(a) = auth {
         req = req.header(header::AUTHORIZATION, a);
     }
@@ -64,7 +82,8 @@ async fn call(app: &App, method: &str, path: &str, body: Option<Value>) -> (Stat
 }
 
 fn assert_error(v: &Value, status: StatusCode, needle: &str) {
-    assert_eq!(v["status"], json!(status.as_u16()), "{v}");
+    // The spec spells an error's status as a string.
+    assert_eq!(v["status"], json!(status.as_u16().to_string()), "{v}");
     assert_eq!(v["links"], json!([]), "{v}");
     let message = v["message"].as_str().unwrap_or_default();
     assert!(
@@ -76,6 +95,8 @@ fn assert_error(v: &Value, status: StatusCode, needle: &str) {
 #[tokio::test]
 async fn every_route_requires_basic_auth() {
     let app = testing::app();
+    // Each refused call from its own source, so that the login backoff stays out of the way.
+    let mut sources = (1..=u8::MAX).map(|i| SocketAddr::from(([192, 0, 2, i], 40000)));
     for (method, path) in [
         ("GET", "/api/3/administration/info"),
         ("GET", "/api/3/scan_engines"),
@@ -90,7 +111,8 @@ async fn every_route_requires_basic_auth() {
             Some(basic("root", PASSWORD)),
             Some("Bearer x".into()),
         ] {
-            let (status, body, headers) = call_as(&app, method, path, None, auth.clone()).await;
+            let (status, body, headers) =
+                call_from(&app, sources.next(), method, path, None, auth.clone()).await;
             assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {path} {auth:?}");
             assert!(
                 headers
@@ -574,4 +596,157 @@ async fn a_scan_started_through_the_api_reaches_the_engine_and_its_results_show(
     let (_, assets) = call(&app, "GET", "/api/3/assets", None).await;
     assert_eq!(assets["resources"][0]["hostName"], json!("localhost"));
     assert_eq!(assets["resources"][0]["services"][0]["port"], json!(2222));
+}
+
+#[tokio::test]
+async fn guessing_is_answered_429_per_source_and_the_right_password_works_after_the_wait() {
+    let app = testing::app();
+    let guesser = Some(SocketAddr::from(([192, 0, 2, 7], 50000)));
+    let other = Some(SocketAddr::from(([192, 0, 2, 8], 50000)));
+    let path = "/api/3/administration/info";
+    for _ in 0..=super::throttle::FREE_FAILURES {
+        let (s, _, _) =
+            call_from(&app, guesser, "GET", path, None, Some(basic(USER, "guess"))).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED);
+    }
+    // Blocked: even the right password is refused until the wait is over, and says how long.
+    let (s, v, headers) = call_from(
+        &app,
+        guesser,
+        "GET",
+        path,
+        None,
+        Some(basic(USER, PASSWORD)),
+    )
+    .await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{v}");
+    assert_error(&v, StatusCode::TOO_MANY_REQUESTS, "failed logins");
+    let wait: u64 = headers[header::RETRY_AFTER]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&wait), "Retry-After {wait}");
+    // Another source is not affected.
+    let (s, _, _) = call_from(&app, other, "GET", path, None, Some(basic(USER, PASSWORD))).await;
+    assert_eq!(s, StatusCode::OK);
+    tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
+    let (s, _, _) = call_from(
+        &app,
+        guesser,
+        "GET",
+        path,
+        None,
+        Some(basic(USER, PASSWORD)),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "the right password works after the wait");
+}
+
+async fn post_raw(
+    app: &App,
+    path: &str,
+    content_type: Option<&str>,
+    body: Vec<u8>,
+) -> (StatusCode, Value) {
+    let mut req = Request::builder()
+        .method("POST")
+        .uri(path)
+        .header(header::AUTHORIZATION, basic(USER, PASSWORD))
+        .header(header::CONTENT_LENGTH, body.len());
+    if let Some(t) = content_type {
+        req = req.header(header::CONTENT_TYPE, t);
+    }
+    let res = super::router(app.clone())
+        .oneshot(req.body(Body::from(body)).unwrap())
+        .await
+        .unwrap();
+    let status = res.status();
+    let bytes = axum::body::to_bytes(res.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test]
+async fn bodies_must_be_declared_json_and_small() {
+    let app = testing::app();
+    let engine = json!({"name": "e", "address": "127.0.0.1", "port": 9}).to_string();
+    // A text/plain body (what a cross-site form can send) is refused unread.
+    for content_type in [
+        Some("text/plain"),
+        None,
+        Some("application/x-www-form-urlencoded"),
+    ] {
+        let (s, v) = post_raw(
+            &app,
+            "/api/3/scan_engines",
+            content_type,
+            engine.clone().into_bytes(),
+        )
+        .await;
+        assert_eq!(s, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{content_type:?}");
+        assert_error(&v, StatusCode::UNSUPPORTED_MEDIA_TYPE, "application/json");
+    }
+    assert!(
+        app.store.engines().await.unwrap().is_empty(),
+        "nothing was created"
+    );
+    // Too large: 413, not 400.
+    let big = format!(
+        r#"{{"name": "e", "address": "127.0.0.1", "pad": "{}"}}"#,
+        "x".repeat(super::MAX_BODY_BYTES)
+    );
+    let (s, v) = post_raw(
+        &app,
+        "/api/3/scan_engines",
+        Some("application/json"),
+        big.into_bytes(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_error(&v, StatusCode::PAYLOAD_TOO_LARGE, "at most");
+    // JSON with parameters is JSON.
+    let (s, _) = post_raw(
+        &app,
+        "/api/3/scan_engines",
+        Some("application/json; charset=utf-8"),
+        engine.into_bytes(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED);
+}
+
+#[tokio::test]
+async fn a_huge_page_number_is_a_400_and_the_last_page_number_links_no_further() {
+    let app = testing::app();
+    let (s, v) = call(
+        &app,
+        "GET",
+        "/api/3/scan_engines?page=18446744073709551615",
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_error(&v, StatusCode::BAD_REQUEST, "page");
+    let last = super::MAX_PAGE_NUMBER;
+    let (s, v) = call(
+        &app,
+        "GET",
+        &format!("/api/3/assets?page={last}&size=500"),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["resources"], json!([]));
+    let rels: Vec<&str> = v["links"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|l| l["rel"].as_str())
+        .collect();
+    assert_eq!(rels, ["self"], "{v}");
 }

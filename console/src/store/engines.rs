@@ -3,7 +3,7 @@
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use super::Store;
+use super::{Page, Store, count, limit_offset};
 use crate::{
     clock::Millis,
     error::{Error, Result},
@@ -169,6 +169,20 @@ impl Store {
         .await
     }
 
+    /// One page of engines by id: `limit` rows from the `offset`-th, and how many there are.
+    pub async fn engines_page(&self, offset: u64, limit: u64) -> Result<Page<EngineRecord>> {
+        self.run(move |c| {
+            let total = count(c, "engines")?;
+            let mut st = c.prepare(&format!(
+                "SELECT {COLUMNS} FROM engines ORDER BY id LIMIT ?1 OFFSET ?2"
+            ))?;
+            let rows = st.query_map(limit_offset(offset, limit), from_row)?;
+            let items = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(Page { items, total })
+        })
+        .await
+    }
+
     /// One engine.
     pub async fn engine(&self, id: i64) -> Result<Option<EngineRecord>> {
         self.run(move |c| select_one(c, "id = ?1", [id])).await
@@ -296,8 +310,9 @@ impl Store {
 
     /// Records what a check of the engine showed. `last_updated` moves only when the outcome,
     /// message or version changed; `last_contact` only on success.
+    /// Batched with other observations and findings ([`Store::run_batched`]).
     pub async fn observe(&self, id: i64, obs: Observation) -> Result<()> {
-        self.run(move |c| {
+        self.run_batched(move |c| {
             c.execute(
                 "UPDATE engines SET \
                    last_updated = CASE WHEN outcome IS NOT ?2 OR message IS NOT ?3 \

@@ -3,7 +3,7 @@
 
 use rusqlite::{OptionalExtension, Row, params};
 
-use super::Store;
+use super::{Page, Store, count, limit_offset};
 use crate::{clock::Millis, error::Result};
 
 /// A site to create.
@@ -148,6 +148,21 @@ impl Store {
         .await
     }
 
+    /// One page of sites by id, and how many there are.
+    pub async fn sites_page(&self, offset: u64, limit: u64) -> Result<Page<SiteRecord>> {
+        self.run(move |c| {
+            let total = count(c, "sites")?;
+            let mut st = c.prepare(
+                "SELECT id, name, engine_id, targets, ports, timeout_ms FROM sites ORDER BY id \
+                 LIMIT ?1 OFFSET ?2",
+            )?;
+            let rows = st.query_map(limit_offset(offset, limit), site_from_row)?;
+            let items = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(Page { items, total })
+        })
+        .await
+    }
+
     /// One site.
     pub async fn site(&self, id: i64) -> Result<Option<SiteRecord>> {
         self.run(move |c| {
@@ -187,7 +202,7 @@ impl Store {
     }
 
     /// Records progress of a running scan of `engine_id` (messages for other engines' scans are
-    /// ignored, so an engine cannot write into someone else's scan).
+    /// ignored, so an engine cannot write into someone else's scan). Batched.
     pub async fn scan_progress(
         &self,
         id: i64,
@@ -195,7 +210,7 @@ impl Store {
         done: u64,
         total: u64,
     ) -> Result<()> {
-        self.run(move |c| {
+        self.run_batched(move |c| {
             c.execute(
                 "UPDATE scans SET done = ?3, total = ?4 WHERE id = ?1 AND engine_id = ?2 AND status = 'running'",
                 params![id, engine_id, done as i64, total as i64],
@@ -205,7 +220,8 @@ impl Store {
         .await
     }
 
-    /// Stores one open service found by a running scan of `engine_id`.
+    /// Stores one open service found by a running scan of `engine_id`; false when that scan is
+    /// not running (or not this engine's). Batched: one savepoint of the writer's transaction.
     pub async fn scan_finding(
         &self,
         id: i64,
@@ -215,8 +231,7 @@ impl Store {
         port: u16,
         banner: Option<String>,
     ) -> Result<bool> {
-        self.run(move |c| {
-            let tx = c.transaction()?;
+        self.run_batched(move |tx| {
             let running = tx
                 .query_row(
                     "SELECT 1 FROM scans WHERE id = ?1 AND engine_id = ?2 AND status = 'running'",
@@ -240,7 +255,6 @@ impl Store {
                  ON CONFLICT(asset_id, port, protocol) DO UPDATE SET banner = excluded.banner",
                 params![asset_id, port, banner],
             )?;
-            tx.commit()?;
             Ok(true)
         })
         .await
@@ -285,10 +299,17 @@ impl Store {
 
     /// Every asset with its services.
     pub async fn assets(&self) -> Result<Vec<AssetRecord>> {
-        self.run(|c| {
-            let mut st = c.prepare("SELECT id, ip, host_name FROM assets ORDER BY id")?;
+        Ok(self.assets_page(0, u64::MAX).await?.items)
+    }
+
+    /// One page of assets by id, each with its services, and how many assets there are.
+    pub async fn assets_page(&self, offset: u64, limit: u64) -> Result<Page<AssetRecord>> {
+        self.run(move |c| {
+            let total = count(c, "assets")?;
+            let mut st =
+                c.prepare("SELECT id, ip, host_name FROM assets ORDER BY id LIMIT ?1 OFFSET ?2")?;
             let mut assets = st
-                .query_map([], |r| {
+                .query_map(limit_offset(offset, limit), |r| {
                     Ok(AssetRecord {
                         id: r.get(0)?,
                         ip: r.get(1)?,
@@ -311,7 +332,10 @@ impl Store {
                     })?
                     .collect::<rusqlite::Result<Vec<_>>>()?;
             }
-            Ok(assets)
+            Ok(Page {
+                items: assets,
+                total,
+            })
         })
         .await
     }
