@@ -1,23 +1,31 @@
 //! The engine listener (`--engine-listen`, 40815): engine-to-console engines dial in here.
 //!
 //! Admission (docs/contracts.md §5): TLS with a client certificate, `Hello` both ways, then
-//! * different product versions → `Incompatible`, the engine (if known) is marked incompatible;
+//! * a pinned certificate with a different product version → `Incompatible`, and that engine
+//!   is marked incompatible;
+//! * an unpinned certificate with a different product version → `Incompatible`, and nothing is
+//!   read or recorded about any engine (the name in a `Hello` proves nothing);
 //! * a pinned certificate → `Welcome {engine_id}`;
 //! * otherwise a `PairRequest` with a valid shared secret → the engine is registered, its
 //!   certificate pinned, `Paired {engine_id}`; anything else → `Rejected {reason}`.
 //!
-//! Each connection runs in its own task with bounded admission time, so a slow, malformed or
-//! hostile peer only ever loses its own connection.
+//! Until a connection is admitted it holds one of a bounded number of slots, at most
+//! [`PER_SOURCE_SLOTS`] per source ([`scan_engine_protocol::admission`]); it must finish the
+//! TLS handshake and its `Hello` within [`FIRST_MESSAGE_DEADLINE`], and its frames are bounded
+//! by the protocol's small pre-authentication limit. Refused and dropped peers are logged once
+//! per burst with a count. Each connection runs in its own task, so a slow, malformed or
+//! hostile peer only ever loses its own connection, and one source cannot lock others out.
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use scan_engine_protocol::{
     Message, SharedSecret,
+    admission::{BurstLog, Limits, Slots},
     messages::{RejectReason, Role},
     session::Session,
     tls, version,
 };
-use tokio::{net::TcpListener, sync::Semaphore};
+use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use super::session;
@@ -30,41 +38,96 @@ use crate::{
 /// How long an unpinned engine has, after the greetings, to present the shared secret. An
 /// engine that means to pair sends it at once; one that thinks it is paired sends nothing and
 /// must hear `Rejected {NotPaired}` before its own handshake timeout.
-const PAIR_REQUEST_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+const PAIR_REQUEST_WAIT: Duration = Duration::from_secs(5);
 
-/// Connections allowed to be in admission at once; more are dropped straight away.
-const MAX_PENDING_ADMISSIONS: usize = 256;
+/// Connections allowed to be in admission at once, from all sources; more are closed at once.
+pub const MAX_PENDING_ADMISSIONS: usize = 256;
+
+/// Connections allowed to be in admission at once from one source (an IPv4 address or an IPv6
+/// /64). Engines behind one NAT pair one at a time in milliseconds, so this is plenty for them
+/// and leaves an attacker a sixteenth of the slots at most.
+pub const PER_SOURCE_SLOTS: usize = 16;
+
+/// Time a new connection has for its TLS handshake and its `Hello` together (at most the
+/// handshake timeout). A real engine needs a few milliseconds.
+pub const FIRST_MESSAGE_DEADLINE: Duration = Duration::from_secs(5);
+
+/// At most one log line per this long for each kind of refused peer.
+const LOG_WINDOW: Duration = Duration::from_secs(10);
+
+/// The burst-limited logs of one listener.
+struct Logs {
+    /// No slot was free.
+    refused: BurstLog,
+    /// Admission failed (TLS, deadline, malformed or invalid messages).
+    dropped: BurstLog,
+    /// An unpinned peer with another version, or a refused pairing.
+    turned_away: BurstLog,
+}
+
+impl Logs {
+    fn new() -> Self {
+        Self {
+            refused: BurstLog::new(
+                "engine connections refused: no free admission slot",
+                LOG_WINDOW,
+            ),
+            dropped: BurstLog::new("engine connections dropped during admission", LOG_WINDOW),
+            turned_away: BurstLog::new("engine connections answered and closed", LOG_WINDOW),
+        }
+    }
+
+    fn flush(&self) {
+        self.refused.flush();
+        self.dropped.flush();
+        self.turned_away.flush();
+    }
+}
 
 /// Accepts engine connections until the console shuts down.
 pub async fn serve(app: App, listener: TcpListener) -> Result<()> {
     let acceptor = TlsAcceptor::from(tls::server_config(&app.identity)?);
-    let admissions = Arc::new(Semaphore::new(MAX_PENDING_ADMISSIONS));
+    let slots = Slots::new(Limits {
+        total: MAX_PENDING_ADMISSIONS,
+        per_source: PER_SOURCE_SLOTS,
+    });
+    let logs = Arc::new(Logs::new());
+    let mut flush = tokio::time::interval(LOG_WINDOW);
+    flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let (tcp, peer) = tokio::select! {
             _ = app.shutdown.cancelled() => return Ok(()),
+            _ = flush.tick() => {
+                logs.flush();
+                continue;
+            }
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
                     tracing::warn!(error = %e, "accepting an engine connection failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
         };
-        let Ok(permit) = admissions.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, reason = "too many connections in admission", "engine connection dropped");
-            continue;
+        let slot = match slots.try_acquire(peer.ip()) {
+            Ok(slot) => slot,
+            Err(refusal) => {
+                drop(tcp);
+                logs.refused.record(peer.ip(), &refusal);
+                continue;
+            }
         };
-        let (app, acceptor) = (app.clone(), acceptor.clone());
+        let (app, acceptor, logs) = (app.clone(), acceptor.clone(), logs.clone());
         tokio::spawn(async move {
-            let admitted = admit(&app, &acceptor, tcp, peer).await;
-            drop(permit);
+            let admitted = admit(&app, &acceptor, tcp, peer, &logs).await;
+            drop(slot);
             match admitted {
                 Ok(Some((mut session, engine_id))) => {
                     run(&app, &mut session, engine_id, peer).await
                 }
                 Ok(None) => {}
-                Err(reason) => tracing::warn!(%peer, %reason, "engine connection dropped"),
+                Err(reason) => logs.dropped.record(peer.ip(), &reason),
             }
         });
     }
@@ -107,23 +170,38 @@ async fn admit(
     acceptor: &TlsAcceptor,
     tcp: tokio::net::TcpStream,
     peer: SocketAddr,
+    logs: &Logs,
 ) -> Result<Option<(Session, i64)>, Dropped> {
     let timeout = app.settings.handshake_timeout;
+    let first_deadline = FIRST_MESSAGE_DEADLINE.min(timeout);
     let run = async {
-        let mut session = Session::accept(tcp, acceptor, timeout).await?;
-        let hello = session
-            .exchange_hello(
-                Role::Console,
-                &app.settings.product_version,
-                &app.settings.console_name,
-                timeout,
-            )
-            .await?;
+        // The handshake and the peer's Hello, within one short deadline.
+        let greeting = async {
+            let mut session = Session::accept(tcp, acceptor, first_deadline).await?;
+            let hello = session
+                .exchange_hello(
+                    Role::Console,
+                    &app.settings.product_version,
+                    &app.settings.console_name,
+                    first_deadline,
+                )
+                .await?;
+            Ok::<_, Dropped>((session, hello))
+        };
+        let (mut session, hello) = tokio::time::timeout(first_deadline, greeting)
+            .await
+            .map_err(|_| {
+                Dropped::Other(format!(
+                    "no TLS handshake and greeting within {}",
+                    humantime::format_duration(first_deadline)
+                ))
+            })??;
         if hello.role != Role::Engine {
             return Err(Dropped::Other(
                 "the peer does not say it is an engine".into(),
             ));
         }
+        // Authentication: the certificate, nothing the peer says about itself.
         let fingerprint = session.peer_fingerprint().clone();
         let pinned = app
             .store
@@ -131,24 +209,30 @@ async fn admit(
             .await?;
 
         if !version::compatible(&app.settings.product_version, &hello.product_version) {
-            let known = match &pinned {
-                Some(e) => Some(e.clone()),
-                None => app.store.engine_by_name(&hello.name).await?,
-            };
+            // The Hello passed the protocol's check, so the version is short and plain.
             let message = format!(
                 "engine runs version {}, the console runs {}",
                 hello.product_version, app.settings.product_version
             );
-            if let Some(e) = &known {
-                let obs = Observation {
-                    outcome: Outcome::Incompatible,
-                    message: message.clone(),
-                    product_version: Some(hello.product_version.clone()),
-                    at: app.clock.now(),
-                };
-                app.store.observe(e.id, obs).await?;
+            match &pinned {
+                Some(e) => {
+                    let obs = Observation {
+                        outcome: Outcome::Incompatible,
+                        message: message.clone(),
+                        product_version: Some(hello.product_version.clone()),
+                        at: app.clock.now(),
+                    };
+                    app.store.observe(e.id, obs).await?;
+                    tracing::warn!(%peer, engine = %e.name, engine_id = e.id, detail = %message, "incompatible engine refused");
+                }
+                // Not authenticated: nothing about any engine is read or recorded.
+                None => logs.turned_away.record(
+                    peer.ip(),
+                    &format_args!(
+                        "an unpaired certificate greeted with another version: {message}"
+                    ),
+                ),
             }
-            tracing::warn!(%peer, engine = %hello.name, engine_id = known.map(|e| e.id), detail = %message, "incompatible engine refused");
             let _ = session
                 .send(Message::Incompatible {
                     console_version: app.settings.product_version.clone(),
@@ -213,7 +297,10 @@ async fn admit(
                 Ok(Some((session, engine_id)))
             }
             Err(reason) => {
-                tracing::warn!(%peer, engine = %hello.name, reason = ?reason, "pairing refused: {reason}");
+                logs.turned_away.record(
+                    peer.ip(),
+                    &format_args!("pairing refused for {:?}: {reason}", hello.name),
+                );
                 let _ = session
                     .send(Message::Rejected {
                         reason,
@@ -226,11 +313,11 @@ async fn admit(
         }
     };
     // Bounds the whole admission, not only each step, against a peer that trickles bytes.
-    match tokio::time::timeout(timeout * 3, run).await {
+    match tokio::time::timeout(timeout + PAIR_REQUEST_WAIT + first_deadline, run).await {
         Ok(r) => r,
         Err(_) => Err(Dropped::Other(format!(
             "admission took longer than {}",
-            humantime::format_duration(timeout * 3)
+            humantime::format_duration(timeout + PAIR_REQUEST_WAIT + first_deadline)
         ))),
     }
 }
@@ -245,9 +332,6 @@ async fn check_and_register(
 ) -> Result<Result<i64, RejectReason>, Dropped> {
     if let Err(reason) = app.secrets.check(secret).await? {
         return Ok(Err(reason));
-    }
-    if name.trim().is_empty() {
-        return Err(Dropped::Other("the engine sent an empty name".into()));
     }
     let new = NewReverseEngine {
         name: name.to_owned(),

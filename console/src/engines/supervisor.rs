@@ -66,17 +66,22 @@ impl Supervisors {
     }
 
     /// Asks the supervisor to try the engine now and waits (at most `timeout`) for the attempt
-    /// to be recorded. False when the engine has no supervisor.
+    /// to be recorded; when enough refreshes are already waiting, returns at once. False when
+    /// the engine has no supervisor.
     pub async fn refresh(&self, engine_id: i64, timeout: Duration) -> bool {
         let Some(tx) = self.lock().get(&engine_id).map(|h| h.refresh.clone()) else {
             return false;
         };
         let (done, rx) = oneshot::channel();
-        if tx.send(done).await.is_err() {
-            return false;
+        match tx.try_send(done) {
+            Ok(()) => {
+                let _ = tokio::time::timeout(timeout, rx).await;
+                true
+            }
+            // Enough refreshes are already waiting for the next attempt; never block the caller.
+            Err(mpsc::error::TrySendError::Full(_)) => true,
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
         }
-        let _ = tokio::time::timeout(timeout, rx).await;
-        true
     }
 }
 
@@ -256,13 +261,14 @@ async fn try_session(
             );
             Ok((observe(Outcome::PendingAuthorization, msg), None))
         }
-        Ok(Message::Incompatible {
-            console_version,
-            engine_version,
-        }) => {
+        Ok(Message::Incompatible { .. }) => {
             session.close().await;
-            let msg =
-                format!("engine runs version {engine_version}, the console runs {console_version}");
+            // Our own version and the one the engine greeted with (checked by the codec), not
+            // whatever the answer repeats.
+            let msg = format!(
+                "the engine answered incompatible (it greeted with version {}, the console runs {})",
+                hello.product_version, app.settings.product_version
+            );
             Ok((observe(Outcome::Incompatible, msg), None))
         }
         Ok(other) => Err(format!(

@@ -487,3 +487,116 @@ async fn a_restarted_console_keeps_its_engines_without_re_pairing() {
     testing::ping(&mut s, 1).await;
     wait_status(&second, engine_id as i64, EngineStatus::Active).await;
 }
+
+/// A TLS connection to the listener with `id`'s certificate, speaking raw bytes.
+async fn raw_tls(
+    addr: std::net::SocketAddr,
+    id: &Identity,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let connector = tokio_rustls::TlsConnector::from(tls::client_config(id).unwrap());
+    let name = rustls::pki_types::ServerName::try_from(tls::SESSION_SERVER_NAME).unwrap();
+    connector.connect(name, tcp).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_stranger_greeting_with_a_registered_name_and_another_version_changes_nothing() {
+    let app = testing::app();
+    let addr = testing::start_listener(&app).await;
+    let secret = app.secrets.current_or_new().await.unwrap();
+    let real = Identity::generate("e1").unwrap();
+    let (mut s, answer) = testing::pair(addr, &real, "e1", secret.value.expose()).await;
+    let Message::Paired { engine_id } = answer else {
+        panic!("{answer:?}")
+    };
+    testing::ping(&mut s, 1).await;
+    let before = app.store.engine(engine_id as i64).await.unwrap().unwrap();
+
+    // Any self-signed certificate, the registered engine's name, another version.
+    let stranger = Identity::generate("e1").unwrap();
+    let (mut t, _) = testing::dial(addr, &stranger, "e1", "6.6.6-junk").await;
+    assert!(matches!(
+        t.recv(Duration::from_secs(5)).await.unwrap(),
+        Message::Incompatible { .. }
+    ));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let after = app.store.engine(engine_id as i64).await.unwrap().unwrap();
+    assert_eq!(after.outcome, before.outcome);
+    assert_eq!(after.product_version.as_deref(), Some(VERSION));
+    assert_eq!(after.message, before.message, "{after:?}");
+    assert_eq!(
+        status_of(&app, engine_id as i64).await,
+        EngineStatus::Active
+    );
+}
+
+#[tokio::test]
+async fn a_hello_with_a_junk_version_is_refused_and_stored_nowhere_even_when_pinned() {
+    let app = testing::app();
+    let addr = testing::start_listener(&app).await;
+    let secret = app.secrets.current_or_new().await.unwrap();
+    let id = Identity::generate("e1").unwrap();
+    let (s, answer) = testing::pair(addr, &id, "e1", secret.value.expose()).await;
+    let Message::Paired { engine_id } = answer else {
+        panic!("{answer:?}")
+    };
+    drop(s);
+
+    // The codec would not send such a Hello, so write it by hand: 3,000 bytes of version.
+    let body = format!(
+        r#"{{"type":"hello","role":"engine","product_version":"{}","name":"e1"}}"#,
+        "9".repeat(3000)
+    );
+    let mut stream = raw_tls(addr, &id).await;
+    stream
+        .write_all(&(body.len() as u32).to_be_bytes())
+        .await
+        .unwrap();
+    stream.write_all(body.as_bytes()).await.unwrap();
+    stream.flush().await.unwrap();
+    // The console's own Hello comes back, then the connection closes without an answer that
+    // repeats the version.
+    let mut echoed = Vec::new();
+    let read = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut echoed),
+    )
+    .await;
+    assert!(read.is_ok(), "connection not closed");
+    assert!(!String::from_utf8_lossy(&echoed).contains("9999"));
+    let e = app.store.engine(engine_id as i64).await.unwrap().unwrap();
+    assert_eq!(e.product_version.as_deref(), Some(VERSION));
+    assert!(!e.message.contains("9999"), "{}", e.message);
+    assert_ne!(e.outcome, Outcome::Incompatible);
+}
+
+#[tokio::test]
+async fn one_source_holding_idle_connections_cannot_lock_a_real_engine_out() {
+    use crate::engines::listener::PER_SOURCE_SLOTS;
+    let app = testing::app();
+    let addr = testing::start_listener(&app).await;
+    let secret = app.secrets.current_or_new().await.unwrap();
+
+    // The attacker, from another loopback address, opens more idle sockets than its share.
+    let mut attacker = Vec::new();
+    for _ in 0..PER_SOURCE_SLOTS + 8 {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        attacker.push(socket.connect(addr).await.unwrap());
+    }
+    // Those beyond its share are closed at once...
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut closed = 0;
+    for s in &attacker {
+        let mut b = [0u8; 1];
+        match s.try_read(&mut b) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            _ => closed += 1,
+        }
+    }
+    assert_eq!(closed, 8);
+    // ...and a real engine from another source pairs while the rest are held.
+    let id = Identity::generate("real").unwrap();
+    let (_s, answer) = testing::pair(addr, &id, "real", secret.value.expose()).await;
+    assert!(matches!(answer, Message::Paired { .. }), "{answer:?}");
+}
