@@ -1,4 +1,10 @@
 //! The real console API client: reqwest over rustls.
+//!
+//! What a console (or whatever answers at its URL) can make the operator do is bounded: only
+//! `https://` URLs are dialled (the request carries the API password, the answer may be the
+//! pairing shared secret), redirects are never followed (they would take the password
+//! elsewhere), every request has a timeout, at most [`MAX_BODY`] of an answer is read, and the
+//! strings kept from it are cut and escaped ([`super::bounded`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,6 +54,10 @@ impl Default for HttpSettings {
         }
     }
 }
+
+/// The most of a response body the client reads; a longer answer is an error naming this
+/// limit. The largest real answer, a page of 500 engines, is about 200 KiB.
+pub const MAX_BODY: usize = 4 * 1024 * 1024;
 
 /// How many distinct TLS configurations the factory keeps clients for; beyond that it starts
 /// afresh (a CA rotation leaves an unused entry behind).
@@ -174,8 +184,16 @@ impl HttpConsoleApi {
     ) -> ApiResult<Self> {
         let parsed = reqwest::Url::parse(&conn.url)
             .map_err(|e| config_error(&conn, format!("bad URL: {e}")))?;
-        if parsed.scheme() != "https" && parsed.scheme() != "http" {
-            return Err(config_error(&conn, "URL scheme must be https".into()));
+        if parsed.scheme() != "https" {
+            // Checked here too, not only by the CRD's schema: a Console stored before that
+            // rule, or any other caller, must not send the password in the clear.
+            return Err(config_error(
+                &conn,
+                format!(
+                    "the console URL must be https:// (it is {}://): the operator sends the API password over it and reads the pairing shared secret from it",
+                    super::bounded(parsed.scheme(), 16)
+                ),
+            ));
         }
         Ok(Self {
             http,
@@ -255,7 +273,7 @@ impl HttpConsoleApi {
             match req.send().await {
                 Ok(resp) => {
                     let status = resp.status();
-                    match resp.bytes().await {
+                    match read_body(resp, MAX_BODY).await {
                         Ok(bytes) => {
                             if (status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS)
                                 && attempt < attempts
@@ -264,9 +282,15 @@ impl HttpConsoleApi {
                                 last = Some(self.status_error(call, status, &bytes));
                                 continue;
                             }
-                            return Ok((status, bytes.to_vec()));
+                            return Ok((status, bytes));
                         }
-                        Err(e) => {
+                        Err(BodyError::TooLarge) => {
+                            // Not retried: the same console answers the same way.
+                            return Err(
+                                self.error(call, ApiErrorKind::TooLarge { limit: MAX_BODY })
+                            );
+                        }
+                        Err(BodyError::Transport(e)) => {
                             last = Some(
                                 self.error(call, ApiErrorKind::Transport(chain(&e.without_url()))),
                             )
@@ -285,7 +309,7 @@ impl HttpConsoleApi {
 
     fn status_error(&self, call: Call, status: StatusCode, body: &[u8]) -> ApiError {
         let message = serde_json::from_slice::<ErrorBody>(body)
-            .map(|b| b.message)
+            .map(|b| super::bounded(&b.message, super::MAX_MESSAGE))
             .unwrap_or_default();
         self.error(
             call,
@@ -337,6 +361,32 @@ impl HttpConsoleApi {
     }
 }
 
+/// Why a body was not read.
+enum BodyError {
+    /// Longer than the limit: announced so, or found so while reading.
+    TooLarge,
+    Transport(reqwest::Error),
+}
+
+/// Reads `resp`'s body chunk by chunk, stopping as soon as it would exceed `limit` bytes: a
+/// console cannot make the operator buffer more than that, whatever it announces or sends.
+async fn read_body(mut resp: reqwest::Response, limit: usize) -> Result<Vec<u8>, BodyError> {
+    if resp
+        .content_length()
+        .is_some_and(|announced| announced > limit as u64)
+    {
+        return Err(BodyError::TooLarge);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(BodyError::Transport)? {
+        if body.len() + chunk.len() > limit {
+            return Err(BodyError::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
 fn chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
@@ -352,8 +402,9 @@ impl ConsoleApi for HttpConsoleApi {
     fn info(&self) -> BoxFuture<'_, ApiResult<ConsoleInfo>> {
         Box::pin(async move {
             let call = Call::Info;
-            self.get_json(call, "administration/info")
+            self.get_json::<ConsoleInfo>(call, "administration/info")
                 .await?
+                .map(ConsoleInfo::bounded)
                 .ok_or_else(|| {
                     self.error(
                         call,
@@ -383,7 +434,7 @@ impl ConsoleApi for HttpConsoleApi {
                     )
                 })?;
                 let count = body.resources.len();
-                engines.extend(body.resources);
+                engines.extend(body.resources.into_iter().map(Engine::bounded));
                 match body.page {
                     Some(p)
                         if p.number + 1 < p.total_pages && count > 0 && page + 1 < MAX_PAGES =>
@@ -399,8 +450,10 @@ impl ConsoleApi for HttpConsoleApi {
 
     fn get_engine(&self, id: i64) -> BoxFuture<'_, ApiResult<Option<Engine>>> {
         Box::pin(async move {
-            self.get_json(Call::GetEngine, &format!("scan_engines/{id}"))
-                .await
+            Ok(self
+                .get_json::<Engine>(Call::GetEngine, &format!("scan_engines/{id}"))
+                .await?
+                .map(Engine::bounded))
         })
     }
 
@@ -462,7 +515,7 @@ impl ConsoleApi for HttpConsoleApi {
                     true,
                 )
                 .await?;
-            self.decode(call, &body)
+            self.decode::<Engine>(call, &body).map(Engine::bounded)
         })
     }
 
@@ -517,7 +570,7 @@ impl ConsoleApi for HttpConsoleApi {
 
 #[cfg(test)]
 mod tests {
-    //! The client against a small local HTTP console (plain HTTP on loopback).
+    //! The client against a small local HTTPS console on loopback, with a CA made per test.
 
     use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -535,28 +588,63 @@ mod tests {
         creates: AtomicUsize,
     }
 
-    async fn serve(router: Router) -> String {
+    /// A console serving `router` over HTTPS: its URL and the CA that signs its certificate.
+    async fn serve(router: Router) -> (String, String) {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let tls = crate::controller::console::secrets::generate_tls(
+            "test",
+            vec!["localhost".to_string()],
+        )
+        .unwrap_or_else(|e| panic!("generate: {e}"));
+        let certs: Vec<_> = rustls_pemfile::certs(&mut tls.cert.as_bytes())
+            .filter_map(Result::ok)
+            .collect();
+        let Some(key) = rustls_pemfile::private_key(&mut tls.key.as_bytes())
+            .ok()
+            .flatten()
+        else {
+            panic!("no key")
+        };
+        let config = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap_or_else(|e| panic!("server config: {e}"));
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
         let listener = match tokio::net::TcpListener::bind("127.0.0.1:0").await {
             Ok(l) => l,
             Err(e) => panic!("bind: {e}"),
         };
-        let addr = listener
-            .local_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_default();
+        let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
         tokio::spawn(async move {
-            let _ = axum::serve(listener, router).await;
+            while let Ok((tcp, _)) = listener.accept().await {
+                let (acceptor, router) = (acceptor.clone(), router.clone());
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(
+                            hyper_util::rt::TokioIo::new(tls),
+                            hyper_util::service::TowerToHyperService::new(router),
+                        )
+                        .await;
+                });
+            }
         });
-        format!("http://{addr}")
+        (format!("https://localhost:{port}"), tls.ca_cert)
     }
 
-    fn client(url: String) -> HttpConsoleApi {
+    fn client((url, ca): (String, String)) -> HttpConsoleApi {
+        client_with(url, ca, Duration::from_secs(20))
+    }
+
+    fn client_with(url: String, ca: String, request_timeout: Duration) -> HttpConsoleApi {
         let conn = ConsoleConnection {
             console: "ns/console".into(),
             url,
             username: "admin".into(),
             password: SecretString::new("pw"),
-            ca_bundle: None,
+            ca_bundle: (!ca.is_empty()).then(|| ca.into_bytes()),
             insecure_skip_tls_verify: false,
         };
         let settings = HttpSettings {
@@ -564,6 +652,7 @@ mod tests {
                 attempts: 3,
                 base_delay: Duration::from_millis(1),
             },
+            request_timeout,
             ..HttpSettings::default()
         };
         match HttpConsoleApi::new(conn, settings) {
@@ -696,7 +785,10 @@ mod tests {
 
     #[tokio::test]
     async fn unreachable_console_is_a_transport_error() {
-        let api = client("http://127.0.0.1:1".into());
+        let Ok(tls) = crate::controller::console::secrets::generate_tls("t", vec![]) else {
+            panic!("generate")
+        };
+        let api = client(("https://127.0.0.1:1".into(), tls.ca_cert));
         let err = api.info().await.err();
         assert!(
             err.as_ref().is_some_and(ApiError::is_unreachable),
@@ -704,6 +796,163 @@ mod tests {
         );
         let text = err.map(|e| e.to_string()).unwrap_or_default();
         assert!(!text.contains("pw"));
+    }
+
+    #[tokio::test]
+    async fn plain_http_urls_are_refused_before_any_connection() {
+        let listener = match tokio::net::TcpListener::bind("127.0.0.1:0").await {
+            Ok(l) => l,
+            Err(e) => panic!("bind: {e}"),
+        };
+        let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
+        let conn = ConsoleConnection {
+            console: "ns/console".into(),
+            url: format!("http://127.0.0.1:{port}"),
+            username: "admin".into(),
+            password: SecretString::new("pw"),
+            ca_bundle: None,
+            insecure_skip_tls_verify: true,
+        };
+        let factory = HttpConsoleApiFactory::new(HttpSettings::default());
+        let err = factory.connect(conn).err();
+        assert!(
+            matches!(err.as_ref().map(|e| &e.kind), Some(ApiErrorKind::Config(_))),
+            "{err:?}"
+        );
+        let text = err.map(|e| e.to_string()).unwrap_or_default();
+        assert!(
+            text.contains("must be https://") && text.contains("it is http://"),
+            "{text}"
+        );
+        let dialled = tokio::time::timeout(Duration::from_millis(300), listener.accept()).await;
+        assert!(dialled.is_err(), "nothing is sent to an http:// URL");
+    }
+
+    #[tokio::test]
+    async fn redirects_are_never_followed() {
+        let elsewhere = Arc::new(AtomicUsize::new(0));
+        let router = Router::new()
+            .route(
+                "/api/3/administration/info",
+                get(|| async { (AxStatus::FOUND, [("location", "/api/3/elsewhere")], "moved") }),
+            )
+            .route(
+                "/api/3/elsewhere",
+                get(|State(hits): State<Arc<AtomicUsize>>| async move {
+                    hits.fetch_add(1, Ordering::SeqCst);
+                    Json(json!({"version": {"semantic": "0.1.0"}}))
+                }),
+            )
+            .with_state(elsewhere.clone());
+        let api = client(serve(router).await);
+        let err = api.info().await.err();
+        assert_eq!(
+            err.as_ref().and_then(ApiError::status_code),
+            Some(302),
+            "{err:?}"
+        );
+        assert_eq!(
+            elsewhere.load(Ordering::SeqCst),
+            0,
+            "the password went nowhere else"
+        );
+    }
+
+    /// A body of `chunks` pieces of 64 KiB, with no length announced (chunked).
+    fn stream_of(chunks: usize) -> axum::body::Body {
+        let piece = axum::body::Bytes::from(vec![b' '; 64 * 1024]);
+        axum::body::Body::from_stream(futures::stream::iter(
+            std::iter::repeat_n(piece, chunks).map(Ok::<_, std::io::Error>),
+        ))
+    }
+
+    #[tokio::test]
+    async fn response_bodies_are_read_up_to_the_limit_only() {
+        let router = Router::new()
+            // Announced too large.
+            .route(
+                "/api/3/administration/info",
+                get(|| async { vec![b' '; MAX_BODY + 1] }),
+            )
+            // Not announced: 64 MiB streamed, far beyond the limit.
+            .route("/api/3/scan_engines", get(|| async { stream_of(1024) }))
+            // Just under the limit: read.
+            .route(
+                "/api/3/scan_engines/shared_secret/time_to_live",
+                get(|| async {
+                    let mut body = vec![b' '; MAX_BODY - 4];
+                    body.extend_from_slice(b"1800");
+                    body
+                }),
+            );
+        let api = client(serve(router).await);
+        for err in [api.info().await.err(), api.list_engines().await.err()] {
+            assert!(
+                matches!(
+                    err.as_ref().map(|e| &e.kind),
+                    Some(ApiErrorKind::TooLarge { .. })
+                ),
+                "{err:?}"
+            );
+            let text = err.map(|e| e.to_string()).unwrap_or_default();
+            assert!(
+                text.contains("4096 KiB"),
+                "the error names the limit: {text}"
+            );
+        }
+        assert_eq!(api.shared_secret_ttl().await.ok().flatten(), Some(1800));
+    }
+
+    #[tokio::test]
+    async fn a_console_that_stops_sending_is_cut_off_by_the_request_timeout() {
+        let router = Router::new().route(
+            "/api/3/administration/info",
+            get(|| async {
+                let first = futures::stream::once(async {
+                    Ok::<_, std::io::Error>(axum::body::Bytes::from_static(b"{\"version\":"))
+                });
+                axum::body::Body::from_stream(futures::StreamExt::chain(
+                    first,
+                    futures::stream::pending(),
+                ))
+            }),
+        );
+        let (url, ca) = serve(router).await;
+        let api = client_with(url, ca, Duration::from_millis(300));
+        let started = std::time::Instant::now();
+        let err = tokio::time::timeout(Duration::from_secs(10), api.info()).await;
+        assert!(
+            matches!(err, Ok(Err(ref e)) if e.is_unreachable()),
+            "{err:?}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "three attempts of 300 ms"
+        );
+    }
+
+    #[tokio::test]
+    async fn console_error_messages_are_cut_and_escaped() {
+        let router = Router::new().route(
+            "/api/3/administration/info",
+            get(|| async {
+                let message = format!("{}\nlevel=ERROR forged", "x".repeat(100_000));
+                (
+                    AxStatus::BAD_REQUEST,
+                    Json(json!({"status": "400", "message": message})),
+                )
+            }),
+        );
+        let api = client(serve(router).await);
+        let text = api
+            .info()
+            .await
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(text.contains("HTTP 400: xxx"), "{text}");
+        assert!(text.len() < 1024, "{} bytes", text.len());
+        assert!(!text.contains('\n'), "{text}");
     }
 
     #[test]
@@ -855,6 +1104,9 @@ mod tls_tests {
         assert_eq!(factory.shared_clients(), 2);
         // A bad URL is still refused, with the shared client at hand.
         let bad = factory.connect(conn("ftp://main", Some(&tls.ca_cert), false));
-        assert!(bad.err().is_some_and(|e| e.to_string().contains("scheme")));
+        assert!(
+            bad.err()
+                .is_some_and(|e| e.to_string().contains("must be https://"))
+        );
     }
 }

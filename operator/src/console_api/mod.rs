@@ -2,8 +2,13 @@
 //!
 //! The reconcilers only see the [`ConsoleApi`] trait, built per console by a
 //! [`ConsoleApiFactory`], so tests substitute a fake console. [`http::HttpConsoleApi`] is the
-//! real client: reqwest with rustls, explicit CA bundle or an explicit insecure switch,
-//! timeouts, retries with backoff for idempotent calls and lenient deserialisation.
+//! real client: reqwest with rustls, `https://` only, explicit CA bundle or an explicit insecure
+//! switch, timeouts, no redirects, bounded response bodies, retries with backoff for idempotent
+//! calls and lenient deserialisation.
+//!
+//! Whatever a console says ends up in statuses, events and logs, so every string it sends is
+//! cut and escaped first ([`bounded`]): a hostile or broken console cannot make the operator
+//! store or print megabytes, or forge lines in a log.
 //!
 //! Credentials and the pairing shared secret are [`SecretString`]s: their `Debug` prints
 //! `***`, they have no `==` (only a constant-time [`SecretString::same_as`]), and no error
@@ -55,6 +60,35 @@ impl fmt::Debug for SecretString {
         f.write_str("SecretString(***)")
     }
 }
+
+/// `text` with control characters escaped (`\n` prints as `\\n`), cut to at most `max`
+/// characters with a marker saying so. For every string a console sends that the operator
+/// stores or shows. Written here because it is a few lines: what counts is that it is applied
+/// everywhere, not how.
+pub fn bounded(text: &str, max: usize) -> String {
+    let mut out = String::with_capacity(text.len().min(max));
+    let mut count = 0usize;
+    for c in text.chars() {
+        let piece: String = if c.is_control() {
+            c.escape_default().collect()
+        } else {
+            c.to_string()
+        };
+        let len = piece.chars().count();
+        if count + len > max {
+            out.push_str("…(cut)");
+            return out;
+        }
+        count += len;
+        out.push_str(&piece);
+    }
+    out
+}
+
+/// Longest console-reported message kept (an error message, an engine's state message).
+pub const MAX_MESSAGE: usize = 256;
+/// Longest console-reported name, version, address or state kept.
+pub const MAX_FIELD: usize = 128;
 
 /// Everything needed to talk to one console.
 #[derive(Clone)]
@@ -121,6 +155,41 @@ pub struct Engine {
     pub message: Option<String>,
 }
 
+impl ConsoleInfo {
+    /// The same, with every string cut and escaped ([`bounded`]).
+    pub fn bounded(mut self) -> Self {
+        let cut = |v: &mut Option<String>| {
+            if let Some(s) = v.as_mut() {
+                *s = bounded(s, MAX_FIELD);
+            }
+        };
+        cut(&mut self.version.semantic);
+        if let Some(e) = self.engine_communication.as_mut() {
+            cut(&mut e.certificate_fingerprint);
+        }
+        self
+    }
+}
+
+impl Engine {
+    /// The same, with every string cut and escaped ([`bounded`]).
+    pub fn bounded(mut self) -> Self {
+        let cut = |v: &mut Option<String>, max: usize| {
+            if let Some(s) = v.as_mut() {
+                *s = bounded(s, max);
+            }
+        };
+        self.name = bounded(&self.name, MAX_FIELD);
+        cut(&mut self.address, MAX_FIELD);
+        cut(&mut self.status, MAX_FIELD);
+        cut(&mut self.product_version, MAX_FIELD);
+        cut(&mut self.last_refreshed_date, MAX_FIELD);
+        cut(&mut self.direction, MAX_FIELD);
+        cut(&mut self.message, MAX_MESSAGE);
+        self
+    }
+}
+
 /// `POST /api/3/scan_engines` body.
 #[derive(serde::Serialize, Clone, Debug, PartialEq, Eq)]
 pub struct NewEngine {
@@ -174,6 +243,8 @@ pub enum ApiErrorKind {
     Config(String),
     /// The console contradicted itself (e.g. 404 on delete, yet the engine is still listed).
     Inconsistent(String),
+    /// The answer was longer than the operator reads (the limit, in bytes).
+    TooLarge { limit: usize },
 }
 
 /// A failed console API call: says which console, which URL and which call.
@@ -194,6 +265,10 @@ fn kind_text(kind: &ApiErrorKind) -> String {
         ApiErrorKind::Decode(m) => format!("unexpected response: {m}"),
         ApiErrorKind::Config(m) => format!("invalid connection settings: {m}"),
         ApiErrorKind::Inconsistent(m) => m.clone(),
+        ApiErrorKind::TooLarge { limit } => format!(
+            "unexpected response: the body is larger than the {} KiB the operator reads",
+            limit / 1024
+        ),
     }
 }
 
@@ -222,7 +297,9 @@ impl ApiError {
             } => "ConsoleAuthFailed",
             ApiErrorKind::Status { .. } => "ConsoleApiError",
             ApiErrorKind::Transport(_) => "ConsoleUnreachable",
-            ApiErrorKind::Decode(_) | ApiErrorKind::Inconsistent(_) => "ConsoleApiError",
+            ApiErrorKind::Decode(_)
+            | ApiErrorKind::Inconsistent(_)
+            | ApiErrorKind::TooLarge { .. } => "ConsoleApiError",
             ApiErrorKind::Config(_) => "ConsoleConfigInvalid",
         }
     }
@@ -310,6 +387,30 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "console ns/c (https://c:3780): POST /api/3/scan_engines: HTTP 409: exists"
+        );
+    }
+
+    #[test]
+    fn console_strings_are_cut_and_escaped() {
+        assert_eq!(bounded("active", 10), "active");
+        assert_eq!(bounded("a\nforged log line", 64), "a\\nforged log line");
+        let long = "x".repeat(900 * 1024);
+        let cut = bounded(&long, MAX_MESSAGE);
+        assert!(cut.chars().count() <= MAX_MESSAGE + 6, "{}", cut.len());
+        assert!(cut.ends_with("…(cut)"));
+        let engine = Engine {
+            name: "n".repeat(20_000),
+            product_version: Some("9".repeat(20_000)),
+            message: Some("m\r\n".repeat(10_000)),
+            ..Engine::default()
+        }
+        .bounded();
+        assert!(engine.name.len() < 200);
+        assert!(engine.product_version.is_some_and(|v| v.len() < 200));
+        assert!(
+            engine
+                .message
+                .is_some_and(|m| m.len() < 400 && !m.contains('\n'))
         );
     }
 
