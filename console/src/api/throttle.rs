@@ -5,7 +5,7 @@
 //! doubles from [`FIRST_DELAY`] up to [`MAX_DELAY`]. While blocked, every request from that
 //! source is answered `429` with `Retry-After` before its credentials are looked at, so a blocked
 //! guesser learns nothing. A right login after the block resets the source. IPv6 sources count by
-//! their /64, as one host usually holds a whole /64. Each block is one warning line with the
+//! their /64, as one host usually holds a whole /64 (the session listeners' `source_of`). Each block is one warning line with the
 //! source and the failure count (never the tried user name or password), so a burst of guesses is
 //! one line per block rather than one per guess. The table holds at most [`MAX_SOURCES`] sources;
 //! when it is full, the quietest sources are forgotten first.
@@ -19,6 +19,8 @@ use std::{
     sync::Mutex,
     time::{Duration, Instant},
 };
+
+use scan_engine_protocol::admission::source_of;
 
 /// Wrong logins a source may make before it is blocked.
 pub const FREE_FAILURES: u32 = 5;
@@ -55,17 +57,6 @@ pub struct LoginThrottle {
     sources: Mutex<HashMap<IpAddr, Failures>>,
 }
 
-/// The key a source counts under: the address, or the /64 of an IPv6 address.
-fn source_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6((u128::from(v6) & (u128::MAX << 64)).into()),
-        },
-    }
-}
-
 /// The block after `count` failures (`count > FREE_FAILURES`).
 fn delay_after(count: u32) -> Duration {
     let doublings = count.saturating_sub(FREE_FAILURES + 1).min(16);
@@ -80,7 +71,7 @@ impl LoginThrottle {
     /// runs `admit` and records the outcome. Check and record happen under one lock, so parallel
     /// guesses cannot slip past a block.
     pub fn attempt(&self, source: IpAddr, now: Instant, admit: impl FnOnce() -> bool) -> Verdict {
-        let key = source_key(source);
+        let key = source_of(source);
         let Ok(mut sources) = self.sources.lock() else {
             // A poisoned table only ever follows a panic elsewhere: stay safe, refuse.
             return Verdict::Blocked(MAX_DELAY);
