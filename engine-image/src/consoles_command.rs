@@ -10,7 +10,8 @@
 //! kubectl delete pod NAME-scan-engine-0
 //! ```
 //!
-//! The file is rewritten atomically, so a running engine never reads half of it.
+//! The file is rewritten atomically, so a running engine never reads half of it, and under the
+//! same write lock the running engine takes, so a console it records meanwhile is not lost.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -48,11 +49,10 @@ pub enum Error {
 /// Runs `command` on `<data_dir>/consoles.xml`; returns what to print.
 pub fn run(data_dir: &Path, command: &ConsolesCommand) -> Result<String, Error> {
     let path = data_dir.join(consoles_xml::FILE_NAME);
-    let mut consoles = consoles_xml::load(&path)?;
     match command {
-        ConsolesCommand::List => Ok(list(&consoles)),
-        ConsolesCommand::Enable { console } => set_enabled(&path, &mut consoles, console, true),
-        ConsolesCommand::Disable { console } => set_enabled(&path, &mut consoles, console, false),
+        ConsolesCommand::List => Ok(list(&consoles_xml::load(&path)?)),
+        ConsolesCommand::Enable { console } => set_enabled(&path, console, true),
+        ConsolesCommand::Disable { console } => set_enabled(&path, console, false),
     }
 }
 
@@ -71,38 +71,40 @@ fn list(consoles: &Consoles) -> String {
     out
 }
 
-fn set_enabled(
-    path: &Path,
-    consoles: &mut Consoles,
-    wanted: &str,
-    enabled: bool,
-) -> Result<String, Error> {
+/// Flips one entry under the file's write lock, so that a console the running engine records
+/// at the same moment is kept.
+fn set_enabled(path: &Path, wanted: &str, enabled: bool) -> Result<String, Error> {
     let wanted_id = wanted.parse::<u64>().ok();
-    let entry = consoles
-        .entries
-        .iter_mut()
-        .find(|e| Some(e.id) == wanted_id || e.fingerprint.as_str() == wanted)
-        .ok_or_else(|| Error::NoSuchConsole {
-            path: path.to_owned(),
-            wanted: wanted.to_owned(),
-        })?;
-    let verb = if enabled { "enabled" } else { "disabled" };
-    if entry.enabled == enabled {
-        return Ok(format!(
-            "console {} ({}) was already {verb}\n",
+    consoles_xml::update(path, |consoles| {
+        let Some(entry) = consoles
+            .entries
+            .iter_mut()
+            .find(|e| Some(e.id) == wanted_id || e.fingerprint.as_str() == wanted)
+        else {
+            let missing = Error::NoSuchConsole {
+                path: path.to_owned(),
+                wanted: wanted.to_owned(),
+            };
+            return (Err(missing), false);
+        };
+        let verb = if enabled { "enabled" } else { "disabled" };
+        if entry.enabled == enabled {
+            let message = format!(
+                "console {} ({}) was already {verb}\n",
+                entry.id,
+                entry.fingerprint.as_str()
+            );
+            return (Ok(message), false);
+        }
+        entry.enabled = enabled;
+        let message = format!(
+            "console {} ({}) {verb} in {}; restart the engine to apply it\n",
             entry.id,
-            entry.fingerprint.as_str()
-        ));
-    }
-    entry.enabled = enabled;
-    let message = format!(
-        "console {} ({}) {verb} in {}; restart the engine to apply it\n",
-        entry.id,
-        entry.fingerprint.as_str(),
-        path.display()
-    );
-    consoles_xml::save(path, consoles)?;
-    Ok(message)
+            entry.fingerprint.as_str(),
+            path.display()
+        );
+        (Ok(message), true)
+    })?
 }
 
 #[cfg(test)]

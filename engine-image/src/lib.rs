@@ -12,8 +12,10 @@
 //! * [`reverse`]: engine-to-console mode, dialing the console;
 //! * [`session`]: serving an admitted session (pings, scan jobs), the same in both modes;
 //! * [`scan`]: the TCP connect discovery scanner;
-//! * [`health`]: `/healthz` and `/readyz`.
+//! * [`health`]: `/healthz` and `/readyz`;
+//! * [`bounded`]: peer-supplied strings cut for the logs, rate-limited warnings.
 
+pub mod bounded;
 pub mod cli;
 pub mod consoles_command;
 pub mod consoles_xml;

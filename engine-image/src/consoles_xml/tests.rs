@@ -1,4 +1,4 @@
-use std::sync::OnceLock;
+use std::{fmt::Write as _, sync::OnceLock};
 
 use proptest::prelude::*;
 use scan_engine_protocol::Identity;
@@ -303,4 +303,105 @@ proptest! {
         mutated.extend_from_slice(&doc.as_bytes()[cut..]);
         let _ = parse_bytes(&mutated);
     }
+}
+
+fn many_entries(n: usize) -> String {
+    let mut text = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<consoles>\n");
+    for i in 0..n {
+        let _ = writeln!(
+            text,
+            "  <console id=\"{}\" enabled=\"{}\" lastAddress=\"10.0.{}.{}\" port=\"40814\" fingerprint=\"sha256:{:064x}\"/>",
+            i + 1,
+            i % 2,
+            i / 256 % 256,
+            i % 256,
+            i
+        );
+    }
+    text.push_str("</consoles>\n");
+    text
+}
+
+#[test]
+fn twenty_thousand_entries_parse_in_well_under_a_second() {
+    let text = many_entries(20_000);
+    let started = std::time::Instant::now();
+    let c = parse(&text).unwrap();
+    let took = started.elapsed();
+    println!("parsed 20,000 consoles.xml entries in {took:?}");
+    assert_eq!(c.entries.len(), 20_000);
+    assert!(took < std::time::Duration::from_secs(2), "{took:?}");
+
+    // Line numbers stay right at the far end of a large file.
+    let broken = text.replace(
+        "</consoles>",
+        "  <console id=\"1\" enabled=\"1\" fingerprint=\"sha256:00\"/>\n</consoles>",
+    );
+    let e = parse(&broken).unwrap_err();
+    assert_eq!(e.line, 20_003, "{e}");
+    assert!(e.problem.contains("fingerprint"), "{e}");
+}
+
+#[test]
+fn concurrent_writers_never_lose_an_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(FILE_NAME);
+    std::thread::scope(|s| {
+        for t in 0..24u8 {
+            let path = &path;
+            s.spawn(move || {
+                update(path, |c| {
+                    let id = c.next_id();
+                    c.entries.push(ConsoleEntry {
+                        id,
+                        enabled: false,
+                        last_address: None,
+                        port: None,
+                        fingerprint: fp(t),
+                        cert_pem: None,
+                    });
+                    ((), true)
+                })
+                .unwrap();
+            });
+        }
+    });
+    let c = load(&path).unwrap();
+    assert_eq!(c.entries.len(), 24);
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(
+        names
+            .iter()
+            .all(|n| n == FILE_NAME || n == "consoles.xml.lock"),
+        "{names:?}"
+    );
+}
+
+#[test]
+fn an_update_that_writes_nothing_leaves_the_file_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(FILE_NAME);
+    std::fs::write(&path, "<consoles/>").unwrap();
+    update(&path, |c| {
+        c.entries.clear();
+        ((), false)
+    })
+    .unwrap();
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "<consoles/>");
+}
+
+#[cfg(unix)]
+#[test]
+fn save_keeps_the_file_permissions() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(FILE_NAME);
+    std::fs::write(&path, "<consoles/>").unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+    save(&path, &Consoles::default()).unwrap();
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o640);
 }
