@@ -76,9 +76,9 @@ pub struct Cli {
     )]
     pub data_dir: PathBuf,
 
-    /// Name the engine registers under (reverse pairing) and greets consoles with.
-    /// [default: the host name]
-    #[arg(long, env = "SCAN_ENGINE_NAME", value_name = "NAME")]
+    /// Name the engine registers under (reverse pairing) and greets consoles with: up to 320
+    /// ASCII letters, digits, inner spaces and `. - _ : @ + / ( )`. [default: the host name]
+    #[arg(long, env = "SCAN_ENGINE_NAME", value_name = "NAME", value_parser = parse_name)]
     pub name: Option<String>,
 
     /// Who opens the session: the console (standard, inbound to --listen) or the engine
@@ -165,6 +165,13 @@ pub struct Cli {
     pub log_format: LogFormat,
 }
 
+/// `--name`, checked as the console checks the name in a `Hello`.
+fn parse_name(name: &str) -> Result<String, String> {
+    scan_engine_protocol::text::check_name(name)
+        .map(|()| name.to_owned())
+        .map_err(|problem| format!("the name {problem}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -226,6 +233,13 @@ mod tests {
             ))
         );
         assert_eq!(cli.data_dir, PathBuf::from("/data"));
+    }
+
+    #[test]
+    fn names_a_console_would_refuse_are_refused_at_start() {
+        assert!(Cli::try_parse_from(["scan-engine", "--name", "<b>x</b>"]).is_err());
+        let cli = Cli::try_parse_from(["scan-engine", "--name", "edge.scanning"]).unwrap();
+        assert_eq!(cli.name.as_deref(), Some("edge.scanning"));
     }
 
     #[test]

@@ -1,15 +1,29 @@
 //! Console-to-engine (standard) mode: accept the console on `--listen`.
 //!
-//! Per connection: TLS handshake and greeting within [`HANDSHAKE_TIMEOUT`]; a version mismatch
-//! is answered with `Incompatible`; then the console's certificate fingerprint is looked up in
-//! the trust list (see [`crate::trust`]): unknown consoles are recorded disabled and answered
-//! `PendingAuthorization`, disabled ones likewise, enabled ones get `Accepted` and a served
-//! session. A misbehaving peer only ever loses its own connection.
+//! Per connection: TLS handshake and greeting within [`FIRST_MESSAGE_DEADLINE`]; a version
+//! mismatch is answered with `Incompatible`; then the console's certificate fingerprint is
+//! looked up in the trust list (see [`crate::trust`]): unknown consoles are recorded disabled
+//! and answered `PendingAuthorization`, disabled ones likewise, enabled ones get `Accepted` and
+//! a served session. A misbehaving peer only ever loses its own connection.
+//!
+//! Until a console is accepted its connection holds one of [`MAX_PENDING_CONNECTIONS`]
+//! admission slots, at most [`PER_SOURCE_SLOTS`] per source
+//! ([`scan_engine_protocol::admission`]), so one source flooding idle or half-sent connections
+//! cannot lock the real console out; accepted sessions have their own [`MAX_SESSIONS`] slots.
+//! Refused and dropped peers, and unknown consoles turned away, are logged once per burst with
+//! a count, never once per connection.
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
-use scan_engine_protocol::{Message, messages::Role, session::Session, tls, version::compatible};
+use scan_engine_protocol::{
+    Message,
+    admission::{BurstLog, Limits, Slot, Slots},
+    messages::Role,
+    session::Session,
+    tls,
+    version::compatible,
+};
 use tokio::{
     net::{TcpListener, TcpStream},
     sync::Semaphore,
@@ -18,14 +32,47 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    Context, HANDSHAKE_TIMEOUT, session,
+    Context, session,
     trust::{Decision, Seen},
 };
 
-/// Connections being greeted or served at once; more are refused at accept.
-const MAX_CONNECTIONS: usize = 64;
+/// Connections awaiting admission at once, from all sources; more are closed at accept.
+pub const MAX_PENDING_CONNECTIONS: usize = 64;
+/// Connections awaiting admission at once from one source (an IPv4 address or an IPv6 /64). A
+/// console holds one session and redials one at a time.
+pub const PER_SOURCE_SLOTS: usize = 4;
+/// Accepted (trusted) console sessions served at once.
+pub const MAX_SESSIONS: usize = 16;
+/// Time a new connection has for its TLS handshake and its `Hello` together. A console needs a
+/// few milliseconds.
+pub const FIRST_MESSAGE_DEADLINE: Duration = Duration::from_secs(5);
 /// A console that sends nothing (not even a ping) for this long is dropped.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+/// At most one log line per this long for each kind of turned-away peer.
+const LOG_WINDOW: Duration = Duration::from_secs(10);
+
+/// The burst-limited logs of the listener.
+struct Logs {
+    refused: BurstLog,
+    dropped: BurstLog,
+    turned_away: BurstLog,
+}
+
+impl Logs {
+    fn new() -> Self {
+        Self {
+            refused: BurstLog::new("console connections refused: no free slot", LOG_WINDOW),
+            dropped: BurstLog::new("console connections dropped before acceptance", LOG_WINDOW),
+            turned_away: BurstLog::new("console connections answered and closed", LOG_WINDOW),
+        }
+    }
+
+    fn flush(&self) {
+        self.refused.flush();
+        self.dropped.flush();
+        self.turned_away.flush();
+    }
+}
 
 /// Listens on `listen` until `shutdown`.
 pub async fn run(
@@ -40,10 +87,21 @@ pub async fn run(
     let bound = listener.local_addr().unwrap_or(listen);
     tracing::info!(address = %bound, "waiting for consoles (console-to-engine)");
     ctx.set_ready(true);
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let slots = Slots::new(Limits {
+        total: MAX_PENDING_CONNECTIONS,
+        per_source: PER_SOURCE_SLOTS,
+    });
+    let sessions = Arc::new(Semaphore::new(MAX_SESSIONS));
+    let logs = Arc::new(Logs::new());
+    let mut flush = tokio::time::interval(LOG_WINDOW);
+    flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let (tcp, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
+            _ = flush.tick() => {
+                logs.flush();
+                continue;
+            }
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
@@ -54,20 +112,29 @@ pub async fn run(
                 }
             },
         };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            tracing::warn!(peer = %peer, "too many connections; dropping this one");
-            continue;
+        let slot = match slots.try_acquire(peer.ip()) {
+            Ok(slot) => slot,
+            Err(refusal) => {
+                drop(tcp);
+                logs.refused.record(peer.ip(), &refusal);
+                continue;
+            }
         };
         let ctx = ctx.clone();
         let acceptor = acceptor.clone();
         let shutdown = shutdown.clone();
+        let (sessions, logs) = (sessions.clone(), logs.clone());
         tokio::spawn(async move {
-            let _permit = permit;
-            match handle(ctx, acceptor, tcp, peer, shutdown).await {
-                Ok(outcome) => tracing::info!(peer = %peer, "connection closed: {outcome}"),
-                Err(e) => {
-                    tracing::warn!(peer = %peer, "dropped connection: {}", crate::describe(&e))
-                }
+            let conn = Connection {
+                ctx,
+                peer,
+                logs: &logs,
+                sessions,
+            };
+            match conn.handle(acceptor, tcp, slot, shutdown).await {
+                Ok(Some(outcome)) => tracing::info!(peer = %peer, "connection closed: {outcome}"),
+                Ok(None) => {}
+                Err(e) => logs.dropped.record(peer.ip(), &crate::describe(&e)),
             }
         });
     }
@@ -75,98 +142,140 @@ pub async fn run(
     Ok(())
 }
 
-async fn handle(
+struct Connection<'a> {
     ctx: Arc<Context>,
-    acceptor: TlsAcceptor,
-    tcp: TcpStream,
     peer: SocketAddr,
-    shutdown: CancellationToken,
-) -> anyhow::Result<String> {
-    let mut session = Session::accept(tcp, &acceptor, HANDSHAKE_TIMEOUT)
-        .await
-        .context("TLS handshake failed")?;
-    let hello = session
-        .exchange_hello(
-            Role::Engine,
-            &ctx.product_version,
-            &ctx.name,
-            HANDSHAKE_TIMEOUT,
-        )
-        .await
-        .context("greeting failed")?;
-    let fingerprint = session.peer_fingerprint().clone();
-    if hello.role != Role::Console {
-        anyhow::bail!(
-            "peer {fingerprint} greeted as {:?}, not as a console",
-            hello.role
-        );
-    }
-    if !compatible(&hello.product_version, &ctx.product_version) {
-        tracing::error!(
-            console = %fingerprint,
-            console_version = %hello.product_version,
-            engine_version = %ctx.product_version,
-            "console runs a different product version; answering incompatible"
-        );
-        session
-            .send(Message::Incompatible {
-                console_version: hello.product_version.clone(),
-                engine_version: ctx.product_version.clone(),
-            })
-            .await?;
-        session.close().await;
-        return Ok(format!(
-            "incompatible versions (console {}, engine {})",
-            hello.product_version, ctx.product_version
-        ));
-    }
-    let seen = Seen {
-        address: Some(peer.ip().to_string()),
-        port: Some(peer.port()),
-        cert_pem: Some(session.peer_cert_pem()),
-    };
-    match ctx.trust.decide(&fingerprint, seen) {
-        Decision::Pending { id, newly_added } => {
-            if newly_added {
-                tracing::warn!(
+    logs: &'a Logs,
+    sessions: Arc<Semaphore>,
+}
+
+impl Connection<'_> {
+    /// Greets, decides and, for an enabled console, serves the session. `Ok(None)` when the
+    /// peer was answered and closed (logged per burst), `Ok(Some)` when a session ended.
+    async fn handle(
+        self,
+        acceptor: TlsAcceptor,
+        tcp: TcpStream,
+        slot: Slot,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Option<String>> {
+        let Connection {
+            ctx,
+            peer,
+            logs,
+            sessions,
+        } = self;
+        let greeting = async {
+            let mut session = Session::accept(tcp, &acceptor, FIRST_MESSAGE_DEADLINE)
+                .await
+                .context("TLS handshake failed")?;
+            let hello = session
+                .exchange_hello(
+                    Role::Engine,
+                    &ctx.product_version,
+                    &ctx.name,
+                    FIRST_MESSAGE_DEADLINE,
+                )
+                .await
+                .context("greeting failed")?;
+            anyhow::Ok((session, hello))
+        };
+        let (mut session, hello) = tokio::time::timeout(FIRST_MESSAGE_DEADLINE, greeting)
+            .await
+            .map_err(|_| {
+                anyhow::anyhow!("no TLS handshake and greeting within {FIRST_MESSAGE_DEADLINE:?}")
+            })??;
+        let fingerprint = session.peer_fingerprint().clone();
+        if hello.role != Role::Console {
+            anyhow::bail!(
+                "peer {fingerprint} greeted as {:?}, not as a console",
+                hello.role
+            );
+        }
+        if !compatible(&hello.product_version, &ctx.product_version) {
+            // The Hello passed the protocol's check: its version is short and plain.
+            logs.turned_away.record(
+                peer.ip(),
+                &format_args!(
+                    "console {fingerprint} runs product version {}, this engine {}; answered \
+                     incompatible",
+                    hello.product_version, ctx.product_version
+                ),
+            );
+            let _ = session
+                .send(Message::Incompatible {
+                    console_version: hello.product_version.clone(),
+                    engine_version: ctx.product_version.clone(),
+                })
+                .await;
+            session.close().await;
+            return Ok(None);
+        }
+        let seen = Seen {
+            address: Some(peer.ip().to_string()),
+            port: Some(peer.port()),
+            cert_pem: Some(session.peer_cert_pem()),
+        };
+        match ctx.trust.decide(&fingerprint, seen) {
+            Decision::Pending { id, newly_added } => {
+                if newly_added {
+                    tracing::warn!(
+                        console = %fingerprint,
+                        console_name = %hello.name,
+                        console_id = id,
+                        file = %ctx.trust.path().display(),
+                        "new console recorded with enabled=\"0\": pending authorization. To pair, \
+                         set enabled=\"1\" on its entry and restart the engine (or start it with \
+                         --trusted-console-fingerprint)"
+                    );
+                } else {
+                    logs.turned_away.record(
+                        peer.ip(),
+                        &format_args!(
+                            "console {fingerprint} is not enabled in consoles.xml: pending \
+                             authorization"
+                        ),
+                    );
+                }
+                session.send(Message::PendingAuthorization).await?;
+                session.close().await;
+                Ok(None)
+            }
+            Decision::Accept { id } => {
+                let Ok(permit) = sessions.try_acquire_owned() else {
+                    session.close().await;
+                    anyhow::bail!(
+                        "console {fingerprint} is enabled, but {MAX_SESSIONS} sessions are \
+                         already open"
+                    );
+                };
+                session.send(Message::Accepted).await?;
+                drop(slot);
+                tracing::info!(
                     console = %fingerprint,
                     console_name = %hello.name,
                     console_id = id,
-                    file = %ctx.trust.path().display(),
-                    "new console recorded with enabled=\"0\": pending authorization. To pair, set \
-                     enabled=\"1\" on its entry and restart the engine (or start it with \
-                     --trusted-console-fingerprint)"
+                    "console accepted; session open"
                 );
-            } else {
-                tracing::info!(
-                    console = %fingerprint,
-                    console_id = id,
-                    "console is not enabled in consoles.xml: pending authorization"
-                );
+                let ended = session::serve(
+                    session,
+                    session::Options {
+                        ping_interval: None,
+                        idle_timeout: IDLE_TIMEOUT,
+                        max_scan_concurrency: ctx.max_scan_concurrency,
+                    },
+                    shutdown,
+                )
+                .await;
+                drop(permit);
+                match ended {
+                    Ok(ended) => Ok(Some(format!("session ended: {ended:?}"))),
+                    Err(e) => {
+                        tracing::warn!(console = %fingerprint, console_id = id, "session lost: {e}");
+                        Ok(None)
+                    }
+                }
             }
-            session.send(Message::PendingAuthorization).await?;
-            session.close().await;
-            Ok("pending authorization".to_owned())
-        }
-        Decision::Accept { id } => {
-            session.send(Message::Accepted).await?;
-            tracing::info!(
-                console = %fingerprint,
-                console_name = %hello.name,
-                console_id = id,
-                "console accepted; session open"
-            );
-            let ended = session::serve(
-                session,
-                session::Options {
-                    ping_interval: None,
-                    idle_timeout: IDLE_TIMEOUT,
-                    max_scan_concurrency: ctx.max_scan_concurrency,
-                },
-                shutdown,
-            )
-            .await?;
-            Ok(format!("session ended: {ended:?}"))
         }
     }
 }
