@@ -21,6 +21,7 @@ pub mod identity;
 pub mod messages;
 pub mod secret;
 pub mod session;
+pub mod targets;
 pub mod text;
 pub mod tls;
 pub mod version;

@@ -83,15 +83,12 @@ fn targets(body: &Body) -> Result<Vec<String>, ApiError> {
             "{FIELD} must name at least one target"
         )));
     }
-    list.iter()
+    let targets: Vec<String> = list
+        .iter()
         .map(|v| {
             v.as_str()
                 .map(str::trim)
-                .filter(|s| {
-                    !s.is_empty()
-                        && s.len() <= 255
-                        && !s.chars().any(|c| c.is_whitespace() || c.is_control())
-                })
+                .filter(|s| !s.is_empty())
                 .map(str::to_owned)
                 .ok_or_else(|| {
                     ApiError::bad_request(format!(
@@ -99,7 +96,12 @@ fn targets(body: &Body) -> Result<Vec<String>, ApiError> {
                     ))
                 })
         })
-        .collect()
+        .collect::<Result<_, _>>()?;
+    // The engine's own bounds (the largest block, the most addresses per scan), checked now
+    // rather than when a scan is refused.
+    scan_engine_protocol::targets::count(&targets)
+        .map_err(|problem| ApiError::bad_request(format!("{FIELD}: {problem}")))?;
+    Ok(targets)
 }
 
 fn ports(body: &Body) -> Result<Vec<u16>, ApiError> {

@@ -750,3 +750,41 @@ async fn a_huge_page_number_is_a_400_and_the_last_page_number_links_no_further()
         .collect();
     assert_eq!(rels, ["self"], "{v}");
 }
+
+#[tokio::test]
+async fn a_site_the_engine_could_never_scan_is_refused_when_created() {
+    let app = testing::app();
+    let engine = app
+        .store
+        .create_standard_engine("idle", "127.0.0.1", 9, app.clock.now())
+        .await
+        .unwrap();
+    let site = |targets: Value| {
+        json!({"name": "wide", "engineId": engine,
+               "scan": {"assets": {"includedTargets": {"addresses": targets}}}})
+    };
+    for targets in [
+        json!(["0.0.0.0/0"]),
+        json!(["10.0.0.0/8"]),
+        json!(["::/0"]),
+        json!(["10.0.0.0/16", "10.1.0.0/16"]),
+        json!(["not a host!"]),
+    ] {
+        let (s, v) = call(&app, "POST", "/api/3/sites", Some(site(targets.clone()))).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{targets}: {v}");
+        assert_error(
+            &v,
+            StatusCode::BAD_REQUEST,
+            "scan.assets.includedTargets.addresses",
+        );
+    }
+    assert_eq!(app.store.sites_page(0, 10).await.unwrap().total, 0);
+    let (s, v) = call(
+        &app,
+        "POST",
+        "/api/3/sites",
+        Some(site(json!(["10.0.0.0/16"]))),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+}
