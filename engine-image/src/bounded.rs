@@ -16,18 +16,36 @@ use std::{
 pub const LOGGED_CHARS: usize = 128;
 
 /// `text` cut to `max` characters (with `…` when cut) and escaped so that it stays on one line
-/// and cannot forge log fields: control characters, quotes and backslashes come out as Rust
-/// escapes (`\n`, `\u{1b}`, `\"`).
+/// and cannot forge log lines or reorder what a terminal shows: control characters and Unicode
+/// direction overrides come out as Rust escapes (`\n`, `\u{1b}`, `\u{202e}`).
 pub fn cut(text: &str, max: usize) -> String {
     let mut out = String::new();
     let mut chars = text.chars();
     for c in chars.by_ref().take(max) {
-        out.extend(c.escape_debug());
+        if c.is_control() || is_invisible_format(c) {
+            out.push_str(&escape(c));
+        } else {
+            out.push(c);
+        }
     }
     if chars.next().is_some() {
         out.push('…');
     }
     out
+}
+
+fn escape(c: char) -> String {
+    match c {
+        '\n' => "\\n".to_owned(),
+        '\r' => "\\r".to_owned(),
+        '\t' => "\\t".to_owned(),
+        c => format!("\\u{{{:x}}}", u32::from(c)),
+    }
+}
+
+/// Zero-width and bidirectional formatting characters.
+fn is_invisible_format(c: char) -> bool {
+    matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
 }
 
 /// [`cut`] to [`LOGGED_CHARS`].
@@ -78,7 +96,10 @@ mod tests {
     fn cut_bounds_and_escapes() {
         assert_eq!(cut("1.2.3", 10), "1.2.3");
         assert_eq!(cut("abcdef", 3), "abc…");
-        assert_eq!(cut("a\nb\"c\u{1b}[31m", 20), "a\\nb\\\"c\\u{1b}[31m");
+        assert_eq!(
+            cut("a\nb\"c\u{1b}[31m\u{202e}", 20),
+            "a\\nb\"c\\u{1b}[31m\\u{202e}"
+        );
         let huge = "x".repeat(900 * 1024);
         assert!(for_log(&huge).len() <= LOGGED_CHARS + '…'.len_utf8());
     }

@@ -29,7 +29,6 @@ use std::{
     collections::HashSet,
     fmt::Write as _,
     fs,
-    io::Write as _,
     path::{Path, PathBuf},
     sync::{Mutex, MutexGuard},
 };
@@ -151,34 +150,10 @@ pub fn load(path: &Path) -> Result<Consoles, Error> {
 ///
 /// A read-modify-write must use [`update`] instead, or a concurrent writer's change is lost.
 pub fn save(path: &Path, consoles: &Consoles) -> Result<(), Error> {
-    let io = |source| Error::Io {
+    crate::durable::replace(path, to_xml(consoles).as_bytes()).map_err(|source| Error::Io {
         path: path.to_owned(),
         source,
-    };
-    let dir = parent_dir(path);
-    let mut tmp = tempfile::Builder::new()
-        .prefix(&format!(".{FILE_NAME}."))
-        .suffix(".tmp")
-        .tempfile_in(dir)
-        .map_err(io)?;
-    if let Ok(meta) = fs::metadata(path) {
-        tmp.as_file()
-            .set_permissions(meta.permissions())
-            .map_err(io)?;
-    }
-    tmp.write_all(to_xml(consoles).as_bytes()).map_err(io)?;
-    tmp.as_file().sync_all().map_err(io)?;
-    // On failure the temporary file is removed when the error (which owns it) is dropped.
-    tmp.persist(path).map_err(|e| io(e.error))?;
-    fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)
-}
-
-/// The directory holding `path` (`.` for a bare file name).
-fn parent_dir(path: &Path) -> &Path {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    }
+    })
 }
 
 /// Serialises writers within this process; the file lock serialises processes.

@@ -13,12 +13,14 @@
 //! * [`session`]: serving an admitted session (pings, scan jobs), the same in both modes;
 //! * [`scan`]: the TCP connect discovery scanner;
 //! * [`health`]: `/healthz` and `/readyz`;
+//! * [`durable`]: replacing a file atomically and durably;
 //! * [`bounded`]: peer-supplied strings cut for the logs, rate-limited warnings.
 
 pub mod bounded;
 pub mod cli;
 pub mod consoles_command;
 pub mod consoles_xml;
+pub mod durable;
 pub mod health;
 pub mod pairing;
 pub mod reverse;

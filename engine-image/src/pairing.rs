@@ -4,7 +4,6 @@
 
 use std::{
     fs,
-    io::Write as _,
     path::{Path, PathBuf},
 };
 
@@ -42,18 +41,11 @@ pub fn load(data_dir: &Path) -> anyhow::Result<Option<PairingRecord>> {
     }
 }
 
-/// Stores the record atomically.
+/// Stores the record atomically and durably (see [`crate::durable::replace`]).
 pub fn save(data_dir: &Path, record: &PairingRecord) -> anyhow::Result<()> {
     let path = path(data_dir);
-    let tmp = data_dir.join(format!("{FILE_NAME}.tmp"));
-    (|| {
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(&serde_json::to_vec_pretty(record)?)?;
-        f.sync_all()?;
-        fs::rename(&tmp, &path)?;
-        anyhow::Ok(())
-    })()
-    .with_context(|| format!("writing {}", path.display()))
+    let bytes = serde_json::to_vec_pretty(record)?;
+    crate::durable::replace(&path, &bytes).with_context(|| format!("writing {}", path.display()))
 }
 
 /// Forgets the pairing.

@@ -2,6 +2,14 @@
 //! authenticate by certificate alone, keep the session open, ping at `--ping-interval`, and run
 //! the scan jobs the console hands over. Every failure is logged with its reason and retried
 //! with a backoff capped at the ping interval.
+//!
+//! The console is pinned from the first dial when `--trusted-console-fingerprint` is given:
+//! its certificate's fingerprint is checked right after the TLS handshake, before the engine
+//! says anything, so an impostor at the console's address never sees the shared secret (nor
+//! even the engine's greeting). Without it the first pairing trusts whichever certificate
+//! answers (trust on first use, then pinned by `pairing.json`), and a warning says so once.
+//! Whatever the console says that is logged (versions, a rejection's message) is cut and
+//! escaped first ([`crate::bounded`]).
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
@@ -16,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     Context, HANDSHAKE_TIMEOUT,
+    bounded::{self, for_log},
     pairing::{self, PairingRecord},
     session,
     trust::Seen,
@@ -47,11 +56,12 @@ pub async fn run(
     let cap = ctx.ping_interval.max(Duration::from_millis(100));
     let first = Duration::from_millis(250).min(cap);
     let mut backoff = first;
+    let mut warned_unpinned = false;
     tracing::info!(console = %options.console_address, "dialing the console (engine-to-console)");
     loop {
         let result = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
-            r = attempt(&ctx, &options, client.clone(), &shutdown) => r,
+            r = attempt(&ctx, &options, client.clone(), &shutdown, &mut warned_unpinned) => r,
         };
         ctx.set_ready(false);
         let delay = match result {
@@ -61,10 +71,11 @@ pub async fn run(
                 first
             }
             Err(e) => {
+                // Errors can quote what the console sent: keep the line bounded.
                 tracing::error!(
                     console = %options.console_address,
                     "{}; retrying in {backoff:?}",
-                    crate::describe(&e)
+                    bounded::cut(&crate::describe(&e), 1024)
                 );
                 let d = backoff;
                 backoff = (backoff * 2).min(cap);
@@ -106,6 +117,7 @@ async fn attempt(
     options: &Options,
     client: Arc<rustls::ClientConfig>,
     shutdown: &CancellationToken,
+    warned_unpinned: &mut bool,
 ) -> anyhow::Result<Attempt> {
     let record = pairing::load(&ctx.data_dir)?;
     if let (Some(r), Some(t)) = (&record, &ctx.trusted_console)
@@ -123,6 +135,15 @@ async fn attempt(
         Some(_) => None,
         None => Some(read_secret(options)?),
     };
+    if record.is_none() && ctx.trusted_console.is_none() && !*warned_unpinned {
+        *warned_unpinned = true;
+        tracing::warn!(
+            console = %options.console_address,
+            "the console is not pinned: without --trusted-console-fingerprint the first \
+             pairing sends the shared secret to whichever certificate answers at this address \
+             (trust on first use). Give the console's fingerprint to pin it from the first dial"
+        );
+    }
 
     let mut session = Session::dial(&options.console_address, client, HANDSHAKE_TIMEOUT)
         .await
@@ -155,16 +176,16 @@ async fn attempt(
         anyhow::bail!("the peer greeted as {:?}, not as a console", hello.role);
     }
     if !compatible(&hello.product_version, &ctx.product_version) {
+        let console_version = for_log(&hello.product_version);
         let _ = session
             .send(Message::Incompatible {
-                console_version: hello.product_version.clone(),
+                console_version: console_version.clone(),
                 engine_version: ctx.product_version.clone(),
             })
             .await;
         session.close().await;
         anyhow::bail!(
-            "incompatible: the console runs product version {} and this engine {}",
-            hello.product_version,
+            "incompatible: the console runs product version {console_version} and this engine {}",
             ctx.product_version
         );
     }
@@ -190,6 +211,7 @@ async fn attempt(
             engine_id
         }
         Message::Rejected { reason, message } => {
+            let message = for_log(&message);
             if reason == RejectReason::NotPaired && record.is_some() {
                 if options
                     .shared_secret_file
@@ -214,8 +236,9 @@ async fn attempt(
             console_version,
             engine_version,
         } => anyhow::bail!(
-            "incompatible: the console runs product version {console_version} and this engine \
-             {engine_version}"
+            "incompatible: the console runs product version {} and this engine {}",
+            for_log(&console_version),
+            for_log(&engine_version)
         ),
         other => anyhow::bail!(
             "protocol error: expected paired, welcome or rejected, got {}",
