@@ -309,6 +309,8 @@ pub fn parse_id(raw: &str, what: &str) -> Result<i64, ApiError> {
 
 /// The largest request body the API reads; a larger one is a 413.
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
+/// How much of a too large body is read (and dropped) so that its sender hears the 413.
+const MAX_DRAINED_BYTES: usize = 4 * 1024 * 1024;
 /// Time a client has to send a whole request body once its headers are in; a slower body is a
 /// 408 and the connection is closed, so a trickled body cannot hold a connection.
 pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(5);
@@ -343,7 +345,7 @@ impl<S: Send + Sync> FromRequest<S> for Body {
                 "the request body must be application/json",
             ));
         }
-        if hint.lower() > MAX_BODY_BYTES as u64 {
+        if hint.lower() > MAX_DRAINED_BYTES as u64 {
             return Err(too_large());
         }
         let bytes = tokio::time::timeout(BODY_READ_TIMEOUT, read_limited(req.into_body()))
@@ -372,17 +374,26 @@ impl<S: Send + Sync> FromRequest<S> for Body {
     }
 }
 
-/// Reads a body, refusing it as soon as it grows past [`MAX_BODY_BYTES`].
+/// Reads a body of at most [`MAX_BODY_BYTES`]. A larger one is read on and thrown away up to
+/// [`MAX_DRAINED_BYTES`] before the 413, so that a client still sending it hears the answer
+/// rather than a reset connection; nothing past the limit is kept.
 async fn read_limited(body: axum::body::Body) -> Result<Vec<u8>, ApiError> {
     use futures::StreamExt as _;
     let mut stream = body.into_data_stream();
     let mut bytes = Vec::new();
+    let mut seen: usize = 0;
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|_| ApiError::bad_request("unreadable request body"))?;
-        if bytes.len().saturating_add(chunk.len()) > MAX_BODY_BYTES {
-            return Err(too_large());
+        seen = seen.saturating_add(chunk.len());
+        if seen > MAX_DRAINED_BYTES {
+            break;
         }
-        bytes.extend_from_slice(&chunk);
+        if seen <= MAX_BODY_BYTES {
+            bytes.extend_from_slice(&chunk);
+        }
+    }
+    if seen > MAX_BODY_BYTES {
+        return Err(too_large());
     }
     Ok(bytes)
 }
