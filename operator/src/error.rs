@@ -41,6 +41,16 @@ pub enum Error {
     #[error("finalizer: {0}")]
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
 
+    /// An object the operator would write or delete exists and is not its own (no owner
+    /// reference to the resource it reconciles, no managed-by label): it is left alone. The
+    /// text names the object ([`Error::not_owned`]).
+    #[error("{0}")]
+    NotOwned(String),
+
+    /// A console URL that is not `https://`.
+    #[error("{0}")]
+    InsecureUrl(String),
+
     /// A ScanEngine could not be removed from its console; the finalizer stays.
     #[error("cannot remove the engine from its console yet: {0}")]
     CleanupBlocked(String),
@@ -72,6 +82,35 @@ impl Error {
                 _ => "finalizer",
             },
             Error::CleanupBlocked(_) => "cleanup_blocked",
+            Error::NotOwned(_) => "not_owned",
+            Error::InsecureUrl(_) => "insecure_url",
+        }
+    }
+}
+
+impl Error {
+    /// The condition reason of an object the operator does not own.
+    pub const NOT_OWNED_REASON: &'static str = "OwnershipConflict";
+
+    /// An object that exists and is not the operator's.
+    pub fn not_owned(kind: &str, namespace: &str, name: &str, owner_kind: &str) -> Self {
+        Error::NotOwned(format!(
+            "{kind} {namespace}/{name} exists but is not the operator's (no owner reference to this {owner_kind}, no {}={} label): left alone; delete or rename it so the operator can create its own",
+            crate::controller::names::MANAGED_BY_LABEL,
+            crate::controller::names::MANAGER,
+        ))
+    }
+
+    /// Whether this is (or wraps) [`Error::NotOwned`].
+    pub fn is_not_owned(&self) -> bool {
+        match self {
+            Error::NotOwned(_) => true,
+            Error::Finalizer(inner) => match inner.as_ref() {
+                kube::runtime::finalizer::Error::ApplyFailed(e)
+                | kube::runtime::finalizer::Error::CleanupFailed(e) => e.is_not_owned(),
+                _ => false,
+            },
+            _ => false,
         }
     }
 }

@@ -113,6 +113,12 @@ impl AppliedCache {
         }
     }
 
+    /// Whether `key` was applied by this operator and no watch event touched it since (with
+    /// any digest): then it is still the operator's own object.
+    pub fn holds(&self, key: &ObjectKey) -> bool {
+        matches!(self.entries().get(key), Some(Entry::Applied { .. }))
+    }
+
     /// An apply of `key` starts.
     pub fn begin(&self, key: &ObjectKey) {
         self.entries()

@@ -1,14 +1,19 @@
 //! Server-side apply of child objects with the operator's one field manager.
+//!
+//! The operator writes and deletes only what is its own ([`names::is_ours`]): before a child
+//! is force-applied for the first time (or again after a watch event, which may be a deletion
+//! and a re-creation by someone else), a read checks that no same-named object of someone
+//! else's is there; a delete names the uid it read, so it removes exactly that object.
 
 use std::fmt::Debug;
 
-use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::applied::{AppliedCache, Digest, ObjectKey};
-use super::names::MANAGER;
+use super::names::{self, MANAGER};
 use crate::{Error, Result};
 
 /// How often a child is applied in one reconcile while it keeps changing during the apply (an
@@ -109,6 +114,10 @@ where
     }
     let mut attempt = 1;
     loop {
+        if !cache.holds(&key) {
+            // Not known as applied by this operator since the last watch event: look first.
+            check_ours(client, obj).await?;
+        }
         cache.begin(&key);
         let applied = match apply(client, obj).await {
             Ok(applied) => applied,
@@ -131,13 +140,47 @@ where
     }
 }
 
-/// Makes sure a namespaced object does not exist: a read first, a delete only when it is
-/// there, and nothing at all when `cache` knows it absent since the last watch event.
+/// The uid and kind of the controller owner `obj` is built with (every child has one).
+fn owner_of<K: Resource>(obj: &K) -> (String, String) {
+    obj.meta()
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|o| o.controller == Some(true))
+        .map(|o| (o.uid.clone(), o.kind.clone()))
+        .unwrap_or_default()
+}
+
+/// Fails with [`Error::NotOwned`] when an object named like `obj` exists and is not the
+/// operator's (see [`names::is_ours`]); absent or ours is fine.
+pub async fn check_ours<K>(client: &Client, obj: &K) -> Result<()>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + Debug
+        + DeserializeOwned,
+{
+    let ns = obj.namespace().unwrap_or_default();
+    let name = obj.name_any();
+    let (owner_uid, owner_kind) = owner_of(obj);
+    match get_opt::<K>(client, &ns, &name).await? {
+        Some(existing) if !names::is_ours(existing.meta(), &owner_uid) => {
+            Err(Error::not_owned(&K::kind(&()), &ns, &name, &owner_kind))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Makes sure a namespaced object of the operator's does not exist: a read first, a delete of
+/// exactly what was read when it is there and ours (`owner_uid`, or the managed-by label), and
+/// nothing at all when `cache` knows it absent since the last watch event. A same-named object
+/// of someone else's is left alone.
 pub async fn ensure_absent<K>(
     client: &Client,
     cache: &AppliedCache,
     namespace: &str,
     name: &str,
+    owner_uid: &str,
 ) -> Result<()>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
@@ -159,7 +202,11 @@ where
                 cache.forget(&key);
                 return Ok(());
             }
-            Ok(Some(_)) => delete_if_exists::<K>(client, namespace, name).await,
+            Ok(Some(foreign)) if !names::is_ours(foreign.meta(), owner_uid) => {
+                tracing::info!(kind = %K::kind(&()), %namespace, %name, "not the operator's: left alone");
+                Ok(())
+            }
+            Ok(Some(existing)) => delete_exactly(client, &existing).await,
             Ok(None) => Ok(()),
             Err(e) => Err(e),
         };
@@ -176,16 +223,23 @@ where
     }
 }
 
-/// Deletes a namespaced object; absent is fine.
-pub async fn delete_if_exists<K>(client: &Client, namespace: &str, name: &str) -> Result<()>
+/// Deletes exactly `existing` (a namespaced object just read): the request names its uid and
+/// resourceVersion, so an object replaced or changed since is not deleted (409). Gone is fine.
+pub async fn delete_exactly<K>(client: &Client, existing: &K) -> Result<()>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
         + Clone
         + Debug
         + DeserializeOwned,
 {
-    let api: Api<K> = Api::namespaced(client.clone(), namespace);
-    match api.delete(name, &DeleteParams::default()).await {
+    let namespace = existing.namespace().unwrap_or_default();
+    let name = existing.name_any();
+    let api: Api<K> = Api::namespaced(client.clone(), &namespace);
+    let params = DeleteParams::default().preconditions(Preconditions {
+        uid: existing.meta().uid.clone(),
+        resource_version: existing.meta().resource_version.clone(),
+    });
+    match api.delete(&name, &params).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
         Err(e) => Err(Error::kube(format!(

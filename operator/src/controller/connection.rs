@@ -120,6 +120,16 @@ async fn resolve_external(
     ns: &str,
     external: &ExternalConsole,
 ) -> Result<ConsoleConnection> {
+    // The CRD refuses other schemes, but not for objects stored before that rule: checked
+    // here too, before any credential is read for it.
+    let https = reqwest::Url::parse(&external.url).is_ok_and(|u| u.scheme() == "https");
+    if !https {
+        return Err(Error::InsecureUrl(format!(
+            "spec.external.url of Console {} must be an https:// URL: the operator sends the console's API password over it; nothing is sent to {}",
+            console_id(console),
+            crate::console_api::bounded(&external.url, 128)
+        )));
+    }
     let creds_ref = &external.credentials_secret_ref;
     let creds = required_secret(client, ns, &creds_ref.name, "console API credentials").await?;
     let username = required_key(

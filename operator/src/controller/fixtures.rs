@@ -151,6 +151,17 @@ impl Scenario {
         )
     }
 
+    /// Expects the ownership read of a child not known as applied (answered: absent), then its
+    /// server-side apply (see [`crate::controller::apply`]).
+    pub fn first_apply(self, group_path: &str, namespace: &str, plural: &str, name: &str) -> Self {
+        self.expect(
+            Method::GET,
+            format!("{group_path}/namespaces/{namespace}/{plural}/{name}"),
+            |_| not_found(),
+        )
+        .apply(group_path, namespace, plural, name)
+    }
+
     /// Expects an Event to be published.
     pub fn event(self, namespace: &str) -> Self {
         self.expect(

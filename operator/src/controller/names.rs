@@ -59,6 +59,26 @@ pub fn shared_secret(console: &str) -> String {
     format!("{console}-console-shared-secret")
 }
 
+/// Whether an object is the operator's to write or delete: it has an owner reference to the
+/// resource with `owner_uid`, or carries the operator's managed-by label. A same-named object
+/// someone else made is neither, and is left alone.
+pub fn is_ours(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    owner_uid: &str,
+) -> bool {
+    let owned = meta
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|o| !owner_uid.is_empty() && o.uid == owner_uid);
+    let labelled = meta
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(MANAGED_BY_LABEL))
+        .is_some_and(|v| v == MANAGER);
+    owned || labelled
+}
+
 fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
     pairs
         .iter()

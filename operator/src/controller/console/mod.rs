@@ -77,6 +77,8 @@ fn reason_of(error: &Error) -> String {
         Error::ConsoleApi(e) => e.reason().into(),
         Error::MissingReference(_) => "MissingReference".into(),
         Error::Kube { .. } => "KubernetesApiError".into(),
+        Error::NotOwned(_) => Error::NOT_OWNED_REASON.into(),
+        Error::InsecureUrl(_) => "InsecureUrl".into(),
         _ => "ReconcileError".into(),
     }
 }
@@ -94,29 +96,14 @@ async fn reconcile_inner(console: &Console, ctx: &Context, ns: &str, name: &str)
             owner: owner.clone(),
             settings: &ctx.settings,
         };
-        let created = secrets::ensure(&ctx.client, &inputs).await?;
-        if !created.is_empty() {
-            ctx.event(
-                console,
-                EventType::Normal,
-                "SecretsCreated",
-                "Deploy",
-                format!("created Secrets {}", created.join(", ")),
-            )
-            .await;
-        }
-        let build::Desired {
-            statefulset,
-            api_service,
-            engine_service,
-            network_policy,
-        } = build::desired(&inputs);
-        apply_cached(&ctx.client, &ctx.applied, &network_policy).await?;
-        apply_cached(&ctx.client, &ctx.applied, &api_service).await?;
-        apply_cached(&ctx.client, &ctx.applied, &engine_service).await?;
-        apply_cached(&ctx.client, &ctx.applied, &statefulset).await?;
         observed.url = Some(connection::managed_url(name, ns));
         observed.engine_listener = Some(connection::managed_engine_listener(name, ns));
+        if let Err(err) = deploy(console, ctx, &inputs).await {
+            if err.is_not_owned() {
+                return Err(conflict(ctx, console, &mut observed, err).await);
+            }
+            return Err(err);
+        }
     } else if let Some(external) = &console.spec.external {
         observed.url = Some(external.url.clone());
         observed.engine_listener = external.engine_listener_address.clone();
@@ -130,6 +117,7 @@ async fn reconcile_inner(console: &Console, ctx: &Context, ns: &str, name: &str)
                 ctx.settings.refresh_interval.min(check_again_in),
             ))
         }
+        Err(err) if err.is_not_owned() => Err(conflict(ctx, console, &mut observed, err).await),
         Err(err) => {
             observed.problem = Some((reason_of(&err), err.to_string()));
             let now = ctx.now();
@@ -144,6 +132,59 @@ async fn reconcile_inner(console: &Console, ctx: &Context, ns: &str, name: &str)
             Err(err)
         }
     }
+}
+
+/// The managed console's objects: its Secrets once, then the StatefulSet, Services and
+/// NetworkPolicy.
+async fn deploy(console: &Console, ctx: &Context, inputs: &build::Inputs<'_>) -> Result<()> {
+    let created = secrets::ensure(&ctx.client, inputs).await?;
+    if !created.is_empty() {
+        ctx.event(
+            console,
+            EventType::Normal,
+            "SecretsCreated",
+            "Deploy",
+            format!("created Secrets {}", created.join(", ")),
+        )
+        .await;
+    }
+    let build::Desired {
+        statefulset,
+        api_service,
+        engine_service,
+        network_policy,
+    } = build::desired(inputs);
+    apply_cached(&ctx.client, &ctx.applied, &network_policy).await?;
+    apply_cached(&ctx.client, &ctx.applied, &api_service).await?;
+    apply_cached(&ctx.client, &ctx.applied, &engine_service).await?;
+    apply_cached(&ctx.client, &ctx.applied, &statefulset).await?;
+    Ok(())
+}
+
+/// A same-named object that is not the operator's is in the way: the status says which
+/// (`Ready=False`, reason `OwnershipConflict`), a Warning event says it once, and the error
+/// retries with backoff. The object itself is left alone.
+async fn conflict(ctx: &Context, console: &Console, observed: &mut Observed, err: Error) -> Error {
+    let already = console.status.as_ref().is_some_and(|s| {
+        crate::crd::conditions::find(&s.conditions, crate::crd::conditions::READY)
+            .is_some_and(|c| c.reason == Error::NOT_OWNED_REASON && c.message == err.to_string())
+    });
+    observed.problem = Some((reason_of(&err), err.to_string()));
+    let now = ctx.now();
+    if let Err(e) = write_status(ctx, console, observed, now).await {
+        return e;
+    }
+    if !already {
+        ctx.event(
+            console,
+            EventType::Warning,
+            Error::NOT_OWNED_REASON,
+            "Deploy",
+            err.to_string(),
+        )
+        .await;
+    }
+    err
 }
 
 /// Talks to the console; fills `observed`; returns when the shared secret needs a look again.

@@ -1,6 +1,10 @@
 //! The managed console's generated Secrets: admin API password, API CA and serving
 //! certificate. Each is created once when missing and never rewritten, so the console's
 //! password and certificate survive operator restarts.
+//!
+//! A same-named Secret the operator did not make (no owner reference to the Console, no
+//! managed-by label) is neither used, nor deleted, nor replaced: [`ensure`] fails with
+//! [`Error::NotOwned`] and the Console's status says so.
 
 use std::collections::BTreeMap;
 
@@ -17,7 +21,7 @@ use rcgen::{
 
 use super::build::Inputs;
 use super::build::statefulset::ADMIN_USER;
-use crate::controller::apply::get_opt;
+use crate::controller::apply::{delete_exactly, get_opt};
 use crate::controller::names;
 use crate::{Error, Result};
 
@@ -133,12 +137,27 @@ async fn create_if_missing(
     }
 }
 
+/// The Secret `name`, when it exists; [`Error::NotOwned`] when it exists and is not ours.
+async fn existing_of_ours(
+    client: &Client,
+    inputs: &Inputs<'_>,
+    name: &str,
+) -> Result<Option<Secret>> {
+    let ns = inputs.namespace;
+    match get_opt::<Secret>(client, ns, name).await? {
+        Some(s) if !names::is_ours(&s.metadata, &inputs.owner.uid) => {
+            Err(Error::not_owned("Secret", ns, name, "Console"))
+        }
+        other => Ok(other),
+    }
+}
+
 /// Creates whichever of the console's Secrets is missing; returns the names created.
 pub async fn ensure(client: &Client, inputs: &Inputs<'_>) -> Result<Vec<String>> {
     let ns = inputs.namespace;
     let mut created = Vec::new();
     let admin = names::console_admin_secret(inputs.name);
-    if get_opt::<Secret>(client, ns, &admin).await?.is_none()
+    if existing_of_ours(client, inputs, &admin).await?.is_none()
         && create_if_missing(client, ns, || {
             Ok(secret(
                 inputs,
@@ -155,16 +174,14 @@ pub async fn ensure(client: &Client, inputs: &Inputs<'_>) -> Result<Vec<String>>
     }
     let ca = names::console_ca_secret(inputs.name);
     let tls = names::console_tls_secret(inputs.name);
-    let ca_exists = get_opt::<Secret>(client, ns, &ca).await?.is_some();
-    let tls_exists = get_opt::<Secret>(client, ns, &tls).await?.is_some();
-    if !(ca_exists && tls_exists) {
-        // The CA key is only kept to sign this pair: regenerate both together.
+    let ca_existing = existing_of_ours(client, inputs, &ca).await?;
+    let tls_existing = existing_of_ours(client, inputs, &tls).await?;
+    if ca_existing.is_none() || tls_existing.is_none() {
+        // The CA key is only kept to sign this pair: regenerate both together. Only the
+        // operator's own Secrets get here, and the delete names the uid just read.
         let generated = generate_tls(inputs.name, api_dns_names(inputs.name, ns))?;
-        if ca_exists {
-            crate::controller::apply::delete_if_exists::<Secret>(client, ns, &ca).await?;
-        }
-        if tls_exists {
-            crate::controller::apply::delete_if_exists::<Secret>(client, ns, &tls).await?;
+        for old in ca_existing.iter().chain(tls_existing.iter()) {
+            delete_exactly(client, old).await?;
         }
         let ca_data = [
             ("ca.crt", generated.ca_cert.clone()),

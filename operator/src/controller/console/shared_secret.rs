@@ -120,6 +120,18 @@ pub async fn ensure(
 ) -> Result<Outcome> {
     let secret_name = names::shared_secret(console);
     let existing = get_opt::<Secret>(client, namespace, &secret_name).await?;
+    if let Some(foreign) = existing
+        .as_ref()
+        .filter(|s| !names::is_ours(&s.metadata, &owner.uid))
+    {
+        // Someone else's Secret of that name: neither read as ours nor overwritten.
+        return Err(crate::Error::not_owned(
+            "Secret",
+            namespace,
+            &foreign.metadata.name.clone().unwrap_or_default(),
+            "Console",
+        ));
+    }
     let (stored_value, stored_expiry, stored_lifetime) =
         existing.as_ref().map(stored).unwrap_or((None, None, None));
     let lifetime = Duration::from_secs(stored_lifetime.unwrap_or(DEFAULT_LIFETIME.as_secs()));

@@ -46,15 +46,15 @@ fn status_patch(s: Scenario, c: &Console) -> Scenario {
 }
 
 fn applies(s: Scenario) -> Scenario {
-    s.apply(
+    s.first_apply(
         "/apis/networking.k8s.io/v1",
         NS,
         "networkpolicies",
         "main-console",
     )
-    .apply("/api/v1", NS, "services", "main-console")
-    .apply("/api/v1", NS, "services", "main-console-engines")
-    .apply("/apis/apps/v1", NS, "statefulsets", "main-console")
+    .first_apply("/api/v1", NS, "services", "main-console")
+    .first_apply("/api/v1", NS, "services", "main-console-engines")
+    .first_apply("/apis/apps/v1", NS, "statefulsets", "main-console")
 }
 
 #[tokio::test]
@@ -109,7 +109,7 @@ async fn managed_console_is_deployed_and_keeps_a_shared_secret() {
     assert!(tls["data"]["tls.crt"].is_string() && tls["data"]["tls.key"].is_string());
 
     // The shared secret lives only in the Secret's data.
-    let stored = &seen[14].body;
+    let stored = &seen[18].body;
     assert_eq!(
         stored["data"]["shared-secret"], "ZmFrZS1zZWNyZXQtMQ==",
         "base64 of fake-secret-1"
@@ -127,9 +127,9 @@ async fn managed_console_is_deployed_and_keeps_a_shared_secret() {
             );
         }
     }
-    assert_eq!(seen[15].body["reason"], "SharedSecretRenewed");
+    assert_eq!(seen[19].body["reason"], "SharedSecretRenewed");
 
-    let status = &seen[16].body["status"];
+    let status = &seen[20].body["status"];
     assert_eq!(status["type"], "Managed");
     assert_eq!(status["url"], "https://main-console.scanning.svc:3780");
     assert_eq!(status["version"], "0.1.0");
@@ -146,14 +146,14 @@ async fn managed_console_is_deployed_and_keeps_a_shared_secret() {
         status["sharedSecret"],
         json!({"secretName": "main-console-shared-secret", "expiresAt": "2026-01-01T01:00:00Z"})
     );
-    assert_eq!(seen[17].body["reason"], "Ready");
+    assert_eq!(seen[21].body["reason"], "Ready");
 
     // A periodic refresh, nothing changed: reads only. Secrets kept, nothing applied again, no
     // shared secret or status write.
     let mut c2 = c;
     c2.status = serde_json::from_value(status.clone()).ok();
     let stored_secret = stored.clone();
-    let existing = |name: &str| json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "data": {"username": "YWRtaW4=", "password": "cHc=", "ca.crt": "UEVN"}});
+    let existing = |name: &str| json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "ownerReferences": [{"apiVersion": "scanengine.dev/v1alpha1", "kind": "Console", "name": "main", "uid": "uid-main", "controller": true}]}, "data": {"username": "YWRtaW4=", "password": "cHc=", "ca.crt": "UEVN"}});
     let (client, handle) = mock_client();
     let s = Scenario::new()
         .get(
@@ -462,4 +462,121 @@ async fn a_deleted_managed_console_goes_at_once() {
     .await;
     assert!(result.is_ok(), "{result:?}");
     assert!(fake.state().calls.is_empty(), "the console is not called");
+}
+
+/// A Secret someone else made: no owner reference to the Console, no managed-by label.
+fn foreign_secret(name: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": NS, "uid": "uid-theirs", "resourceVersion": "3"}, "data": {"ca.crt": "VEhFSVJT"}})
+}
+
+fn ready_of(status: &Value) -> Value {
+    status["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+        .cloned()
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_same_named_secret_of_someone_elses_is_left_alone_and_reported() {
+    let fake = FakeConsole::default();
+    let c = console();
+    let ours = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "main-console-admin", "labels": {"app.kubernetes.io/managed-by": "scan-engine-operator"}}, "data": {"username": "YWRtaW4=", "password": "cHc="}});
+    let (client, handle) = mock_client();
+    // The API TLS Secret is missing, so the pair would be regenerated; but the CA Secret of
+    // that name is not the operator's: it is neither deleted nor replaced.
+    let s = Scenario::new()
+        .get(format!("{SECRETS}/main-console-admin"), ours)
+        .get(
+            format!("{SECRETS}/main-console-ca"),
+            foreign_secret("main-console-ca"),
+        );
+    let s = status_patch(s, &c).event(NS);
+    let (result, seen) = drive(
+        reconcile(Arc::new(c), context(client, &fake)),
+        s.run(handle),
+    )
+    .await;
+    assert!(result.is_err(), "{result:?}");
+    assert!(
+        seen.iter().all(|s| s.method == Method::GET
+            || s.path.contains("/status")
+            || s.path.contains("/events")),
+        "nothing written or deleted but status and event: {seen:?}"
+    );
+    let ready = ready_of(&seen[2].body["status"]);
+    assert_eq!(ready["status"], "False");
+    assert_eq!(ready["reason"], "OwnershipConflict");
+    let message = ready["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("Secret scanning/main-console-ca")
+            && message.contains("not the operator's"),
+        "{message}"
+    );
+    assert_eq!(seen[3].body["type"], "Warning");
+    assert_eq!(seen[3].body["reason"], "OwnershipConflict");
+    assert!(fake.state().calls.is_empty(), "the console is not called");
+}
+
+#[tokio::test]
+async fn a_foreign_shared_secret_secret_is_not_overwritten() {
+    let fake = FakeConsole::default();
+    let c = external_console();
+    let (client, handle) = mock_client();
+    let s = Scenario::new()
+        .get(format!("{SECRETS}/creds"), creds())
+        .get(
+            format!("{SECRETS}/main-console-shared-secret"),
+            foreign_secret("main-console-shared-secret"),
+        );
+    let s = status_patch(s, &c).event(NS);
+    let (result, seen) = drive(
+        reconcile(Arc::new(c), context(client, &fake)),
+        s.run(handle),
+    )
+    .await;
+    assert!(result.is_err(), "{result:?}");
+    assert!(
+        !seen
+            .iter()
+            .any(|s| s.path.contains("secrets/main-console-shared-secret?")),
+        "not applied over: {seen:?}"
+    );
+    let ready = ready_of(&seen[2].body["status"]);
+    assert_eq!(ready["reason"], "OwnershipConflict");
+    assert_eq!(seen[3].body["reason"], "OwnershipConflict");
+    assert_eq!(
+        fake.state().secrets_made,
+        0,
+        "no secret made for a Secret it cannot keep"
+    );
+}
+
+#[tokio::test]
+async fn a_plain_http_console_url_is_refused_at_run_time() {
+    let fake = FakeConsole::default();
+    let mut c = external_console();
+    if let Some(e) = c.spec.external.as_mut() {
+        e.url = "http://console.example.com:3780".into();
+    }
+    let (client, handle) = mock_client();
+    // No credential is read for it, and the console is never called.
+    let s = status_patch(Scenario::new(), &c);
+    let (result, seen) = drive(
+        reconcile(Arc::new(c), context(client, &fake)),
+        s.run(handle),
+    )
+    .await;
+    assert!(result.is_err(), "{result:?}");
+    let ready = ready_of(&seen[0].body["status"]);
+    assert_eq!(ready["status"], "False");
+    assert_eq!(ready["reason"], "InsecureUrl");
+    assert!(
+        ready["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("must be an https:// URL"),
+        "{ready}"
+    );
+    assert!(fake.state().connections.is_empty());
 }

@@ -37,8 +37,22 @@ pub async fn apply_all(
     let service = match service {
         Some(svc) => Some(apply_cached_read_back(client, cache, &svc).await?),
         None => {
-            ensure_absent::<Service>(client, cache, namespace, &names::engine_objects(engine))
-                .await?;
+            let owner_uid = statefulset
+                .metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .map(|o| o.uid.clone())
+                .next()
+                .unwrap_or_default();
+            ensure_absent::<Service>(
+                client,
+                cache,
+                namespace,
+                &names::engine_objects(engine),
+                &owner_uid,
+            )
+            .await?;
             None
         }
     };

@@ -97,6 +97,8 @@ fn problem_of(error: &Error) -> Problem {
         Error::ConsoleNotFound(_) => "ConsoleNotFound",
         Error::MissingReference(_) => "MissingReference",
         Error::Kube { .. } => "KubernetesApiError",
+        Error::NotOwned(_) => Error::NOT_OWNED_REASON,
+        Error::InsecureUrl(_) => "InsecureUrl",
         _ => "ReconcileError",
     };
     Problem {
@@ -185,14 +187,35 @@ async fn apply_engine(engine: Arc<ScanEngine>, ctx: Arc<Context>) -> Result<Dura
     let (_, memory) = config::resources(&inputs);
 
     // 3. build, 4. apply and read back
-    let applied = apply::apply_all(
+    let applied = match apply::apply_all(
         &ctx.client,
         &ctx.applied,
         &ns,
         &name,
         build::desired(&inputs),
     )
-    .await?;
+    .await
+    {
+        Ok(applied) => applied,
+        Err(err) if err.is_not_owned() => {
+            // Someone else's object of the same name: left alone, and said so.
+            let already = previous_ready_reason(&engine) == Some(Error::NOT_OWNED_REASON);
+            observed.problem = Some(problem_of(&err));
+            write_status(&ctx, &engine, &observed).await?;
+            if !already {
+                ctx.event(
+                    engine.as_ref(),
+                    EventType::Warning,
+                    Error::NOT_OWNED_REASON,
+                    "Deploy",
+                    err.to_string(),
+                )
+                .await;
+            }
+            return Err(err);
+        }
+        Err(err) => return Err(err),
+    };
     observed.policy_applied = true;
     observed.memory = Some(&memory);
 
@@ -284,6 +307,15 @@ async fn apply_engine(engine: Arc<ScanEngine>, ctx: Arc<Context>) -> Result<Dura
         EngineState::Active => ctx.settings.refresh_interval,
         _ => ctx.settings.refresh_interval.min(PAIRING_REQUEUE),
     })
+}
+
+/// The reason of the engine's `Ready` condition as last written.
+fn previous_ready_reason(engine: &ScanEngine) -> Option<&str> {
+    engine
+        .status
+        .as_ref()
+        .and_then(|s| conditions::find(&s.conditions, conditions::READY))
+        .map(|c| c.reason.as_str())
 }
 
 async fn pair(

@@ -62,21 +62,23 @@ fn applied(scenario: Scenario, communication: Communication) -> Scenario {
             "/apis/scanengine.dev/v1alpha1/namespaces/scanning/consoles/main",
             console(),
         )
-        .apply(
+        .first_apply(
             "/apis/networking.k8s.io/v1",
             NS,
             "networkpolicies",
             "edge-scan-engine",
         );
     let s = match communication {
-        Communication::ConsoleToEngine => s.apply("/api/v1", NS, "services", "edge-scan-engine"),
+        Communication::ConsoleToEngine => {
+            s.first_apply("/api/v1", NS, "services", "edge-scan-engine")
+        }
         Communication::EngineToConsole => s.expect(
             Method::GET,
             "/api/v1/namespaces/scanning/services/edge-scan-engine",
             |_| crate::controller::fixtures::not_found(),
         ),
     };
-    console_secrets(s.apply("/apis/apps/v1", NS, "statefulsets", "edge-scan-engine"))
+    console_secrets(s.first_apply("/apis/apps/v1", NS, "statefulsets", "edge-scan-engine"))
 }
 
 /// The reads of the console's connection Secrets.
@@ -98,7 +100,7 @@ fn console_secrets(s: Scenario) -> Scenario {
 fn leftover_service_deleted(s: Scenario) -> Scenario {
     s.get(
         "/api/v1/namespaces/scanning/services/edge-scan-engine",
-        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "edge-scan-engine", "namespace": NS}}),
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "edge-scan-engine", "namespace": NS, "uid": "uid-svc", "resourceVersion": "5", "ownerReferences": [{"apiVersion": "scanengine.dev/v1alpha1", "kind": "ScanEngine", "name": "edge", "uid": "uid-edge", "controller": true}]}}),
     )
     .expect(
         Method::DELETE,
@@ -187,13 +189,13 @@ async fn creates_registers_and_writes_status_then_is_quiet() {
     assert!(result.is_ok(), "{result:?}");
 
     // The objects applied.
-    let np = &seen[1].body;
+    let np = &seen[2].body;
     assert_eq!(np["spec"]["ingress"][0]["ports"][0]["port"], 40814);
     assert_eq!(
         np["spec"]["ingress"][0]["from"][0]["podSelector"]["matchLabels"]["scanengine.dev/console"],
         "main"
     );
-    let sts = &seen[3].body;
+    let sts = &seen[6].body;
     assert_eq!(sts["metadata"]["ownerReferences"][0]["controller"], true);
     let env = sts["spec"]["template"]["spec"]["containers"][0]["env"].to_string();
     assert!(
@@ -211,14 +213,14 @@ async fn creates_registers_and_writes_status_then_is_quiet() {
         Some("edge-scan-engine.scanning.svc")
     );
     assert!(
-        seen[6].body["note"]
+        seen[9].body["note"]
             .as_str()
             .unwrap_or("")
             .contains("registered at Console main as engine 7")
     );
 
     // Status.
-    let status = &seen[7].body["status"];
+    let status = &seen[10].body["status"];
     assert_eq!(status["communication"]["direction"], "ConsoleToEngine");
     assert_eq!(
         status["communication"]["directionDisplay"],
@@ -239,7 +241,7 @@ async fn creates_registers_and_writes_status_then_is_quiet() {
         assert_eq!(condition(status, t).0, "True", "{t}: {status}");
     }
     assert!(
-        seen[8].body["note"]
+        seen[11].body["note"]
             .as_str()
             .unwrap_or("")
             .contains("none → Active")
@@ -288,7 +290,7 @@ async fn creates_registers_and_writes_status_then_is_quiet() {
             "/apis/scanengine.dev/v1alpha1/namespaces/scanning/consoles/main",
             console(),
         )
-        .apply("/apis/apps/v1", NS, "statefulsets", "edge-scan-engine");
+        .first_apply("/apis/apps/v1", NS, "statefulsets", "edge-scan-engine");
     let scenario = console_secrets(scenario);
     let (result, seen) = drive(reconcile(Arc::new(se2), ctx3), scenario.run(handle)).await;
     assert!(result.is_ok(), "{result:?}");
@@ -311,13 +313,13 @@ async fn a_reverse_engine_deletes_a_leftover_service_once() {
             "/apis/scanengine.dev/v1alpha1/namespaces/scanning/consoles/main",
             console(),
         )
-        .apply(
+        .first_apply(
             "/apis/networking.k8s.io/v1",
             NS,
             "networkpolicies",
             "edge-scan-engine",
         );
-    let scenario = leftover_service_deleted(scenario).apply(
+    let scenario = leftover_service_deleted(scenario).first_apply(
         "/apis/apps/v1",
         NS,
         "statefulsets",
@@ -369,7 +371,7 @@ async fn direction_switch_removes_old_registration_and_swaps_policies() {
         scenario.run(handle),
     )
     .await;
-    let status = seen[7].body["status"].clone();
+    let status = seen[10].body["status"].clone();
 
     // Now the user switches to EngineToConsole: every child is applied again (their desired
     // bodies changed) and the Service, which the cache knew present, is deleted.
@@ -471,7 +473,7 @@ async fn console_api_errors_surface_as_conditions_and_events() {
         }
         other => panic!("expected a failure, got {other:?}"),
     }
-    let status = &seen[6].body["status"];
+    let status = &seen[9].body["status"];
     assert_eq!(condition(status, "Ready"), ("False", "ConsoleUnreachable"));
     assert_eq!(condition(status, "Paired"), ("False", "ConsoleUnreachable"));
     assert_eq!(condition(status, "NetworkPolicyReady").0, "True");
@@ -481,7 +483,7 @@ async fn console_api_errors_surface_as_conditions_and_events() {
             .unwrap_or("")
             .contains("unreachable")
     );
-    let warning = &seen[8].body;
+    let warning = &seen[11].body;
     assert_eq!(warning["type"], "Warning");
     assert_eq!(warning["reason"], "ConsoleUnreachable");
     assert_eq!(
@@ -617,7 +619,7 @@ async fn refresh_annotation_triggers_a_console_refresh_once() {
             .iter()
             .any(|c| c == "POST /api/3/scan_engines/{id}/refresh 7")
     );
-    assert_eq!(seen[7].body["status"]["lastHandledRefresh"], "1");
+    assert_eq!(seen[10].body["status"]["lastHandledRefresh"], "1");
 }
 
 #[tokio::test]
@@ -706,7 +708,7 @@ async fn reverse_engine_pins_its_consoles_fingerprint() {
     assert!(result.is_ok(), "{result:?}");
     let sts = seen
         .iter()
-        .find(|s| s.path.contains("statefulsets"))
+        .find(|s| s.path.contains("statefulsets") && s.method == Method::PATCH)
         .map(|s| s.body.clone())
         .unwrap_or_default();
     let env = sts["spec"]["template"]["spec"]["containers"][0]["env"].to_string();
@@ -714,4 +716,90 @@ async fn reverse_engine_pins_its_consoles_fingerprint() {
         env.contains("SCAN_ENGINE_TRUSTED_CONSOLE_FINGERPRINT") && env.contains("sha256:c0ffee"),
         "{env}"
     );
+}
+
+#[tokio::test]
+async fn a_same_named_statefulset_of_someone_elses_is_not_applied_over() {
+    let fake = FakeConsole::default();
+    let (client, handle) = mock_client();
+    let se = engine(Communication::ConsoleToEngine);
+    let theirs = json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "edge-scan-engine", "namespace": NS, "uid": "uid-theirs", "labels": {"app": "database"}}});
+    let scenario = Scenario::new()
+        .get(
+            "/apis/scanengine.dev/v1alpha1/namespaces/scanning/consoles/main",
+            console(),
+        )
+        .first_apply(
+            "/apis/networking.k8s.io/v1",
+            NS,
+            "networkpolicies",
+            "edge-scan-engine",
+        )
+        .first_apply("/api/v1", NS, "services", "edge-scan-engine")
+        .get(
+            "/apis/apps/v1/namespaces/scanning/statefulsets/edge-scan-engine",
+            theirs,
+        );
+    let scenario = status_patch(scenario, &se).event(NS).event(NS);
+    let (result, seen) = drive(
+        reconcile(Arc::new(se), context(client, &fake)),
+        scenario.run(handle),
+    )
+    .await;
+    assert!(result.is_err(), "{result:?}");
+    assert!(
+        !seen
+            .iter()
+            .any(|s| s.path.contains("statefulsets") && s.method != Method::GET),
+        "{seen:?}"
+    );
+    let status = &seen[6].body["status"];
+    assert_eq!(condition(status, "Ready"), ("False", "OwnershipConflict"));
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("StatefulSet scanning/edge-scan-engine exists but is not the operator's"),
+        "{status}"
+    );
+    assert!(
+        seen.iter()
+            .any(|s| s.body["reason"] == "OwnershipConflict" && s.body["type"] == "Warning"),
+        "{seen:?}"
+    );
+    assert!(
+        fake.state().calls.is_empty(),
+        "not registered at the console"
+    );
+}
+
+#[tokio::test]
+async fn a_reverse_engine_leaves_a_foreign_service_of_its_name_alone() {
+    let fake = FakeConsole::default();
+    let (client, handle) = mock_client();
+    let se = engine(Communication::EngineToConsole);
+    let scenario = Scenario::new()
+        .get(
+            "/apis/scanengine.dev/v1alpha1/namespaces/scanning/consoles/main",
+            console(),
+        )
+        .first_apply(
+            "/apis/networking.k8s.io/v1",
+            NS,
+            "networkpolicies",
+            "edge-scan-engine",
+        )
+        .get(
+            "/api/v1/namespaces/scanning/services/edge-scan-engine",
+            json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "edge-scan-engine", "namespace": NS, "uid": "uid-theirs"}}),
+        )
+        .first_apply("/apis/apps/v1", NS, "statefulsets", "edge-scan-engine");
+    let scenario = status_patch(console_secrets(scenario), &se).event(NS);
+    let (result, seen) = drive(
+        reconcile(Arc::new(se), context(client, &fake)),
+        scenario.run(handle),
+    )
+    .await;
+    assert!(result.is_ok(), "{result:?}");
+    assert!(!seen.iter().any(|s| s.method == Method::DELETE), "{seen:?}");
 }
