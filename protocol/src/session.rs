@@ -72,6 +72,21 @@ impl Session {
     ) -> Result<Self> {
         let run = async {
             let tcp = TcpStream::connect(addr).await?;
+            Self::dial_over(tcp, config, timeout).await
+        };
+        tokio::time::timeout(timeout, run)
+            .await
+            .map_err(|_| Error::Timeout(timeout))?
+    }
+
+    /// Completes the client side of the TLS handshake over an already connected socket (one
+    /// with its own socket options or source address) within `timeout`.
+    pub async fn dial_over(
+        tcp: TcpStream,
+        config: Arc<rustls::ClientConfig>,
+        timeout: Duration,
+    ) -> Result<Self> {
+        let run = async {
             tcp.set_nodelay(true)?;
             let peer_addr = tcp.peer_addr().ok();
             let name = ServerName::try_from(SESSION_SERVER_NAME)
@@ -199,6 +214,12 @@ impl Session {
                 got: other.kind().to_owned(),
             }),
         }
+    }
+
+    /// The TLS stream itself, for writing raw bytes (tests and load generators). Anything read
+    /// but not yet decoded is lost.
+    pub fn into_stream(self) -> Box<dyn SessionStream> {
+        self.framed.into_inner()
     }
 
     /// Flushes and shuts the connection down politely, giving up after the send timeout.

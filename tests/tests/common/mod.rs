@@ -390,3 +390,23 @@ where
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+impl Console {
+    /// An authenticated API request whose client waits up to `timeout` for the answer; owned,
+    /// so it can be sent from a spawned task.
+    pub fn request_waiting(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        timeout: Duration,
+    ) -> reqwest::RequestBuilder {
+        let client = reqwest::Client::builder()
+            .danger_accept_invalid_certs(true)
+            .timeout(timeout)
+            .build()
+            .unwrap();
+        client
+            .request(method, self.url(path))
+            .basic_auth("admin", Some(PASSWORD))
+    }
+}
