@@ -171,17 +171,7 @@ async fn a_huge_page_number_is_a_400_naming_it_and_a_site_targeting_slash_0_is_r
 async fn a_trickled_authenticated_body_is_cut_within_seconds() {
     let logs = TestLogs::for_current_test();
     let console = Console::start(&logs, None).await;
-    // The test crate has no TLS client that can stream a body slowly; the openssl command-line
-    // client can.
-    let mut tls = tokio::process::Command::new("openssl")
-        .args(["s_client", "-quiet", "-ign_eof", "-connect"])
-        .arg(console.api.to_string())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("the openssl command-line client runs");
+    let mut tls = openssl_client(console.api);
     let mut stdin = tls.stdin.take().unwrap();
     let mut stdout = tls.stdout.take().unwrap();
     use base64::Engine as _;
@@ -223,6 +213,73 @@ async fn a_trickled_authenticated_body_is_cut_within_seconds() {
     assert!(closed, "the trickled body was still held after {held:?}");
     assert!(held < Duration::from_secs(10), "held for {held:?}");
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+}
+
+/// A TLS client whose stdin and stdout are the connection's plaintext. The test crate has no
+/// TLS client that can send slowly or sit idle; the openssl command-line client can.
+fn openssl_client(to: SocketAddr) -> tokio::process::Child {
+    tokio::process::Command::new("openssl")
+        .args(["s_client", "-quiet", "-ign_eof", "-connect"])
+        .arg(to.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the openssl command-line client runs")
+}
+
+/// How long until the console closes `client`'s connection (None: still open after `limit`).
+async fn time_to_close(client: &mut tokio::process::Child, limit: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    let mut stdout = client.stdout.take()?;
+    let mut buf = [0u8; 4096];
+    let closed = async {
+        loop {
+            match stdout.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    };
+    tokio::time::timeout(limit, closed)
+        .await
+        .ok()
+        .map(|_| started.elapsed())
+}
+
+#[tokio::test]
+async fn idle_and_slow_header_tls_clients_are_closed_within_seconds() {
+    let logs = TestLogs::for_current_test();
+    let console = Console::start(&logs, None).await;
+    // One sends nothing after its handshake; one sends its request line and then a header
+    // byte a second.
+    let mut idle = openssl_client(console.api);
+    let mut slow = openssl_client(console.api);
+    let mut slow_in = slow.stdin.take().unwrap();
+    slow_in
+        .write_all(b"GET /api/3/administration/info HTTP/1.1\r\nHost: localhost\r\n")
+        .await
+        .unwrap();
+    slow_in.flush().await.unwrap();
+    let drip = tokio::spawn(async move {
+        for _ in 0..40 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            if slow_in.write_all(b"X").await.is_err() || slow_in.flush().await.is_err() {
+                break;
+            }
+        }
+    });
+    let limit = Duration::from_secs(25);
+    let (idle_closed, slow_closed) = tokio::join!(
+        time_to_close(&mut idle, limit),
+        time_to_close(&mut slow, limit)
+    );
+    drip.abort();
+    for (what, closed) in [("idle", idle_closed), ("slow-header", slow_closed)] {
+        let closed = closed.unwrap_or_else(|| panic!("the {what} client was held {limit:?}"));
+        assert!(closed < Duration::from_secs(15), "{what} held {closed:?}");
+    }
 }
 
 /// A TCP connection to `to` from the loopback address `from`.
