@@ -324,3 +324,32 @@ async fn four_hundred_idle_sockets_are_capped_and_do_not_stop_an_authenticated_r
         "only {closed} of 400 idle sockets were refused"
     );
 }
+
+#[tokio::test]
+async fn a_trickled_body_to_a_route_that_reads_none_is_not_held_either() {
+    let logs = TestLogs::for_current_test();
+    let console = Console::start(&logs, None).await;
+    let mut tls = openssl_client(console.api);
+    let mut stdin = tls.stdin.take().unwrap();
+    use base64::Engine as _;
+    let auth = base64::engine::general_purpose::STANDARD.encode("admin:system-test-password");
+    let head = format!(
+        "POST /api/3/scan_engines/shared_secret HTTP/1.1\r\nHost: localhost\r\n\
+         Authorization: Basic {auth}\r\nContent-Type: application/json\r\n\
+         Content-Length: 1000\r\n\r\n{{"
+    );
+    stdin.write_all(head.as_bytes()).await.unwrap();
+    stdin.flush().await.unwrap();
+    let drip = tokio::spawn(async move {
+        for _ in 0..40 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            if stdin.write_all(b" ").await.is_err() || stdin.flush().await.is_err() {
+                break;
+            }
+        }
+    });
+    let closed = time_to_close(&mut tls, Duration::from_secs(30)).await;
+    drip.abort();
+    let closed = closed.expect("the connection was held 30 s");
+    assert!(closed < Duration::from_secs(15), "held {closed:?}");
+}
