@@ -62,7 +62,10 @@ impl Logs {
     fn new() -> Self {
         Self {
             refused: BurstLog::new("console connections refused: no free slot", LOG_WINDOW),
-            dropped: BurstLog::new("console connections dropped before acceptance", LOG_WINDOW),
+            dropped: BurstLog::new(
+                "dropped connections before a console was accepted",
+                LOG_WINDOW,
+            ),
             turned_away: BurstLog::new("console connections answered and closed", LOG_WINDOW),
         }
     }

@@ -219,7 +219,7 @@ impl BurstLog {
     fn write(&self, line: &Line) {
         let source = line.source.map(|s| s.to_string()).unwrap_or_default();
         tracing::warn!(
-            refused = line.count,
+            count = line.count,
             last_source = %source,
             last_reason = %line.reason,
             window = ?self.window,

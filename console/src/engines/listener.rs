@@ -72,7 +72,7 @@ impl Logs {
                 "engine connections refused: no free admission slot",
                 LOG_WINDOW,
             ),
-            dropped: BurstLog::new("engine connections dropped during admission", LOG_WINDOW),
+            dropped: BurstLog::new("dropped engine connections during admission", LOG_WINDOW),
             turned_away: BurstLog::new("engine connections answered and closed", LOG_WINDOW),
         }
     }
