@@ -65,8 +65,9 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
 
-    /// Directory for the engine's identity (engine.key, engine.crt), consoles.xml and the
-    /// reverse pairing record (pairing.json). Must persist across restarts.
+    /// Directory for the engine's identity (engine.pem, or engine.crt and engine.key from
+    /// earlier versions), consoles.xml and the reverse pairing record (pairing.json). Must
+    /// persist across restarts.
     #[arg(
         long,
         global = true,
