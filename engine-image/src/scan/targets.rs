@@ -3,16 +3,9 @@
 
 use std::net::IpAddr;
 
-/// At most this many hosts per job (a /16).
-pub const MAX_HOSTS: usize = 65_536;
-
-/// A syntactically classified target.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target {
-    Address(IpAddr),
-    Block { network: IpAddr, prefix: u8 },
-    Host(String),
-}
+/// Classification and its bounds are shared with the console, which checks a site's targets
+/// with the same rules when the site is created.
+pub use scan_engine_protocol::targets::{MAX_HOSTS, Target, classify};
 
 /// One host to probe.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,77 +13,6 @@ pub struct Host {
     pub address: IpAddr,
     /// The name it was given as, if any.
     pub name: Option<String>,
-}
-
-/// How much of a refused target its error message quotes. Targets come from the console and
-/// the refusal goes back to it (and into logs), so the quote is cut and escaped.
-const QUOTED_TARGET_CHARS: usize = 80;
-
-/// A target as quoted in a refusal: cut, escaped, in quotes.
-fn quoted(t: &str) -> String {
-    format!(
-        "\"{}\"",
-        scan_engine_protocol::text::printable(t, QUOTED_TARGET_CHARS)
-    )
-}
-
-/// Classifies one target string.
-pub fn classify(target: &str) -> Result<Target, String> {
-    let t = target.trim();
-    if t.is_empty() {
-        return Err("empty target".to_owned());
-    }
-    if let Some((net, prefix)) = t.split_once('/') {
-        let network: IpAddr = net.parse().map_err(|_| {
-            format!(
-                "target {}: the part before '/' is not an IP address",
-                quoted(t)
-            )
-        })?;
-        let max = if network.is_ipv4() { 32 } else { 128 };
-        let prefix: u8 = prefix
-            .parse()
-            .ok()
-            .filter(|p| *p <= max)
-            .ok_or_else(|| format!("target {}: prefix must be 0..={max}", quoted(t)))?;
-        let bits = u32::from(max - prefix);
-        if bits > MAX_HOSTS.trailing_zeros() {
-            return Err(format!(
-                "target {} holds more than {MAX_HOSTS} addresses (the largest block is /{} for \
-                 IPv4, /{} for IPv6)",
-                quoted(t),
-                32 - MAX_HOSTS.trailing_zeros(),
-                128 - MAX_HOSTS.trailing_zeros()
-            ));
-        }
-        return Ok(Target::Block { network, prefix });
-    }
-    if let Ok(a) = t.parse::<IpAddr>() {
-        return Ok(Target::Address(a));
-    }
-    // Bracketed IPv6 is an address too.
-    if let Some(inner) = t.strip_prefix('[').and_then(|s| s.strip_suffix(']'))
-        && let Ok(a) = inner.parse::<IpAddr>()
-    {
-        return Ok(Target::Address(a));
-    }
-    let valid_name = t.len() <= 253
-        && t.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-        });
-    if !valid_name {
-        return Err(format!(
-            "target {} is neither an IP address, a CIDR block nor a host name",
-            quoted(t)
-        ));
-    }
-    Ok(Target::Host(t.to_owned()))
 }
 
 /// Every address of a block, network order.
@@ -181,47 +103,6 @@ pub async fn expand(targets: &[String]) -> Result<(Vec<Host>, Vec<String>), Stri
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn classifies_targets() {
-        assert_eq!(
-            classify("10.0.0.1").unwrap(),
-            Target::Address("10.0.0.1".parse().unwrap())
-        );
-        assert_eq!(
-            classify("10.0.0.0/30").unwrap(),
-            Target::Block {
-                network: "10.0.0.0".parse().unwrap(),
-                prefix: 30
-            }
-        );
-        assert_eq!(
-            classify("db-1.example.com").unwrap(),
-            Target::Host("db-1.example.com".into())
-        );
-        assert!(classify("10.0.0.0/8").unwrap_err().contains("65536"));
-        assert!(classify("10.0.0.0/33").is_err());
-        assert!(classify("fe80::/64").is_err());
-        assert!(classify("fe80::/112").is_ok());
-        assert!(classify("bad host!").is_err());
-        assert!(classify("").is_err());
-    }
-
-    #[test]
-    fn a_refusal_quotes_the_target_cut_and_escaped_once() {
-        // Found by the scan_targets fuzz target: a refusal used to quote a hostile target
-        // twice with every control character spelled out, many times its own size.
-        let hostile = format!("{}/1", ":\u{1d}".repeat(5_000));
-        let message = classify(&hostile).unwrap_err();
-        assert!(message.len() < 1_200, "{} bytes", message.len());
-        assert!(!message.contains('\u{1d}'), "{message}");
-        assert!(message.contains("\\u{1d}"), "{message}");
-        let plain = classify("lab host").unwrap_err();
-        assert_eq!(
-            plain,
-            "target \"lab host\" is neither an IP address, a CIDR block nor a host name"
-        );
-    }
 
     #[test]
     fn blocks_expand_to_all_their_addresses() {
