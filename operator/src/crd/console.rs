@@ -156,7 +156,10 @@ pub struct ExternalConsole {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_bundle_ref: Option<CaBundleRef>,
 
-    /// Skip verification of the console's API certificate. Only for tests and demos.
+    /// Skip verification of the console's API certificate. Only for tests and demos: whoever
+    /// can intercept the connection reads the API password and the pairing shared secret. While
+    /// set, the Console carries the warning condition `InsecureTls` (True, reason
+    /// `InsecureSkipTlsVerify`) and gets a Warning event of that reason.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub insecure_skip_tls_verify: Option<bool>,
 
@@ -259,7 +262,10 @@ pub struct ConsoleStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shared_secret: Option<SharedSecretStatus>,
 
-    /// Conditions: Ready, ApiReachable, SharedSecretReady.
+    /// Conditions: Ready, ApiReachable, SharedSecretReady; InsecureTls (True, reason
+    /// InsecureSkipTlsVerify) only while spec.external.insecureSkipTlsVerify is set. A Ready
+    /// reason of OwnershipConflict names a same-named object the operator did not make and
+    /// leaves alone.
     #[serde(default)]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,

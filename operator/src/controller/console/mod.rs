@@ -266,7 +266,20 @@ async fn write_status(
         crate::crd::conditions::is_true(&s.conditions, crate::crd::conditions::READY)
     });
     let is_ready = crate::crd::conditions::is_true(&new.conditions, crate::crd::conditions::READY);
+    let warned = console.status.as_ref().is_some_and(|s| {
+        crate::crd::conditions::find(&s.conditions, status::INSECURE_TLS).is_some()
+    });
     apply_status(&ctx.client, console, &new).await?;
+    if !warned && let Some(warning) = status::insecure_tls(console) {
+        ctx.event(
+            console,
+            EventType::Warning,
+            status::INSECURE_SKIP_TLS_VERIFY,
+            "Connect",
+            warning.message,
+        )
+        .await;
+    }
     if was_ready != is_ready {
         let (type_, reason) = if is_ready {
             (EventType::Normal, "Ready")

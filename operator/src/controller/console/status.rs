@@ -11,6 +11,31 @@ pub const API_REACHABLE: &str = "ApiReachable";
 pub const SHARED_SECRET_READY: &str = "SharedSecretReady";
 /// Only while a Console is deleted: why it has not gone yet ([`super::cleanup`]).
 pub const CLEANUP: &str = "ConsoleCleanup";
+/// A warning, present (True) only while `spec.external.insecureSkipTlsVerify` is set.
+pub const INSECURE_TLS: &str = "InsecureTls";
+/// Reason of [`INSECURE_TLS`], and of the Warning event when it appears.
+pub const INSECURE_SKIP_TLS_VERIFY: &str = "InsecureSkipTlsVerify";
+
+/// Whether the operator skips verifying this console's API certificate.
+pub fn skips_tls_verify(console: &Console) -> bool {
+    console
+        .spec
+        .external
+        .as_ref()
+        .and_then(|e| e.insecure_skip_tls_verify)
+        .unwrap_or(false)
+}
+
+/// The warning condition of a Console whose certificate is not verified, if it is one.
+pub fn insecure_tls(console: &Console) -> Option<Cond> {
+    skips_tls_verify(console).then(|| {
+        Cond::true_(
+            INSECURE_TLS,
+            INSECURE_SKIP_TLS_VERIFY,
+            "spec.external.insecureSkipTlsVerify is set: the console's API certificate is not verified, so whoever can intercept the connection can read the API password and the pairing shared secret. Set spec.external.caBundle or caBundleRef instead",
+        )
+    })
+}
 
 /// What the reconcile learned about a console.
 #[derive(Clone, Debug, Default)]
@@ -118,7 +143,15 @@ pub fn compute(console: &Console, o: &Observed, now: Timestamp) -> ConsoleStatus
         certificate_fingerprint: fingerprint,
         engines: o.engines.as_deref().map(count).or(previous.engines.clone()),
         shared_secret: o.shared_secret.clone().or(previous.shared_secret.clone()),
-        conditions: conditions::merge(&previous.conditions, &[ready, api, secret], generation, now),
+        conditions: conditions::merge(
+            &previous.conditions,
+            &[ready, api, secret]
+                .into_iter()
+                .chain(insecure_tls(console))
+                .collect::<Vec<_>>(),
+            generation,
+            now,
+        ),
     }
 }
 
@@ -135,6 +168,31 @@ pub fn changed(old: Option<&ConsoleStatus>, new: &ConsoleStatus) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn skipping_tls_verification_is_a_warning_condition() {
+        let mut console = Console::new("corp", crate::crd::console::ConsoleSpec::default());
+        console.spec.external = Some(crate::crd::console::ExternalConsole {
+            url: "https://console.example.com:3780".into(),
+            insecure_skip_tls_verify: Some(true),
+            ..Default::default()
+        });
+        let now = Timestamp::UNIX_EPOCH;
+        let status = compute(&console, &Observed::default(), now);
+        let warning = conditions::find(&status.conditions, INSECURE_TLS);
+        assert_eq!(warning.map(|c| c.status.as_str()), Some("True"));
+        assert_eq!(
+            warning.map(|c| c.reason.as_str()),
+            Some(INSECURE_SKIP_TLS_VERIFY)
+        );
+        // With a CA bundle instead: no such condition.
+        if let Some(e) = console.spec.external.as_mut() {
+            e.insecure_skip_tls_verify = None;
+            e.ca_bundle = Some("PEM".into());
+        }
+        let status = compute(&console, &Observed::default(), now);
+        assert!(conditions::find(&status.conditions, INSECURE_TLS).is_none());
+    }
 
     #[test]
     fn counts_by_state() {

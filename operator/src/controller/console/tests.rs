@@ -217,7 +217,8 @@ async fn shared_secret_is_renewed_before_expiry() {
         )
         .apply("/api/v1", NS, "secrets", "main-console-shared-secret")
         .event(NS);
-    let s = status_patch(s, &c).event(NS);
+    // Its status, the warning about the unverified certificate, then Ready.
+    let s = status_patch(s, &c).event(NS).event(NS);
     let (result, seen) = drive(
         reconcile(Arc::new(c), context(client, &fake)),
         s.run(handle),
@@ -237,6 +238,15 @@ async fn shared_secret_is_renewed_before_expiry() {
     );
     let status = &seen[4].body["status"];
     assert_eq!(status["type"], "External");
+    let warning = status["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "InsecureTls"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(warning["status"], "True");
+    assert_eq!(warning["reason"], "InsecureSkipTlsVerify");
+    assert_eq!(seen[5].body["type"], "Warning");
+    assert_eq!(seen[5].body["reason"], "InsecureSkipTlsVerify");
     assert_eq!(status["engineListenerAddress"], "console.example.com:40815");
     assert!(
         fake.state()
