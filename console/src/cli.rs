@@ -26,7 +26,8 @@ pub enum LogFormat {
 )]
 pub struct Cli {
     /// Directory of the SQLite database (`console.db`), the engine-communication identity
-    /// (`console.pem`, or `console.key` and `console.crt` from earlier versions) and a generated API certificate (`api.key`, `api.crt`).
+    /// (`console.pem`, or `console.key` and `console.crt` from earlier versions) and a generated
+    /// API certificate (`api.key`, `api.crt`).
     #[arg(
         long,
         env = "SECURITY_CONSOLE_DATA_DIR",
