@@ -302,6 +302,25 @@ async fn a_paired_engine_that_stops_reading_does_not_hang_refreshes() {
         );
     }
     println!("the console stopped reading after {seq} pings");
+    // It still works through the pings it took; it is stuck once it has been writing pongs
+    // for a while without recording any contact.
+    let engine_path = format!("/api/3/scan_engines/{engine_id}");
+    let mut last = serde_json::Value::Null;
+    let mut unchanged = 0;
+    while unchanged < 4 {
+        assert!(
+            flooded.elapsed() < Duration::from_secs(120),
+            "the console kept recording the engine's pings"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = console.get(&engine_path).await["lastRefreshedDate"].clone();
+        unchanged = if now == last { unchanged + 1 } else { 0 };
+        last = now;
+    }
+    println!(
+        "the console was stuck writing {:?} after the flood began",
+        flooded.elapsed()
+    );
 
     // Refreshes (more than the session's command queue holds) all answer in bounded time.
     let path = format!("/api/3/scan_engines/{engine_id}/refresh");
