@@ -1,5 +1,5 @@
 //! Keeping what peers control out of the logs in bulk: strings cut and escaped before they are
-//! logged, and warnings about refused peers at most once per interval.
+//! logged (the protocol's rule), and warnings about refused peers at most once per interval.
 //!
 //! Both are a few lines; a crate (`governor` for rate limits) would bring far more than the one
 //! "at most every N seconds, with a count of what was held back" this engine needs.
@@ -15,37 +15,11 @@ use std::{
 /// How many characters of a peer-supplied string are logged.
 pub const LOGGED_CHARS: usize = 128;
 
-/// `text` cut to `max` characters (with `…` when cut) and escaped so that it stays on one line
-/// and cannot forge log lines or reorder what a terminal shows: control characters and Unicode
-/// direction overrides come out as Rust escapes (`\n`, `\u{1b}`, `\u{202e}`).
+/// `text` cut to `max` characters and escaped so that it stays on one line and cannot forge log
+/// lines or reorder what a terminal shows: the protocol's one rule for showing what a peer sent
+/// ([`scan_engine_protocol::text::printable`]), shared by console and engine.
 pub fn cut(text: &str, max: usize) -> String {
-    let mut out = String::new();
-    let mut chars = text.chars();
-    for c in chars.by_ref().take(max) {
-        if c.is_control() || is_invisible_format(c) {
-            out.push_str(&escape(c));
-        } else {
-            out.push(c);
-        }
-    }
-    if chars.next().is_some() {
-        out.push('…');
-    }
-    out
-}
-
-fn escape(c: char) -> String {
-    match c {
-        '\n' => "\\n".to_owned(),
-        '\r' => "\\r".to_owned(),
-        '\t' => "\\t".to_owned(),
-        c => format!("\\u{{{:x}}}", u32::from(c)),
-    }
-}
-
-/// Zero-width and bidirectional formatting characters.
-fn is_invisible_format(c: char) -> bool {
-    matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
+    scan_engine_protocol::text::printable(text, max)
 }
 
 /// [`cut`] to [`LOGGED_CHARS`].
@@ -95,13 +69,13 @@ mod tests {
     #[test]
     fn cut_bounds_and_escapes() {
         assert_eq!(cut("1.2.3", 10), "1.2.3");
-        assert_eq!(cut("abcdef", 3), "abc…");
+        assert_eq!(cut("abcdef", 3), "abc...(3 more bytes)");
         assert_eq!(
             cut("a\nb\"c\u{1b}[31m\u{202e}", 20),
-            "a\\nb\"c\\u{1b}[31m\\u{202e}"
+            "a\\nb\\\"c\\u{1b}[31m\\u{202e}"
         );
         let huge = "x".repeat(900 * 1024);
-        assert!(for_log(&huge).len() <= LOGGED_CHARS + '…'.len_utf8());
+        assert!(for_log(&huge).len() <= LOGGED_CHARS + 32);
     }
 
     #[test]

@@ -212,14 +212,13 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Paging {
 /// At most this much of a client's value is quoted back in an error.
 const QUOTE_MAX: usize = 40;
 
-/// A client-supplied value for an error message: cut to [`QUOTE_MAX`] characters and escaped.
+/// A client-supplied value for an error message: cut to [`QUOTE_MAX`] characters and escaped
+/// (the protocol's one rule for showing what a peer sent), in quotes.
 pub fn quote(value: &str) -> String {
-    let cut: String = value.chars().take(QUOTE_MAX).collect();
-    if cut.len() < value.len() {
-        format!("{cut:?}…")
-    } else {
-        format!("{cut:?}")
-    }
+    format!(
+        "\"{}\"",
+        scan_engine_protocol::text::printable(value, QUOTE_MAX)
+    )
 }
 
 impl Paging {
