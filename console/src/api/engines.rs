@@ -68,6 +68,10 @@ pub async fn get(State(app): State<App>, Path(id): Path<String>) -> ApiResult {
 /// Adds a console-to-engine engine and starts dialing it.
 pub async fn create(State(app): State<App>, body: Body) -> ApiResult {
     let name = required_text(body.string("name")?, "name")?;
+    // The same rule the session protocol holds engines' names to: an engine added here greets
+    // the console with this name, and the name is shown in the API, pages and statuses.
+    scan_engine_protocol::text::check_name(&name)
+        .map_err(|why| ApiError::bad_request(format!("name {why}")))?;
     let address = required_text(body.string("address")?, "address")?;
     if address.chars().any(char::is_whitespace) {
         return Err(ApiError::bad_request(

@@ -374,6 +374,15 @@ async fn bad_input_is_a_400_naming_the_field() {
         (json!({"name": "n", "address": "a", "port": 70000}), "port"),
         (json!({"name": "n", "address": "a", "port": "x"}), "port"),
         (json!({"name": 5, "address": "a"}), "name"),
+        // Names engines could never greet the console with.
+        (
+            json!({"name": "<script>", "address": "a", "port": 1}),
+            "name",
+        ),
+        (
+            json!({"name": "x".repeat(321), "address": "a", "port": 1}),
+            "name",
+        ),
         (json!(["not", "an", "object"]), "JSON object"),
     ];
     for (body, field) in cases {
