@@ -132,10 +132,11 @@ impl ApiError {
 
 impl From<crate::error::Error> for ApiError {
     fn from(e: crate::error::Error) -> Self {
+        // The cause (a database path, an I/O error) is for the console's log, not for a client.
         tracing::error!(error = %e, "API request failed");
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
-            format!("internal error: {e}"),
+            "internal error: the console's log has the cause",
         )
     }
 }

@@ -797,3 +797,21 @@ async fn a_site_the_engine_could_never_scan_is_refused_when_created() {
     .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
 }
+
+#[tokio::test]
+async fn an_internal_error_tells_the_client_nothing_of_its_cause() {
+    use axum::response::IntoResponse as _;
+    let cause = crate::error::Error::Config("/var/lib/security-console/console.db: locked".into());
+    let response = super::ApiError::from(cause).into_response();
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    let bytes = axum::body::to_bytes(response.into_body(), 4096)
+        .await
+        .unwrap();
+    let v: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_error(
+        &v,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "the console's log has the cause",
+    );
+    assert!(!v.to_string().contains("console.db"), "{v}");
+}
