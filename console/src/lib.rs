@@ -21,5 +21,5 @@ pub mod tls;
 
 pub use error::{Error, Result};
 
-#[cfg(test)]
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;

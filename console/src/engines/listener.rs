@@ -56,7 +56,7 @@ pub const FIRST_MESSAGE_DEADLINE: Duration = Duration::from_secs(5);
 const LOG_WINDOW: Duration = Duration::from_secs(10);
 
 /// The burst-limited logs of one listener.
-struct Logs {
+pub struct Logs {
     /// No slot was free.
     refused: BurstLog,
     /// Admission failed (TLS, deadline, malformed or invalid messages).
@@ -65,8 +65,14 @@ struct Logs {
     turned_away: BurstLog,
 }
 
+impl Default for Logs {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Logs {
-    fn new() -> Self {
+    pub fn new() -> Self {
         Self {
             refused: BurstLog::new(
                 "engine connections refused: no free admission slot",
@@ -154,7 +160,7 @@ async fn run(app: &App, session: &mut Session, engine_id: i64, peer: SocketAddr)
 
 /// Why a connection was dropped during admission.
 #[derive(Debug, thiserror::Error)]
-enum Dropped {
+pub enum Dropped {
     #[error(transparent)]
     Protocol(#[from] scan_engine_protocol::Error),
     #[error(transparent)]
@@ -172,30 +178,60 @@ async fn admit(
     peer: SocketAddr,
     logs: &Logs,
 ) -> Result<Option<(Session, i64)>, Dropped> {
+    let first_deadline = FIRST_MESSAGE_DEADLINE.min(app.settings.handshake_timeout);
+    let accepted = tokio::time::Instant::now();
+    let tls = Session::accept(tcp, acceptor, first_deadline);
+    let session = tokio::time::timeout(first_deadline, tls)
+        .await
+        .map_err(|_| greeting_too_late(first_deadline))??;
+    admit_session(app, session, peer, logs, accepted).await
+}
+
+/// The whole admission of one connection, from its accept to the decision.
+fn admission_bound(app: &App) -> Duration {
+    let timeout = app.settings.handshake_timeout;
+    timeout + PAIR_REQUEST_WAIT + FIRST_MESSAGE_DEADLINE.min(timeout)
+}
+
+fn greeting_too_late(deadline: Duration) -> Dropped {
+    Dropped::Other(format!(
+        "no TLS handshake and greeting within {}",
+        humantime::format_duration(deadline)
+    ))
+}
+
+fn admission_too_late(bound: Duration) -> Dropped {
+    Dropped::Other(format!(
+        "admission took longer than {}",
+        humantime::format_duration(bound)
+    ))
+}
+
+/// Admits an authenticated session (the TLS handshake is done; `accepted` is when the
+/// connection was accepted, the greeting deadline and the admission bound count from then):
+/// the `Hello` exchange and the decision. `Some((session, engine id))` when the session may
+/// stay open, `None` when it was answered and closed (the reason is logged in `logs`), `Err`
+/// when it was dropped.
+pub async fn admit_session(
+    app: &App,
+    mut session: Session,
+    peer: SocketAddr,
+    logs: &Logs,
+    accepted: tokio::time::Instant,
+) -> Result<Option<(Session, i64)>, Dropped> {
     let timeout = app.settings.handshake_timeout;
     let first_deadline = FIRST_MESSAGE_DEADLINE.min(timeout);
     let run = async {
-        // The handshake and the peer's Hello, within one short deadline.
-        let greeting = async {
-            let mut session = Session::accept(tcp, acceptor, first_deadline).await?;
-            let hello = session
-                .exchange_hello(
-                    Role::Console,
-                    &app.settings.product_version,
-                    &app.settings.console_name,
-                    first_deadline,
-                )
-                .await?;
-            Ok::<_, Dropped>((session, hello))
-        };
-        let (mut session, hello) = tokio::time::timeout(first_deadline, greeting)
+        // The peer's Hello, within the short deadline that started at the accept.
+        let greeting = session.exchange_hello(
+            Role::Console,
+            &app.settings.product_version,
+            &app.settings.console_name,
+            first_deadline,
+        );
+        let hello = tokio::time::timeout_at(accepted + first_deadline, greeting)
             .await
-            .map_err(|_| {
-                Dropped::Other(format!(
-                    "no TLS handshake and greeting within {}",
-                    humantime::format_duration(first_deadline)
-                ))
-            })??;
+            .map_err(|_| greeting_too_late(first_deadline))??;
         if hello.role != Role::Engine {
             return Err(Dropped::Other(
                 "the peer does not say it is an engine".into(),
@@ -313,12 +349,10 @@ async fn admit(
         }
     };
     // Bounds the whole admission, not only each step, against a peer that trickles bytes.
-    match tokio::time::timeout(timeout + PAIR_REQUEST_WAIT + first_deadline, run).await {
+    let bound = admission_bound(app);
+    match tokio::time::timeout_at(accepted + bound, run).await {
         Ok(r) => r,
-        Err(_) => Err(Dropped::Other(format!(
-            "admission took longer than {}",
-            humantime::format_duration(timeout + PAIR_REQUEST_WAIT + first_deadline)
-        ))),
+        Err(_) => Err(admission_too_late(bound)),
     }
 }
 
