@@ -17,7 +17,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use scan_engine_protocol::{
-    Message,
+    Fingerprint, Message,
     admission::{BurstLog, Limits, Slot, Slots},
     messages::Role,
     session::Session,
@@ -26,7 +26,7 @@ use scan_engine_protocol::{
 };
 use tokio::{
     net::{TcpListener, TcpStream},
-    sync::Semaphore,
+    sync::{OwnedSemaphorePermit, Semaphore},
 };
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
@@ -52,14 +52,20 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 const LOG_WINDOW: Duration = Duration::from_secs(10);
 
 /// The burst-limited logs of the listener.
-struct Logs {
+pub struct Logs {
     refused: BurstLog,
     dropped: BurstLog,
     turned_away: BurstLog,
 }
 
+impl Default for Logs {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Logs {
-    fn new() -> Self {
+    pub fn new() -> Self {
         Self {
             refused: BurstLog::new("console connections refused: no free slot", LOG_WINDOW),
             dropped: BurstLog::new(
@@ -168,117 +174,159 @@ impl Connection<'_> {
             logs,
             sessions,
         } = self;
-        let greeting = async {
-            let mut session = Session::accept(tcp, &acceptor, FIRST_MESSAGE_DEADLINE)
-                .await
-                .context("TLS handshake failed")?;
-            let hello = session
-                .exchange_hello(
-                    Role::Engine,
-                    &ctx.product_version,
-                    &ctx.name,
-                    FIRST_MESSAGE_DEADLINE,
-                )
-                .await
-                .context("greeting failed")?;
-            anyhow::Ok((session, hello))
-        };
-        let (mut session, hello) = tokio::time::timeout(FIRST_MESSAGE_DEADLINE, greeting)
+        let accepted = tokio::time::Instant::now();
+        let tls = Session::accept(tcp, &acceptor, FIRST_MESSAGE_DEADLINE);
+        let session = tokio::time::timeout(FIRST_MESSAGE_DEADLINE, tls)
             .await
-            .map_err(|_| {
-                anyhow::anyhow!("no TLS handshake and greeting within {FIRST_MESSAGE_DEADLINE:?}")
-            })??;
-        let fingerprint = session.peer_fingerprint().clone();
-        if hello.role != Role::Console {
-            anyhow::bail!(
-                "peer {fingerprint} greeted as {:?}, not as a console",
-                hello.role
-            );
-        }
-        if !compatible(&hello.product_version, &ctx.product_version) {
-            // The Hello passed the protocol's check: its version is short and plain.
-            logs.turned_away.record(
-                peer.ip(),
-                &format_args!(
-                    "console {fingerprint} runs product version {}, this engine {}; answered \
-                     incompatible",
-                    hello.product_version, ctx.product_version
-                ),
-            );
-            let _ = session
-                .send(Message::Incompatible {
-                    console_version: hello.product_version.clone(),
-                    engine_version: ctx.product_version.clone(),
-                })
-                .await;
-            session.close().await;
+            .map_err(|_| greeting_too_late())?
+            .context("TLS handshake failed")?;
+        let Some(admitted) = admit(&ctx, session, peer, logs, &sessions, accepted).await? else {
             return Ok(None);
-        }
-        let seen = Seen {
-            address: Some(peer.ip().to_string()),
-            port: Some(peer.port()),
-            cert_pem: Some(session.peer_cert_pem()),
         };
-        match ctx.trust.decide(&fingerprint, seen) {
-            Decision::Pending { id, newly_added } => {
-                if newly_added {
-                    tracing::warn!(
-                        console = %fingerprint,
-                        console_name = %hello.name,
-                        console_id = id,
-                        file = %ctx.trust.path().display(),
-                        "new console recorded with enabled=\"0\": pending authorization. To pair, \
-                         set enabled=\"1\" on its entry and restart the engine (or start it with \
-                         --trusted-console-fingerprint)"
-                    );
-                } else {
-                    logs.turned_away.record(
-                        peer.ip(),
-                        &format_args!(
-                            "console {fingerprint} is not enabled in consoles.xml: pending \
-                             authorization"
-                        ),
-                    );
-                }
-                session.send(Message::PendingAuthorization).await?;
-                session.close().await;
+        let Admitted {
+            session,
+            id,
+            permit,
+            fingerprint,
+        } = admitted;
+        drop(slot);
+        let ended = session::serve(
+            session,
+            session::Options {
+                ping_interval: None,
+                idle_timeout: IDLE_TIMEOUT,
+                max_scan_concurrency: ctx.max_scan_concurrency,
+            },
+            shutdown,
+        )
+        .await;
+        drop(permit);
+        match ended {
+            Ok(ended) => Ok(Some(format!("session ended: {ended:?}"))),
+            Err(e) => {
+                tracing::warn!(console = %fingerprint, console_id = id, "session lost: {e}");
                 Ok(None)
             }
-            Decision::Accept { id } => {
-                let Ok(permit) = sessions.try_acquire_owned() else {
-                    session.close().await;
-                    anyhow::bail!(
-                        "console {fingerprint} is enabled, but {MAX_SESSIONS} sessions are \
-                         already open"
-                    );
-                };
-                session.send(Message::Accepted).await?;
-                drop(slot);
-                tracing::info!(
+        }
+    }
+}
+
+fn greeting_too_late() -> anyhow::Error {
+    anyhow::anyhow!("no TLS handshake and greeting within {FIRST_MESSAGE_DEADLINE:?}")
+}
+
+/// A console answered `Accepted`: its session, to be served while `permit` is held.
+#[derive(Debug)]
+pub struct Admitted {
+    pub session: Session,
+    /// The console's id in the trust list.
+    pub id: u64,
+    /// One of the listener's [`MAX_SESSIONS`] session slots.
+    pub permit: OwnedSemaphorePermit,
+    pub fingerprint: Fingerprint,
+}
+
+/// Admits an authenticated session (the TLS handshake is done; `accepted` is when the
+/// connection was accepted, the greeting deadline counts from then): the `Hello` exchange, the
+/// version check and the trust decision. `Ok(Some)` when the console was answered `Accepted`
+/// (its session is to be served), `Ok(None)` when it was answered and closed (logged per burst
+/// in `logs`), `Err` when the connection was dropped.
+pub async fn admit(
+    ctx: &Context,
+    mut session: Session,
+    peer: SocketAddr,
+    logs: &Logs,
+    sessions: &Arc<Semaphore>,
+    accepted: tokio::time::Instant,
+) -> anyhow::Result<Option<Admitted>> {
+    let greeting = session.exchange_hello(
+        Role::Engine,
+        &ctx.product_version,
+        &ctx.name,
+        FIRST_MESSAGE_DEADLINE,
+    );
+    let hello = tokio::time::timeout_at(accepted + FIRST_MESSAGE_DEADLINE, greeting)
+        .await
+        .map_err(|_| greeting_too_late())?
+        .context("greeting failed")?;
+
+    let fingerprint = session.peer_fingerprint().clone();
+    if hello.role != Role::Console {
+        anyhow::bail!(
+            "peer {fingerprint} greeted as {:?}, not as a console",
+            hello.role
+        );
+    }
+    if !compatible(&hello.product_version, &ctx.product_version) {
+        // The Hello passed the protocol's check: its version is short and plain.
+        logs.turned_away.record(
+            peer.ip(),
+            &format_args!(
+                "console {fingerprint} runs product version {}, this engine {}; answered \
+                 incompatible",
+                hello.product_version, ctx.product_version
+            ),
+        );
+        let _ = session
+            .send(Message::Incompatible {
+                console_version: hello.product_version.clone(),
+                engine_version: ctx.product_version.clone(),
+            })
+            .await;
+        session.close().await;
+        return Ok(None);
+    }
+    let seen = Seen {
+        address: Some(peer.ip().to_string()),
+        port: Some(peer.port()),
+        cert_pem: Some(session.peer_cert_pem()),
+    };
+    match ctx.trust.decide(&fingerprint, seen) {
+        Decision::Pending { id, newly_added } => {
+            if newly_added {
+                tracing::warn!(
                     console = %fingerprint,
                     console_name = %hello.name,
                     console_id = id,
-                    "console accepted; session open"
+                    file = %ctx.trust.path().display(),
+                    "new console recorded with enabled=\"0\": pending authorization. To pair, \
+                     set enabled=\"1\" on its entry and restart the engine (or start it with \
+                     --trusted-console-fingerprint)"
                 );
-                let ended = session::serve(
-                    session,
-                    session::Options {
-                        ping_interval: None,
-                        idle_timeout: IDLE_TIMEOUT,
-                        max_scan_concurrency: ctx.max_scan_concurrency,
-                    },
-                    shutdown,
-                )
-                .await;
-                drop(permit);
-                match ended {
-                    Ok(ended) => Ok(Some(format!("session ended: {ended:?}"))),
-                    Err(e) => {
-                        tracing::warn!(console = %fingerprint, console_id = id, "session lost: {e}");
-                        Ok(None)
-                    }
-                }
+            } else {
+                logs.turned_away.record(
+                    peer.ip(),
+                    &format_args!(
+                        "console {fingerprint} is not enabled in consoles.xml: pending \
+                         authorization"
+                    ),
+                );
             }
+            session.send(Message::PendingAuthorization).await?;
+            session.close().await;
+            Ok(None)
+        }
+        Decision::Accept { id } => {
+            let Ok(permit) = sessions.clone().try_acquire_owned() else {
+                session.close().await;
+                anyhow::bail!(
+                    "console {fingerprint} is enabled, but {MAX_SESSIONS} sessions are already \
+                     open"
+                );
+            };
+            session.send(Message::Accepted).await?;
+            tracing::info!(
+                console = %fingerprint,
+                console_name = %hello.name,
+                console_id = id,
+                "console accepted; session open"
+            );
+            Ok(Some(Admitted {
+                session,
+                id,
+                permit,
+                fingerprint,
+            }))
         }
     }
 }
