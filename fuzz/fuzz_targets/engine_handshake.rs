@@ -133,7 +133,7 @@ async fn run(crowded: bool, script: Vec<peer::Connection>) {
     let bound = FIRST_MESSAGE_DEADLINE + 2 * SEND_TIMEOUT;
     for conn in &script {
         let fp = fingerprint(&conn.who);
-        let (result, answers) = peer::play(conn, &wire, |session| async {
+        let (result, answers) = peer::play(conn, &wire, None, |session| async {
             let started = tokio::time::Instant::now();
             let r = standard::admit(&ctx, session, conn.peer, &logs, &sessions, started).await;
             let took = started.elapsed();
@@ -192,7 +192,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(crowded) = u.ratio(1, 4) else {
         return;
     };
-    let Ok(script) = peer::script(&mut u, KNOWN) else {
+    let Ok(script) = peer::script(&mut u, KNOWN, Role::Console) else {
         return;
     };
     peer::block_on(run(crowded, script));

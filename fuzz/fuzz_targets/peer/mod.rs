@@ -34,6 +34,8 @@ pub const MAX_CONNECTIONS: usize = 8;
 pub const MAX_FRAMES: usize = 8;
 /// Raw bytes in one write (above the pre-authentication bound, below the pipe's room).
 pub const MAX_RAW: usize = 6 * 1024;
+/// Seconds one pause lasts at most: past every admission deadline.
+pub const MAX_PAUSE: u8 = 12;
 /// Room in the in-memory pipe, each way.
 const PIPE: usize = 64 * 1024;
 
@@ -83,6 +85,8 @@ pub enum Version {
 pub enum Name {
     /// The name of one of the side's known peers.
     Known(u8),
+    /// A plain name no one holds yet.
+    Fresh(u8),
     Bytes(String),
 }
 
@@ -136,23 +140,25 @@ fn text(u: &mut Unstructured<'_>, max: usize) -> Result<String> {
     Ok(String::from_utf8_lossy(bytes).into_owned())
 }
 
-fn frame(u: &mut Unstructured<'_>) -> Result<Frame> {
+fn frame(u: &mut Unstructured<'_>, peer_role: Role) -> Result<Frame> {
     Ok(match u.int_in_range(0..=9u8)? {
         0..=2 => Frame::Hello {
             role: if u.ratio(7, 8)? {
-                Role::Engine
-            } else {
+                peer_role
+            } else if peer_role == Role::Engine {
                 Role::Console
+            } else {
+                Role::Engine
             },
             version: match u.int_in_range(0..=5u8)? {
                 0..=3 => Version::Right,
                 4 => Version::Wrong,
                 _ => Version::Bytes(text(u, 64)?),
             },
-            name: if u.ratio(1, 2)? {
-                Name::Known(u.int_in_range(0..=3)?)
-            } else {
-                Name::Bytes(text(u, 96)?)
+            name: match u.int_in_range(0..=3u8)? {
+                0 => Name::Known(u.int_in_range(0..=3)?),
+                1 => Name::Fresh(u.int_in_range(0..=3)?),
+                _ => Name::Bytes(text(u, 96)?),
             },
         },
         3..=4 => Frame::PairRequest(match u.int_in_range(0..=3u8)? {
@@ -165,14 +171,15 @@ fn frame(u: &mut Unstructured<'_>) -> Result<Frame> {
             let len = u.int_in_range(0..=MAX_RAW)?;
             Frame::Raw(u.bytes(len.min(u.len()))?.to_vec())
         }
-        8 => Frame::Pause(u.arbitrary()?),
+        8 => Frame::Pause(u.int_in_range(0..=MAX_PAUSE)?),
         _ => Frame::Close,
     })
 }
 
-/// Decodes a script: at most [`MAX_CONNECTIONS`] connections of at most [`MAX_FRAMES`] frames.
-/// `known` is how many known identities the side has.
-pub fn script(u: &mut Unstructured<'_>, known: u8) -> Result<Vec<Connection>> {
+/// Decodes a script: at most [`MAX_CONNECTIONS`] connections of at most [`MAX_FRAMES`] frames
+/// (after an optional well-formed greeting).
+/// `known` is how many known identities the side has, `peer_role` the role its peers have.
+pub fn script(u: &mut Unstructured<'_>, known: u8, peer_role: Role) -> Result<Vec<Connection>> {
     let mut conns = Vec::new();
     let n = u.int_in_range(1..=MAX_CONNECTIONS)?;
     for _ in 0..n {
@@ -186,9 +193,21 @@ pub fn script(u: &mut Unstructured<'_>, known: u8) -> Result<Vec<Connection>> {
             u.int_in_range(40000..=40003)?,
         ));
         let count = u.int_in_range(0..=MAX_FRAMES)?;
-        let mut frames = Vec::with_capacity(count);
+        let mut frames = Vec::with_capacity(count + 1);
+        // Most connections greet properly first, so that the fuzzer reaches the decisions.
+        if u.ratio(3, 4)? {
+            frames.push(Frame::Hello {
+                role: peer_role,
+                version: Version::Right,
+                name: if u.ratio(1, 2)? {
+                    Name::Fresh(u.int_in_range(0..=3)?)
+                } else {
+                    Name::Known(u.int_in_range(0..=3)?)
+                },
+            });
+        }
         for _ in 0..count {
-            frames.push(frame(u)?);
+            frames.push(frame(u, peer_role)?);
         }
         conns.push(Connection { who, peer, frames });
         if u.is_empty() {
@@ -222,6 +241,7 @@ impl Wire<'_> {
                 },
                 name: match name {
                     Name::Known(i) => self.names[*i as usize % self.names.len()].clone(),
+                    Name::Fresh(i) => format!("fresh-engine-{i}"),
                     Name::Bytes(s) => s.clone(),
                 },
             },
@@ -253,9 +273,17 @@ pub struct Answers {
 
 /// Plays `conn` against `serve` (which owns the server end of the pipe, wrapped in a session
 /// presenting the connection's certificate): writes the frames, reads the answers until end of
-/// file. Every answer must fit the pre-authentication bound: the peer is not admitted yet
+/// file. With `tick`, a task wakes every `tick` of the paused clock during the play, so the
+/// clock moves by at most about that much whenever everything waits on something outside the
+/// runtime (the console's database writer thread) instead of jumping to the next deadline.
+/// Every answer must fit the pre-authentication bound: the peer is not admitted yet
 /// while the side answers it (the target drops the session at admission).
-pub async fn play<F, Fut, R>(conn: &Connection, wire: &Wire<'_>, serve: F) -> (R, Answers)
+pub async fn play<F, Fut, R>(
+    conn: &Connection,
+    wire: &Wire<'_>,
+    tick: Option<Duration>,
+    serve: F,
+) -> (R, Answers)
 where
     F: FnOnce(Session) -> Fut,
     Fut: Future<Output = R>,
@@ -296,8 +324,24 @@ where
         }
         answers
     };
-    let (result, _open, answers) = tokio::join!(serve(session), writer, reader);
-    (result, answers)
+    let all = async {
+        let (result, _open, answers) = tokio::join!(serve(session), writer, reader);
+        (result, answers)
+    };
+    match tick {
+        None => all.await,
+        Some(tick) => {
+            let ticker = async {
+                loop {
+                    tokio::time::sleep(tick).await;
+                }
+            };
+            tokio::select! {
+                done = all => done,
+                _ = ticker => unreachable!("the ticker never ends"),
+            }
+        }
+    }
 }
 
 /// Runs `f` on the target's runtime.
