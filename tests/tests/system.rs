@@ -13,26 +13,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{Console, Engine, Mode, eventually, secret_file};
+use common::{Console, Engine, Mode, eventually, reverse_engine, secret_file};
 use scan_engine_tests::{TestLogs, free_port};
 use serde_json::{Value, json};
 
 fn logs() -> TestLogs {
     TestLogs::for_current_test()
-}
-
-/// A reverse engine paired with `console` using a fresh shared secret.
-async fn reverse_engine(logs: &TestLogs, console: &Console, name: &str) -> Engine {
-    let secret = console.shared_secret().await;
-    let file = secret_file(logs, &format!("{name}-secret"), &secret);
-    Engine::start(
-        logs,
-        name,
-        Mode::Reverse {
-            console: console.engine_listen,
-            secret_file: Some(file),
-        },
-    )
 }
 
 #[tokio::test(flavor = "multi_thread")]

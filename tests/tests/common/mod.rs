@@ -410,3 +410,17 @@ impl Console {
             .basic_auth("admin", Some(PASSWORD))
     }
 }
+
+/// A reverse engine paired with `console` using a fresh shared secret.
+pub async fn reverse_engine(logs: &TestLogs, console: &Console, name: &str) -> Engine {
+    let secret = console.shared_secret().await;
+    let file = secret_file(logs, &format!("{name}-secret"), &secret);
+    Engine::start(
+        logs,
+        name,
+        Mode::Reverse {
+            console: console.engine_listen,
+            secret_file: Some(file),
+        },
+    )
+}

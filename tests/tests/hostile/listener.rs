@@ -22,7 +22,7 @@ use tokio::{
     task::JoinHandle,
 };
 
-use crate::common::{Console, Engine, Mode, eventually, secret_file};
+use crate::common::{Console, Engine, Mode, eventually, reverse_engine};
 
 const ATTACKER: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -48,20 +48,6 @@ async fn stranger_session(from: Ipv4Addr, to: SocketAddr, recv_buffer: Option<u3
     Session::dial_over(tcp, tls::client_config(&id).unwrap(), TIMEOUT)
         .await
         .unwrap()
-}
-
-/// A reverse engine paired with `console` using a fresh shared secret.
-async fn reverse_engine(logs: &TestLogs, console: &Console, name: &str) -> Engine {
-    let secret = console.shared_secret().await;
-    let file = secret_file(logs, &format!("{name}-secret"), &secret);
-    Engine::start(
-        logs,
-        name,
-        Mode::Reverse {
-            console: console.engine_listen,
-            secret_file: Some(file),
-        },
-    )
 }
 
 /// What the API reports about an engine that a stranger must not be able to change.
