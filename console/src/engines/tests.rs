@@ -510,6 +510,13 @@ async fn a_stranger_greeting_with_a_registered_name_and_another_version_changes_
         panic!("{answer:?}")
     };
     testing::ping(&mut s, 1).await;
+    // The session's own "connected" observation is written behind the pairing's; wait for it so
+    // that only the stranger could change the record from here on.
+    testing::eventually("the session's connected observation", || async {
+        let record = app.store.engine(engine_id as i64).await.unwrap().unwrap();
+        record.message.starts_with("connected")
+    })
+    .await;
     let before = app.store.engine(engine_id as i64).await.unwrap().unwrap();
 
     // Any self-signed certificate, the registered engine's name, another version.
