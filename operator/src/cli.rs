@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use clap::{ArgAction, Parser, ValueEnum};
 
+use crate::leader::Timing;
+
 /// Log output format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -80,9 +82,20 @@ pub struct Cli {
     )]
     pub lease_name: String,
 
-    /// How long a leader's Lease is valid without renewal.
+    /// How long a leader's Lease is valid without renewal: a standby takes it over once it has
+    /// seen no renewal for this long. Whole seconds.
     #[arg(long, env = "SCAN_ENGINE_OPERATOR_LEASE_DURATION", default_value = "15s", value_parser = humantime::parse_duration)]
     pub lease_duration: Duration,
+
+    /// A leader that has not renewed its Lease for this long stops reconciling and exits, so
+    /// it is gone before the Lease can expire. Shorter than --lease-duration.
+    #[arg(long, env = "SCAN_ENGINE_OPERATOR_LEASE_RENEW_DEADLINE", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub lease_renew_deadline: Duration,
+
+    /// How often the leader renews its Lease and a standby tries to acquire it. Shorter than
+    /// --lease-renew-deadline.
+    #[arg(long, env = "SCAN_ENGINE_OPERATOR_LEASE_RETRY_PERIOD", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub lease_retry_period: Duration,
 
     /// Namespace the operator runs in (from the downward API).
     #[arg(long, env = "POD_NAMESPACE", default_value = "scan-engine-operator")]
@@ -113,6 +126,42 @@ impl Cli {
                     .ok_or_else(|| format!("--operator-pod-labels: `{pair}` is not key=value"))
             })
             .collect()
+    }
+
+    /// The leader election durations, checked: the renew deadline below the lease duration and
+    /// the retry period below the renew deadline (an error names the flag).
+    pub fn leader_timing(&self) -> Result<Timing, String> {
+        let (lease, renew, retry) = (
+            self.lease_duration,
+            self.lease_renew_deadline,
+            self.lease_retry_period,
+        );
+        let show = |d: Duration| humantime::format_duration(d).to_string();
+        if lease.is_zero() || lease.subsec_nanos() != 0 || i32::try_from(lease.as_secs()).is_err() {
+            return Err(format!(
+                "--lease-duration: {} is not a positive whole number of seconds (a Lease stores seconds)",
+                show(lease)
+            ));
+        }
+        if renew >= lease {
+            return Err(format!(
+                "--lease-renew-deadline: {} must be shorter than --lease-duration ({}), or a leader could still write after its Lease expired",
+                show(renew),
+                show(lease)
+            ));
+        }
+        if retry.is_zero() || retry >= renew {
+            return Err(format!(
+                "--lease-retry-period: {} must be above zero and shorter than --lease-renew-deadline ({}), or a leader could not retry a renewal before its deadline",
+                show(retry),
+                show(renew)
+            ));
+        }
+        Ok(Timing {
+            lease_duration: lease,
+            renew_deadline: renew,
+            retry_period: retry,
+        })
     }
 }
 
@@ -145,6 +194,51 @@ mod tests {
                 .and_then(|l| l.get("app.kubernetes.io/name").cloned())
                 .as_deref(),
             Some("scan-engine-operator")
+        );
+        assert_eq!(
+            cli.leader_timing(),
+            Ok(Timing {
+                lease_duration: Duration::from_secs(15),
+                renew_deadline: Duration::from_secs(10),
+                retry_period: Duration::from_secs(2),
+            })
+        );
+    }
+
+    fn timing(args: &[&str]) -> Result<Timing, String> {
+        let cli = Cli::try_parse_from(["scan-engine-operator"].iter().chain(args))
+            .map_err(|e| e.to_string())?;
+        cli.leader_timing()
+    }
+
+    #[test]
+    fn leader_durations_are_checked_and_the_error_names_the_flag() {
+        let err = |args: &[&str]| timing(args).err().unwrap_or_default();
+        let renew = err(&["--lease-duration", "15s", "--lease-renew-deadline", "15s"]);
+        assert!(
+            renew.starts_with("--lease-renew-deadline:") && renew.contains("--lease-duration"),
+            "{renew}"
+        );
+        let retry = err(&["--lease-renew-deadline", "5s", "--lease-retry-period", "6s"]);
+        assert!(retry.starts_with("--lease-retry-period:"), "{retry}");
+        let zero = err(&["--lease-retry-period", "0s"]);
+        assert!(zero.starts_with("--lease-retry-period:"), "{zero}");
+        let fraction = err(&["--lease-duration", "15500ms"]);
+        assert!(fraction.starts_with("--lease-duration:"), "{fraction}");
+        assert_eq!(
+            timing(&[
+                "--lease-duration",
+                "4s",
+                "--lease-renew-deadline",
+                "3s",
+                "--lease-retry-period",
+                "500ms"
+            ]),
+            Ok(Timing {
+                lease_duration: Duration::from_secs(4),
+                renew_deadline: Duration::from_secs(3),
+                retry_period: Duration::from_millis(500),
+            })
         );
     }
 }

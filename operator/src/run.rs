@@ -11,7 +11,7 @@ use crate::cli::Cli;
 use crate::console_api::http::{HttpConsoleApiFactory, HttpSettings};
 use crate::controller::{self, Context, Settings};
 use crate::http::{self as server, HttpState};
-use crate::leader::LeaderElector;
+use crate::leader::{self, LeaderElector, Leadership};
 use crate::metrics::Metrics;
 use crate::telemetry;
 
@@ -49,6 +49,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     telemetry::init(cli.log_format, &cli.log_filter).map_err(anyhow::Error::msg)?;
     let _ = rustls::crypto::ring::default_provider().install_default();
     let pod_labels = cli.pod_labels().map_err(anyhow::Error::msg)?;
+    let timing = cli.leader_timing().map_err(anyhow::Error::msg)?;
 
     let client = kube::Client::try_default()
         .await
@@ -77,17 +78,28 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         .unwrap_or_else(|| format!("scan-engine-operator-{}", std::process::id()));
     ready.store(true, Ordering::SeqCst);
 
-    let elector = cli.leader_election.then(|| {
+    // With leader election, the controllers write through fences that refuse every write once
+    // the renew deadline has passed; the elector's own Lease requests are not fenced.
+    let leadership = Arc::new(Leadership::default());
+    let mut elector = cli.leader_election.then(|| {
         LeaderElector::new(
             client.clone(),
             &cli.operator_namespace,
             &cli.lease_name,
             &identity,
-            cli.lease_duration,
+            timing,
+            leadership.clone(),
         )
     });
-    if let Some(elector) = &elector {
-        tracing::info!(lease = %cli.lease_name, %identity, "waiting for the leader Lease");
+    if let Some(elector) = &mut elector {
+        tracing::info!(
+            lease = %cli.lease_name,
+            %identity,
+            lease_duration = ?timing.lease_duration,
+            renew_deadline = ?timing.renew_deadline,
+            retry_period = ?timing.retry_period,
+            "waiting for the leader Lease"
+        );
         let mut stop_wait = stop_rx.clone();
         tokio::select! {
             _ = elector.acquire() => {}
@@ -108,29 +120,44 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         default_version: crate::VERSION.into(),
         max_concurrent_reconciles: cli.max_concurrent_reconciles,
     };
-    let factory = HttpConsoleApiFactory::new(HttpSettings {
-        request_timeout: cli.console_timeout,
-        ..HttpSettings::default()
-    });
+    let factory: Arc<dyn crate::console_api::ConsoleApiFactory> =
+        Arc::new(HttpConsoleApiFactory::new(HttpSettings {
+            request_timeout: cli.console_timeout,
+            ..HttpSettings::default()
+        }));
+    let (controller_client, factory) = if elector.is_some() {
+        (
+            leader::fenced_client(client.clone(), leadership.clone()),
+            Arc::new(leader::FencedConsoles::new(factory, leadership.clone())) as Arc<_>,
+        )
+    } else {
+        (client.clone(), factory)
+    };
     let ctx = Arc::new(Context::new(
-        client.clone(),
+        controller_client,
         metrics.clone(),
-        Arc::new(factory),
+        factory,
         Arc::new(k8s_openapi::jiff::Timestamp::now),
         settings,
     ));
 
     let mut lost = false;
     let controllers = controller::run(ctx, cli.watch_namespaces.clone(), waiter(&stop_rx));
-    match &elector {
+    match &mut elector {
         Some(elector) => {
             tokio::pin!(controllers);
             tokio::select! {
                 _ = &mut controllers => {}
                 _ = elector.keep() => {
+                    // The fences already refuse every write; stop the controllers, but exit
+                    // without them if they take longer than the margin before the Lease expires.
                     lost = true;
+                    metrics.set_leader(false);
                     let _ = stop_tx.send(true);
-                    controllers.await;
+                    let margin = timing.lease_duration.saturating_sub(timing.renew_deadline) / 2;
+                    if tokio::time::timeout(margin, &mut controllers).await.is_err() {
+                        tracing::warn!("controllers did not stop in time; exiting without them");
+                    }
                 }
             }
         }
