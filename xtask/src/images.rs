@@ -1,35 +1,34 @@
-//! `cargo xtask images`: the project's three container images, built without pulling anything.
+//! `cargo xtask images`: the project's three container images, built without pulling anything
+//! and without a container engine.
 //!
-//! The Dockerfiles (`Dockerfile`, `engine-image/Dockerfile`, `console/Dockerfile`) have two
-//! ways in:
+//! Each image is a static or `ldd`-complete binary on an empty base, so nothing needs a build
+//! engine: this command compiles the release binaries on the host, assembles for each image a
+//! root filesystem with the binary and exactly the shared libraries it links (from `ldd`), plus
+//! `/etc/passwd` with the non-root user 65532, CA certificates, an empty `/tmp` and the data
+//! directory owned by 65532, and writes it as an image archive (`crate::oci`) to
+//! `target/images/<name>.tar`, tagged `<name>:<workspace version>`. A cluster imports it with
+//! `ctr -n k8s.io images import`, `kind load image-archive`, or `docker load`.
 //!
-//! - the default (last) stage compiles the binary in a Rust builder image (`RUST_IMAGE`) and
-//!   copies it onto a minimal runtime image (`RUNTIME_IMAGE`, distroless `cc`); that is what a
-//!   machine with a registry builds with a plain `docker build`;
-//! - the `prebuilt` stage copies a root filesystem from the build context onto `RUNTIME_IMAGE`.
-//!   This command compiles the release binaries on the host, assembles for each image a root
-//!   filesystem with the binary and exactly the shared libraries it links (from `ldd`), plus
-//!   `/etc/passwd` with the non-root user 65532, CA certificates and an empty `/tmp`, and
-//!   builds `--target prebuilt` with `RUNTIME_IMAGE=scratch`. Nothing is pulled.
+//! The Dockerfiles (`Dockerfile`, `engine-image/Dockerfile`, `console/Dockerfile`) stay for
+//! users who build with Docker: their default stage compiles the binary in a Rust builder
+//! image (`RUST_IMAGE`) and copies it onto distroless `cc` (`RUNTIME_IMAGE`); their `prebuilt`
+//! stage copies `target/images/context/<name>/rootfs`, as this command assembles it, onto
+//! `RUNTIME_IMAGE` (`docker build --target prebuilt --build-arg RUNTIME_IMAGE=scratch`).
 //!
-//! Every image is tagged `<name>:<workspace version>` and saved with `docker save` to
-//! `target/images/<name>.tar`, an archive a cluster can import (`ctr -n k8s.io images import`,
-//! `kind load image-archive`).
-//!
-//! When the Docker daemon is not reachable and `dockerd` is installed, the command starts it in
-//! the background (log: `target/images/dockerd.log`); it keeps running afterwards.
-//!
-//! `cargo xtask images --check` inspects the images instead of building them: each must run as a
-//! non-root user, and its binary must start (`--version`) with a read-only root filesystem, no
-//! network and every capability dropped.
+//! `cargo xtask images --check` inspects the archives instead of building them: each image must
+//! be configured to run as the non-root user, and its binary must start (`--version`) from the
+//! unpacked image as that user, on a read-only root filesystem, in a network namespace of its
+//! own, with no capabilities and no way to gain privileges (root needed: chroot and mounts).
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
+
+use crate::oci;
 
 /// The user every image runs as (distroless `nonroot`).
 pub const NONROOT: &str = "65532:65532";
@@ -84,7 +83,8 @@ pub struct ImagesArgs {
     /// Only these images (by name; default: all three).
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
-    /// Do not `docker save` the images into target/images/*.tar.
+    /// Only assemble the root filesystems (target/images/context/<name>/rootfs, for
+    /// `docker build --target prebuilt`); write no archives.
     #[arg(long)]
     pub no_save: bool,
     /// Use binaries already in target/release instead of running `cargo build --release`.
@@ -121,11 +121,10 @@ fn selected(args: &ImagesArgs) -> Result<Vec<Image>> {
 /// `cargo xtask images [--check]`.
 pub fn images(root: &Path, args: &ImagesArgs) -> Result<()> {
     let images = selected(args)?;
-    ensure_docker(root)?;
-    if args.check {
-        return check(&images);
-    }
     let out = root.join("target/images");
+    if args.check {
+        return check(&out, &images);
+    }
     fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
 
     if !args.no_cargo_build {
@@ -150,115 +149,133 @@ pub fn images(root: &Path, args: &ImagesArgs) -> Result<()> {
         let start = Instant::now();
         let context = out.join("context").join(image.name);
         assemble_rootfs(root, image, &context)?;
-        let tag = tag(image);
-        let mut build = docker();
-        build
-            .args([
-                "build",
-                "--target",
-                "prebuilt",
-                "--build-arg",
-                "RUNTIME_IMAGE=scratch",
-                "--tag",
-                &tag,
-                "--file",
-            ])
-            .arg(root.join(image.dockerfile))
-            .arg(&context);
-        eprintln!("xtask: {}", crate::describe(&build));
-        let status = build.status().context("running docker build")?;
-        if !status.success() {
-            bail!("docker build of {tag} failed ({status})");
+        let dockerfile = root.join(image.dockerfile);
+        let text = fs::read_to_string(&dockerfile)
+            .with_context(|| format!("reading {}", dockerfile.display()))?;
+        let meta = prebuilt_metadata(&text)
+            .with_context(|| format!("{}: the prebuilt stage", image.dockerfile))?;
+        let spec = oci::ImageSpec {
+            reference: tag(image),
+            entrypoint: vec![format!("/usr/local/bin/{}", image.binary)],
+            user: NONROOT.to_owned(),
+            env: std::iter::once("PATH=/usr/local/bin".to_owned())
+                .chain(meta.env.iter().map(|(k, v)| format!("{k}={v}")))
+                .collect(),
+            owned: image.data_dir.iter().map(PathBuf::from).collect(),
+            owner: (65532, 65532),
+            labels: meta
+                .labels
+                .into_iter()
+                .chain([(
+                    "org.opencontainers.image.version".to_owned(),
+                    env!("CARGO_PKG_VERSION").to_owned(),
+                )])
+                .collect(),
+        };
+        let archive = out.join(format!("{}.tar", image.name));
+        if args.no_save {
+            // Only the root filesystem (for `docker build --target prebuilt`).
+            eprintln!(
+                "xtask: {} assembled in {}",
+                spec.reference,
+                context.display()
+            );
+            continue;
         }
-        if !args.no_save {
-            let archive = out.join(format!("{}.tar", image.name));
-            let status = docker()
-                .args(["save", "--output"])
-                .arg(&archive)
-                .arg(&tag)
-                .status()
-                .context("running docker save")?;
-            if !status.success() {
-                bail!("docker save of {tag} failed ({status})");
-            }
-            eprintln!("xtask: saved {tag} to {}", archive.display());
-        }
+        let digest = oci::write(&context.join("rootfs"), &spec, &archive)?;
+        let size = fs::metadata(&archive).map(|m| m.len()).unwrap_or(0);
         eprintln!(
-            "xtask: {tag} built in {:.1}s",
+            "xtask: {} ({digest}, {:.1} MB) written to {} in {:.1}s",
+            spec.reference,
+            size as f64 / 1e6,
+            archive.display(),
             start.elapsed().as_secs_f64()
         );
     }
-    check(&images)
-}
-
-fn docker() -> Command {
-    Command::new(std::env::var_os("DOCKER").unwrap_or_else(|| "docker".into()))
-}
-
-fn docker_reachable() -> bool {
-    docker()
-        .args(["info", "--format", "{{.ServerVersion}}"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// Makes sure a Docker daemon answers; starts `dockerd` in the background when it does not.
-pub fn ensure_docker(root: &Path) -> Result<()> {
-    if docker_reachable() {
+    if args.no_save {
         return Ok(());
     }
-    if !crate::on_path("dockerd") {
-        bail!(
-            "the Docker daemon is not reachable and dockerd is not installed; install Docker \
-             (e.g. `apt-get install docker.io`) or point DOCKER_HOST at a daemon"
-        );
-    }
-    let dir = root.join("target/images");
-    fs::create_dir_all(&dir)?;
-    // overlay2 first; vfs works where overlay mounts are not allowed (nested containers).
-    for driver in [None, Some("vfs")] {
-        let log_path = dir.join("dockerd.log");
-        let log = fs::File::create(&log_path)
-            .with_context(|| format!("creating {}", log_path.display()))?;
-        let mut cmd = Command::new("dockerd");
-        // Its own process group: a Ctrl-C of this command does not stop the daemon.
-        #[cfg(unix)]
-        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-        if let Some(driver) = driver {
-            cmd.args(["--storage-driver", driver]);
+    check(&out, &images)
+}
+
+/// What the `prebuilt` stage of a Dockerfile sets besides its files: `LABEL` and `ENV` pairs.
+/// The archives carry the same, so an image is the same whichever way it is built.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct StageMetadata {
+    /// `LABEL key="value"` pairs.
+    pub labels: Vec<(String, String)>,
+    /// `ENV key=value` pairs.
+    pub env: Vec<(String, String)>,
+}
+
+/// Reads the `LABEL` and `ENV` instructions of the stage `… AS prebuilt` (continuation lines
+/// joined; `key=value` and `key="value"` pairs).
+pub fn prebuilt_metadata(dockerfile: &str) -> Result<StageMetadata> {
+    let mut instructions = Vec::new();
+    let mut current = String::new();
+    for line in dockerfile.lines() {
+        let line = line.trim();
+        if current.is_empty() && (line.is_empty() || line.starts_with('#')) {
+            continue;
         }
-        eprintln!(
-            "xtask: the Docker daemon is not running; starting `{}` (log: {})",
-            crate::describe(&cmd),
-            log_path.display()
-        );
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .context("starting dockerd")?;
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < deadline {
-            if docker_reachable() {
-                eprintln!(
-                    "xtask: dockerd is up (pid {}; it keeps running)",
-                    child.id()
-                );
-                return Ok(());
+        match line.strip_suffix('\\') {
+            Some(head) => {
+                current.push_str(head);
+                current.push(' ');
             }
-            if child.try_wait()?.is_some() {
-                break;
+            None => {
+                current.push_str(line);
+                instructions.push(std::mem::take(&mut current));
             }
-            std::thread::sleep(Duration::from_millis(500));
         }
-        let _ = child.kill();
-        let _ = child.wait();
-        eprintln!("xtask: dockerd did not come up; see {}", log_path.display());
     }
-    bail!("could not start dockerd (log: target/images/dockerd.log)")
+    let mut meta = StageMetadata::default();
+    let mut in_stage = false;
+    let mut seen = false;
+    for instruction in instructions {
+        let (keyword, rest) = instruction
+            .split_once(char::is_whitespace)
+            .unwrap_or((instruction.as_str(), ""));
+        match keyword.to_ascii_uppercase().as_str() {
+            "FROM" => {
+                in_stage = rest
+                    .trim_end()
+                    .to_ascii_lowercase()
+                    .ends_with(" as prebuilt");
+                seen |= in_stage;
+            }
+            "LABEL" if in_stage => meta.labels.extend(pairs(rest)?),
+            "ENV" if in_stage => meta.env.extend(pairs(rest)?),
+            _ => {}
+        }
+    }
+    if !seen {
+        bail!("no stage named prebuilt");
+    }
+    Ok(meta)
+}
+
+/// `a="x y" b=z` → `[(a, "x y"), (b, z)]`.
+fn pairs(text: &str) -> Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    let mut rest = text.trim();
+    while !rest.is_empty() {
+        let (key, after) = rest
+            .split_once('=')
+            .with_context(|| format!("`{rest}`: expected key=value"))?;
+        let (value, after) = match after.strip_prefix('"') {
+            Some(quoted) => {
+                let end = quoted
+                    .find('"')
+                    .with_context(|| format!("`{rest}`: unterminated quote"))?;
+                (&quoted[..end], &quoted[end + 1..])
+            }
+            None => after.split_once(char::is_whitespace).unwrap_or((after, "")),
+        };
+        out.push((key.trim().to_owned(), value.to_owned()));
+        rest = after.trim_start();
+    }
+    Ok(out)
 }
 
 /// Builds `<context>/rootfs`: the binary, the shared libraries it links, the non-root user,
@@ -306,7 +323,11 @@ pub fn assemble_rootfs(root: &Path, image: &Image, context: &Path) -> Result<()>
     let tmp = rootfs.join("tmp");
     fs::create_dir_all(&tmp)?;
     set_mode(&tmp, 0o1777)?;
-    // Copied with --chown=65532:65532 by the Dockerfile (empty: only the ownership matters).
+    // Owned by 65532 in the archive; for a Docker build, `data/` is copied there with
+    // --chown=65532:65532 (empty: only the ownership matters).
+    if let Some(data) = image.data_dir {
+        fs::create_dir_all(rootfs.join(data))?;
+    }
     fs::create_dir_all(context.join("data"))?;
     Ok(())
 }
@@ -366,71 +387,82 @@ pub fn user_is_nonroot(user: &str) -> bool {
     !name.is_empty() && name != "0" && name != "root"
 }
 
-/// `cargo xtask images --check`: for each image, the configured user must be non-root, and the
-/// binary must start as that user on a read-only root filesystem.
-pub fn check(images: &[Image]) -> Result<()> {
+/// `cargo xtask images --check`: for each archive in `dir`, the configured user must be the
+/// non-root user, and the binary must start from the unpacked image as that user on a
+/// read-only root, with no network and no capabilities.
+pub fn check(dir: &Path, images: &[Image]) -> Result<()> {
     let mut failures = Vec::new();
     for image in images {
         let tag = tag(image);
-        let out = docker()
-            .args([
-                "image",
-                "inspect",
-                "--format",
-                "{{.Config.User}}|{{json .Config.Entrypoint}}|{{.Size}}",
-                &tag,
-            ])
-            .output()
-            .context("running docker image inspect")?;
-        if !out.status.success() {
-            failures.push(format!(
-                "{tag}: not found ({})",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
+        let archive = dir.join(format!("{}.tar", image.name));
+        let read = match oci::read(&archive) {
+            Ok(read) => read,
+            Err(e) => {
+                failures.push(format!("{tag}: {e:#} (build it with `cargo xtask images`)"));
+                continue;
+            }
+        };
+        let config = read.config.config().clone().unwrap_or_default();
+        let user = config.user().clone().unwrap_or_default();
+        let entrypoint = config.entrypoint().clone().unwrap_or_default();
+        if read.reference != oci::full_name(&tag) {
+            failures.push(format!("{tag}: the archive names it `{}`", read.reference));
             continue;
         }
-        let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-        let mut parts = text.splitn(3, '|');
-        let user = parts.next().unwrap_or_default();
-        let entrypoint = parts.next().unwrap_or_default();
-        let size: u64 = parts.next().and_then(|s| s.parse().ok()).unwrap_or(0);
-        if !user_is_nonroot(user) || user != NONROOT {
+        if !user_is_nonroot(&user) || user != NONROOT {
             failures.push(format!(
                 "{tag}: runs as `{user}`, not as the non-root user {NONROOT}"
             ));
             continue;
         }
-        let run = docker()
-            .args([
-                "run",
-                "--rm",
-                "--read-only",
-                "--network",
-                "none",
-                "--cap-drop",
-                "ALL",
-            ])
-            .args(["--security-opt", "no-new-privileges", &tag, "--version"])
-            .output()
-            .context("running docker run")?;
-        let version = String::from_utf8_lossy(&run.stdout).trim().to_owned();
-        if !run.status.success() {
-            failures.push(format!(
-                "{tag}: `{} --version` failed on a read-only root: {}",
-                image.binary,
-                String::from_utf8_lossy(&run.stderr).trim()
-            ));
-            continue;
+        match run_confined(dir, image, &read.layer, &entrypoint) {
+            Ok(version) => println!(
+                "{tag}: user {user}, entrypoint {entrypoint:?}, {:.1} MB, read-only root, no \
+                 network, no capabilities: {version}",
+                read.layer.len() as f64 / 1e6
+            ),
+            Err(e) => failures.push(format!("{tag}: {e:#}")),
         }
-        println!(
-            "{tag}: user {user}, entrypoint {entrypoint}, {:.1} MB, read-only root ok: {version}",
-            size as f64 / 1e6
-        );
     }
     if !failures.is_empty() {
         bail!("image check failed:\n  {}", failures.join("\n  "));
     }
     Ok(())
+}
+
+/// Unpacks the layer and runs `<entrypoint> --version` in it: a mount and network namespace of
+/// its own (`unshare`), the root bind-mounted read-only, `chroot` to it as the image's user
+/// (which leaves no capabilities), no new privileges (`setpriv`). The tools are util-linux's
+/// and coreutils'.
+fn run_confined(dir: &Path, image: &Image, layer: &[u8], entrypoint: &[String]) -> Result<String> {
+    if !crate::cluster::is_root() {
+        bail!("checking an image runs its binary in a chroot: run as root");
+    }
+    let Some(binary) = entrypoint.first() else {
+        bail!("no entrypoint");
+    };
+    let rootfs = dir.join("check").join(image.name);
+    if rootfs.exists() {
+        fs::remove_dir_all(&rootfs).with_context(|| format!("clearing {}", rootfs.display()))?;
+    }
+    fs::create_dir_all(&rootfs).with_context(|| format!("creating {}", rootfs.display()))?;
+    oci::unpack(layer, &rootfs)?;
+    let script = r#"mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" && exec setpriv --no-new-privs chroot --userspec="$2" "$1" "$3" --version"#;
+    let out = Command::new("unshare")
+        .args(["--mount", "--net", "--fork", "--", "sh", "-c", script, "sh"])
+        .arg(&rootfs)
+        .args([NONROOT, binary.as_str()])
+        .stdin(Stdio::null())
+        .output()
+        .context("running unshare (util-linux)")?;
+    let _ = fs::remove_dir_all(&rootfs);
+    if !out.status.success() {
+        bail!(
+            "`{binary} --version` failed on a read-only root: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
 #[cfg(test)]
@@ -461,6 +493,41 @@ mod tests {
         assert!(!user_is_nonroot("0"));
         assert!(!user_is_nonroot("root:root"));
         assert!(!user_is_nonroot("0:65532"));
+    }
+
+    /// The archives carry what each Dockerfile's prebuilt stage sets: its title, and the data
+    /// directory its binary is told about.
+    #[test]
+    fn archives_take_labels_and_environment_from_the_dockerfiles() {
+        let root = crate::workspace_root();
+        for image in IMAGES {
+            let text = fs::read_to_string(root.join(image.dockerfile)).unwrap_or_default();
+            let meta = prebuilt_metadata(&text).unwrap_or_default();
+            assert!(
+                meta.labels
+                    .iter()
+                    .any(|(k, v)| k == "org.opencontainers.image.title" && v == image.name),
+                "{}: {meta:?}",
+                image.dockerfile
+            );
+            if let Some(data) = image.data_dir {
+                assert!(
+                    meta.env.iter().any(|(_, v)| v == &format!("/{data}")),
+                    "{}: no variable names /{data}: {meta:?}",
+                    image.dockerfile
+                );
+            }
+        }
+        let two = "FROM scratch AS prebuilt\nENV A=/x \\\n    B=\"y z\"\nLABEL t=\"q\"\nFROM other\nENV C=1\n";
+        assert_eq!(
+            prebuilt_metadata(two).ok(),
+            Some(StageMetadata {
+                labels: vec![("t".into(), "q".into())],
+                env: vec![("A".into(), "/x".into()), ("B".into(), "y z".into())],
+            })
+        );
+        assert!(prebuilt_metadata("FROM scratch\n").is_err());
+        assert!(prebuilt_metadata("FROM scratch AS prebuilt\nENV A=\"open\n").is_err());
     }
 
     /// Every Dockerfile has both ways in and ends as the non-root user.

@@ -9,6 +9,7 @@ mod cluster;
 mod demo;
 mod fuzz;
 mod images;
+mod oci;
 
 use std::ffi::OsString;
 use std::fmt;
@@ -60,8 +61,8 @@ enum Cmd {
     ///                  as local processes.
     ///   e2e            tests/tests/e2e.rs on a real cluster: with KUBECONFIG set, that
     ///                  cluster (the images must be on its nodes); otherwise the images are
-    ///                  built (`images`), the local cluster is started (`cluster up`, root and
-    ///                  Docker), the suite runs, and the cluster is stopped again
+    ///                  built (`images`), the local cluster is started (`cluster up`, root),
+    ///                  the suite runs, and the cluster is stopped again
     ///                  (XTASK_KEEP_CLUSTER=1 keeps it).
     ///
     /// Exits non-zero if any tier fails. A tier whose test file does not exist yet is reported
@@ -82,9 +83,9 @@ enum Cmd {
     /// it down.
     Demo(demo::DemoArgs),
     /// Build the three images (scan-engine-operator, scan-engine, security-console) from
-    /// host-built release binaries, without pulling anything, and save them to
-    /// target/images/*.tar; starts dockerd when it is not running. `--check` inspects them
-    /// instead (non-root user, starts on a read-only root).
+    /// host-built release binaries, without pulling anything and without a container engine,
+    /// as image archives in target/images/*.tar. `--check` inspects them instead (non-root
+    /// user, starts on a read-only root with no network and no capabilities; root needed).
     Images(images::ImagesArgs),
     /// Regenerate the chart's CRD templates from crds/ (`--check`: fail when stale).
     ChartCrds(chart::ChartCrdsArgs),
@@ -575,7 +576,7 @@ impl Runner {
 
     /// The end-to-end suite on a real cluster. With KUBECONFIG set, against that cluster as it
     /// is (the images must be on its nodes). Otherwise on the local cluster, which this tier
-    /// builds the images for, starts, and stops again at the end (root and Docker needed).
+    /// builds the images for, starts, and stops again at the end (root needed).
     fn e2e(&mut self) {
         let tier = "e2e";
         let step = "real cluster (tests/tests/e2e.rs)";
@@ -615,7 +616,7 @@ impl Runner {
         images.arg("images");
         if !self.step(
             tier,
-            "images: release build, docker build, archives, non-root check",
+            "images: release build, archives, confined start as non-root",
             images,
         ) {
             return;
@@ -714,7 +715,7 @@ fn integration_test(name: &str) -> Command {
     cmd
 }
 
-/// The local cluster needs root (kubelet, containerd, iptables) and Docker for the images.
+/// The local cluster needs root (kubelet, containerd, iptables); the images need nothing more.
 fn cluster_prerequisites() -> std::result::Result<(), String> {
     if !cluster::is_root() {
         return Err(
@@ -722,9 +723,6 @@ fn cluster_prerequisites() -> std::result::Result<(), String> {
                     images)"
                 .into(),
         );
-    }
-    if !on_path("docker") || !on_path("dockerd") {
-        return Err("building the images needs Docker (e.g. `apt-get install docker.io`)".into());
     }
     Ok(())
 }

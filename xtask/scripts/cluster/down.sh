@@ -123,6 +123,9 @@ if [[ -f $saved ]]; then
 fi
 remaining="$(awk -v d="$STATE_DIR" 'index($5, d) == 1' /proc/self/mountinfo | wc -l)"
 if ((remaining)); then die "$remaining mounts under $STATE_DIR are still busy; run down again"; fi
+# The logs outlive the cluster (the last one's only), so a failed `up` can still be read.
+LAST_LOGS="$STATE_DIR.last-logs"
+rm -rf "$LAST_LOGS"
+[[ -d $LOG_DIR ]] && mv "$LOG_DIR" "$LAST_LOGS"
 rm -rf "$STATE_DIR"
-rmdir "$(dirname "$STATE_DIR")" 2>/dev/null || true   # the project's state directory, when empty
-log "cluster down in $((SECONDS - DOWN_START))s (binary cache kept in $CACHE_DIR)"
+log "cluster down in $((SECONDS - DOWN_START))s (binary cache kept in $CACHE_DIR; the cluster's logs in $LAST_LOGS)"

@@ -547,7 +547,23 @@ start_daemon storage "$TOOLS_BIN/storage" -kubeconfig "$STATE_DIR/storage.kubeco
   -provisioner "$STORAGE_PROVISIONER"
 
 wait_for "node $NODE_NAME Ready" 180 kctl wait --for=condition=Ready "node/$NODE_NAME" --timeout=5s
-wait_for "CoreDNS available" 180 kctl -n kube-system wait --for=condition=Available deployment/coredns --timeout=5s
+# diagnose: what a failed wait leaves to read — pods, events, CoreDNS's log, the forwarding rules.
+diagnose() {
+  {
+    echo "== pods"; kctl get pods -A -o wide
+    echo "== events"; kctl get events -A --sort-by=.lastTimestamp | tail -40
+    echo "== coredns"; kctl -n kube-system describe pods -l k8s-app=kube-dns | tail -60
+    kctl -n kube-system logs -l k8s-app=kube-dns --tail=40 --all-containers
+    echo "== iptables filter FORWARD"; iptables -w -S FORWARD
+    echo "== routes"; ip route
+  } >"$LOG_DIR/diagnose.log" 2>&1
+  log "what the cluster looked like: $LOG_DIR/diagnose.log (kept after \`cluster down\`)"
+  sed 's/^/  | /' "$LOG_DIR/diagnose.log" | head -150 >&2
+}
+if ! (wait_for "CoreDNS available" 180 kctl -n kube-system wait --for=condition=Available deployment/coredns --timeout=5s); then
+  diagnose
+  die "CoreDNS did not become available"
+fi
 
 log "cluster up in $((SECONDS - UP_START))s (builds and checks of cached binaries: ${BUILD_SECS}s)"
 log "kubectl and helm: $KUBE_BIN; logs: $LOG_DIR"
