@@ -51,6 +51,12 @@ pub enum Error {
     #[error("{0}")]
     InsecureUrl(String),
 
+    /// The API server refused a child object the operator applies (invalid, or denied by an
+    /// admission plugin or webhook): `message` is its answer, which names the field, cut short
+    /// ([`Error::rejected_child`]).
+    #[error("{action}: refused by the API server: {message}")]
+    ChildRejected { action: String, message: String },
+
     /// A ScanEngine could not be removed from its console; the finalizer stays.
     #[error("cannot remove the engine from its console yet: {0}")]
     CleanupBlocked(String),
@@ -82,6 +88,7 @@ impl Error {
                 _ => "finalizer",
             },
             Error::CleanupBlocked(_) => "cleanup_blocked",
+            Error::ChildRejected { .. } => "child_rejected",
             Error::NotOwned(_) => "not_owned",
             Error::InsecureUrl(_) => "insecure_url",
         }
@@ -99,6 +106,24 @@ impl Error {
             crate::controller::names::MANAGED_BY_LABEL,
             crate::controller::names::MANAGER,
         ))
+    }
+
+    /// The API server's refusal of an object the operator applied (400 Bad Request, 403
+    /// Forbidden, 422 Invalid answering an `apply`, see [`crate::controller::apply::apply`]) as
+    /// [`Error::ChildRejected`], its message cut to `max` characters; any other error as it is.
+    pub fn rejected_child(self, max: usize) -> Self {
+        match self {
+            Error::Kube {
+                action,
+                source: kube::Error::Api(status),
+            } if matches!(status.code, 400 | 403 | 422) && action.starts_with("apply ") => {
+                Error::ChildRejected {
+                    action,
+                    message: crate::console_api::bounded(&status.message, max),
+                }
+            }
+            other => other,
+        }
     }
 
     /// Whether this is (or wraps) [`Error::NotOwned`].

@@ -188,10 +188,10 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + Clone + 'static,
 ) {
     use futures::StreamExt;
-    use k8s_openapi::api::core::v1::Secret;
-    use kube::runtime::Controller;
+    use k8s_openapi::api::core::v1::{Pod, Secret};
     use kube::runtime::reflector::ObjectRef;
     use kube::runtime::watcher::Config;
+    use kube::runtime::{Controller, WatchStreamExt, reflector, watcher};
 
     use crate::crd::{Console, ScanEngine};
 
@@ -215,7 +215,30 @@ pub async fn run(
         )
         .with_config(limits.clone());
         let store = engine_controller.store();
+        // The engine pods: a reflector store the reconcile reads what they say from, and a
+        // watch that wakes their ScanEngine when one changes (see `scan_engine::pods`).
+        let engine_pods = Config::default().labels(&scan_engine::pods::watch_selector());
+        let (pods, pods_writer) = reflector::store::<Pod>();
+        let pods_reflector = reflector(
+            pods_writer,
+            watcher(scoped::<Pod>(&client, scope), engine_pods.clone()),
+        )
+        .default_backoff()
+        .for_each(|event| async move {
+            if let Err(e) = event {
+                tracing::debug!(error = %e, "engine pod watch");
+            }
+        });
         let engine_task = watching_children(engine_controller, &client, scope, &cache, &wake)
+            .watches(scoped::<Pod>(&client, scope), engine_pods, {
+                let wake = wake.clone();
+                move |pod: Pod| {
+                    let ns = pod.namespace()?;
+                    let engine = scan_engine::pods::engine_of(&pod)?;
+                    wake.touch(&key_of(&ScanEngine::kind(&()), &ns, &engine));
+                    Some(ObjectRef::<ScanEngine>::new(&engine).within(&ns))
+                }
+            })
             .watches(scoped::<Console>(&client, scope), Config::default(), {
                 let wake = wake.clone();
                 move |console: Console| {
@@ -234,7 +257,7 @@ pub async fn run(
             })
             .graceful_shutdown_on(shutdown.clone())
             .run(
-                scan_engine::reconcile,
+                move |engine, ctx| scan_engine::reconcile(engine, ctx, pods.clone()),
                 scan_engine::error_policy,
                 ctx.clone(),
             )
@@ -271,7 +294,13 @@ pub async fn run(
                     tracing::debug!(error = %e, "Console controller event");
                 }
             });
-        tasks.push(tokio::spawn(engine_task));
+        // The pod reflector ends with the controller (it would otherwise watch forever).
+        tasks.push(tokio::spawn(async move {
+            tokio::select! {
+                () = engine_task => {}
+                () = pods_reflector => {}
+            }
+        }));
         tasks.push(tokio::spawn(console_task));
     }
     for t in tasks {

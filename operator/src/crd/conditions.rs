@@ -6,6 +6,10 @@ use k8s_openapi::jiff::Timestamp;
 
 /// Condition type shared by both kinds: the resource is usable.
 pub const READY: &str = "Ready";
+/// kstatus: the operator is still converging (True while not Ready and not Stalled).
+pub const RECONCILING: &str = "Reconciling";
+/// kstatus: only a spec change or an administrator can help (True with the cause as reason).
+pub const STALLED: &str = "Stalled";
 
 /// A condition before it gets its timestamps.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -45,6 +49,39 @@ impl Cond {
         message: impl Into<String>,
     ) -> Self {
         Self::new(type_, false, reason, message)
+    }
+}
+
+/// The kstatus conditions that go with `ready`: `Reconciling` and `Stalled`, at most one of them
+/// True, both with `ready`'s reason and message when True. Ready=True: both False. Otherwise
+/// `stalled` says whether only a spec change or an administrator can help (Stalled=True), or the
+/// operator keeps converging on its own (Reconciling=True). Tools computing kstatus (Flux, Argo
+/// CD, kpt) then report Current, Failed and InProgress.
+pub fn kstatus(ready: &Cond, stalled: bool) -> [Cond; 2] {
+    if ready.status {
+        return [
+            Cond::false_(RECONCILING, "Reconciled", "the resource is ready"),
+            Cond::false_(STALLED, "Reconciled", "the resource is ready"),
+        ];
+    }
+    if stalled {
+        [
+            Cond::false_(
+                RECONCILING,
+                "Stalled",
+                "the operator cannot make progress on its own: see the Stalled condition",
+            ),
+            Cond::true_(STALLED, ready.reason.clone(), ready.message.clone()),
+        ]
+    } else {
+        [
+            Cond::true_(RECONCILING, ready.reason.clone(), ready.message.clone()),
+            Cond::false_(
+                STALLED,
+                "Progressing",
+                "the operator keeps trying on its own",
+            ),
+        ]
     }
 }
 
@@ -195,6 +232,27 @@ mod tests {
         );
         assert_eq!(third[0].last_transition_time, Time(ts(300)));
         assert_eq!(third[0].status, "True");
+    }
+
+    #[test]
+    fn kstatus_conditions_follow_ready() {
+        let ready = Cond::true_(READY, "Active", "ok");
+        let [r, s] = kstatus(&ready, false);
+        assert_eq!((r.status, s.status), (false, false));
+        let down = Cond::false_(READY, "Down", "offline");
+        let [r, s] = kstatus(&down, false);
+        assert_eq!(
+            (r.status, r.reason.as_str(), s.status),
+            (true, "Down", false)
+        );
+        let incompatible = Cond::false_(READY, "Incompatible", "versions differ");
+        let [r, s] = kstatus(&incompatible, true);
+        assert_eq!(
+            (r.status, s.status, s.reason.as_str(), s.message.as_str()),
+            (false, true, "Incompatible", "versions differ")
+        );
+        let [r, s] = kstatus(&ready, true);
+        assert!(!r.status && !s.status, "Ready wins");
     }
 
     #[test]

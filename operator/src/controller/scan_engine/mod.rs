@@ -5,8 +5,9 @@
 //! 3. **build** the desired StatefulSet, Service and NetworkPolicy (pure, [`build`]);
 //! 4. **apply** them with server-side apply and read back the Service ([`apply`]);
 //! 5. **pair** the engine with its console through the console API ([`pairing`]);
-//! 6. **status**: compute it from what the console reports and write it only when it changed
-//!    ([`status`]), with an Event on each state transition.
+//! 6. **status**: compute it from what the console reports and what the engine's pod says
+//!    ([`pods`], read from a reflector store) and write it only when it changed ([`status`]),
+//!    with an Event on each state transition and a Warning event when Ready takes a cause.
 //!
 //! Deletion runs [`cleanup`] under the `scanengine.dev/console-cleanup` finalizer: the engine is
 //! removed from its console first; while the console is unreachable the finalizer stays and the
@@ -17,6 +18,7 @@
 pub mod apply;
 pub mod build;
 pub mod pairing;
+pub mod pods;
 pub mod status;
 #[cfg(test)]
 mod tests;
@@ -34,6 +36,7 @@ use tracing::{Instrument, info, warn};
 
 use self::build::Inputs;
 use self::build::config;
+use self::pods::PodStore;
 use self::status::{Observed, Problem};
 use super::apply::{apply_status, get_opt};
 use super::{Context, object_key, owner_reference, wakeups};
@@ -48,8 +51,13 @@ use crate::{Error, Result};
 /// Requeue while an engine is not Active yet.
 const PAIRING_REQUEUE: Duration = Duration::from_secs(15);
 
-/// Entry point of the controller.
-pub async fn reconcile(engine: Arc<ScanEngine>, ctx: Arc<Context>) -> Result<Action> {
+/// Entry point of the controller; `pods` is the store of the engine pods of the controller's
+/// namespace (or of all namespaces).
+pub async fn reconcile(
+    engine: Arc<ScanEngine>,
+    ctx: Arc<Context>,
+    pods: PodStore,
+) -> Result<Action> {
     let ns = engine.namespace().unwrap_or_default();
     let name = engine.name_any();
     let span = tracing::info_span!("reconcile", kind = "ScanEngine", namespace = %ns, name = %name);
@@ -59,7 +67,7 @@ pub async fn reconcile(engine: Arc<ScanEngine>, ctx: Arc<Context>) -> Result<Act
         let key = object_key(engine.as_ref());
         let result = finalizer(&api, ENGINE_FINALIZER, engine, |event| async {
             match event {
-                Finalizer::Apply(se) => apply_unless_idle(se, ctx.clone()).await,
+                Finalizer::Apply(se) => apply_unless_idle(se, ctx.clone(), &pods).await,
                 Finalizer::Cleanup(se) => {
                     ctx.wakeups.forget(&object_key(se.as_ref()));
                     let ns = se.namespace().unwrap_or_default();
@@ -92,24 +100,31 @@ pub fn error_policy(engine: Arc<ScanEngine>, error: &Error, ctx: Arc<Context>) -
 }
 
 fn problem_of(error: &Error) -> Problem {
-    let reason = match error {
-        Error::ConsoleApi(e) => e.reason(),
-        Error::ConsoleNotFound(_) => "ConsoleNotFound",
-        Error::MissingReference(_) => "MissingReference",
-        Error::Kube { .. } => "KubernetesApiError",
-        Error::NotOwned(_) => Error::NOT_OWNED_REASON,
-        Error::InsecureUrl(_) => "InsecureUrl",
-        _ => "ReconcileError",
+    // `stalled`: only a spec change or an administrator can help.
+    let (reason, stalled) = match error {
+        Error::ConsoleApi(e) => (e.reason(), false),
+        Error::ConsoleNotFound(_) => (status::CONSOLE_NOT_FOUND, true),
+        Error::MissingReference(_) => ("MissingReference", false),
+        Error::Kube { .. } => ("KubernetesApiError", false),
+        Error::NotOwned(_) => (Error::NOT_OWNED_REASON, true),
+        Error::InsecureUrl(_) => ("InsecureUrl", true),
+        Error::ChildRejected { .. } => (status::CHILD_REJECTED, true),
+        _ => ("ReconcileError", false),
     };
     Problem {
         reason: reason.into(),
         message: error.to_string(),
+        stalled,
     }
 }
 
 /// The apply branch, unless this wake-up has nothing to do (see [`super::wakeups`]): the echo of
 /// the reconcile's own status write, with nothing changed and the next refresh not due.
-async fn apply_unless_idle(engine: Arc<ScanEngine>, ctx: Arc<Context>) -> Result<Action> {
+async fn apply_unless_idle(
+    engine: Arc<ScanEngine>,
+    ctx: Arc<Context>,
+    pods: &PodStore,
+) -> Result<Action> {
     let key = object_key(engine.as_ref());
     let digest = wakeups::metadata_digest(engine.as_ref());
     let now = ctx.now();
@@ -118,7 +133,7 @@ async fn apply_unless_idle(engine: Arc<ScanEngine>, ctx: Arc<Context>) -> Result
         return Ok(Action::requeue(left));
     }
     ctx.wakeups.begin(&key);
-    match apply_engine(engine, ctx.clone()).await {
+    match apply_engine(engine, ctx.clone(), pods).await {
         Ok(next) => {
             ctx.wakeups.done(&key, digest, now, next);
             Ok(Action::requeue(next))
@@ -131,7 +146,11 @@ async fn apply_unless_idle(engine: Arc<ScanEngine>, ctx: Arc<Context>) -> Result
 }
 
 /// The apply branch of the pipeline; returns when to look again.
-async fn apply_engine(engine: Arc<ScanEngine>, ctx: Arc<Context>) -> Result<Duration> {
+async fn apply_engine(
+    engine: Arc<ScanEngine>,
+    ctx: Arc<Context>,
+    pods: &PodStore,
+) -> Result<Duration> {
     let ns = engine.namespace().unwrap_or_default();
     let name = engine.name_any();
     let communication = engine.spec.communication;
@@ -143,6 +162,7 @@ async fn apply_engine(engine: Arc<ScanEngine>, ctx: Arc<Context>) -> Result<Dura
         policy_applied: false,
         memory: None,
         problem: None,
+        pod: None,
         handled_refresh: None,
         now: ctx.now(),
     };
@@ -165,10 +185,7 @@ async fn apply_engine(engine: Arc<ScanEngine>, ctx: Arc<Context>) -> Result<Dura
     let side = match validate::console_side(&engine, &console) {
         Ok(side) => side,
         Err(not_ready) => {
-            observed.problem = Some(Problem {
-                reason: not_ready.reason.into(),
-                message: not_ready.message,
-            });
+            observed.problem = Some(Problem::transient(not_ready.reason, not_ready.message));
             write_status(&ctx, &engine, &observed).await?;
             return Ok(PAIRING_REQUEUE);
         }
@@ -214,7 +231,16 @@ async fn apply_engine(engine: Arc<ScanEngine>, ctx: Arc<Context>) -> Result<Dura
             }
             return Err(err);
         }
-        Err(err) => return Err(err),
+        Err(err) => {
+            // Refused by the API server (invalid, denied by admission): only a spec change or
+            // an administrator helps, and the status says so with the API server's words.
+            let err = err.rejected_child(pods::MAX_CAUSE_MESSAGE);
+            if matches!(err, Error::ChildRejected { .. }) {
+                observed.problem = Some(problem_of(&err));
+                write_status(&ctx, &engine, &observed).await?;
+            }
+            return Err(err);
+        }
     };
     observed.policy_applied = true;
     observed.memory = Some(&memory);
@@ -228,10 +254,7 @@ async fn apply_engine(engine: Arc<ScanEngine>, ctx: Arc<Context>) -> Result<Dura
                 match pairing::dial_address(&engine, &name, &ns, applied.service.as_ref()) {
                     Ok(a) => Some(a),
                     Err(waiting) => {
-                        observed.problem = Some(Problem {
-                            reason: "WaitingForAddress".into(),
-                            message: waiting,
-                        });
+                        observed.problem = Some(Problem::transient("WaitingForAddress", waiting));
                         write_status(&ctx, &engine, &observed).await?;
                         return Ok(PAIRING_REQUEUE);
                     }
@@ -301,7 +324,9 @@ async fn apply_engine(engine: Arc<ScanEngine>, ctx: Arc<Context>) -> Result<Dura
     }
     observed.registration = outcome.engine.as_ref();
 
-    // 6. status
+    // 6. status, with what the engine's pod says (read last: the pod's watch event that woke
+    // this reconcile has reached the store by now, or the next requeue sees it)
+    observed.pod = pods::diagnose(&pods::of_engine(pods, &ns, &name));
     let state = write_status(&ctx, &engine, &observed).await?;
     Ok(match state {
         EngineState::Active => ctx.settings.refresh_interval,
@@ -368,6 +393,21 @@ async fn write_status(
         );
     }
     apply_status(&ctx.client, engine, &new).await?;
+    let old_reason = old
+        .and_then(|s| conditions::find(&s.conditions, conditions::READY))
+        .map(|c| c.reason.as_str());
+    if let Some((reason, message)) = status::warning_cause(&new)
+        && old_reason != Some(reason)
+    {
+        ctx.event(
+            engine,
+            EventType::Warning,
+            reason,
+            "Deploy",
+            message.to_string(),
+        )
+        .await;
+    }
     if old_state != Some(state) {
         let type_ = if state == EngineState::Active {
             EventType::Normal
@@ -480,6 +520,8 @@ async fn cleanup(engine: Arc<ScanEngine>, ctx: Arc<Context>) -> Result<Action> {
 fn static_type(t: &str) -> Option<&'static str> {
     [
         conditions::READY,
+        conditions::RECONCILING,
+        conditions::STALLED,
         status::PAIRED,
         status::AUTHORIZED,
         status::VERSION_COMPATIBLE,

@@ -1,10 +1,18 @@
-//! Status: map what the console reports to the ScanEngine's status and conditions (pure), and
-//! decide whether it changed enough to write.
+//! Status: map what the console reports, what the engine's pod says and what kept the
+//! reconcile from finishing to the ScanEngine's status and conditions (pure), and decide whether
+//! it changed enough to write.
+//!
+//! `Ready` says why in its reason, first match wins: a [`Problem`] of the reconcile (a missing
+//! Console, a child object the API server refused, the console API failing, …); the console
+//! reporting the engine Active (Ready=True); a [`PodCause`] (the pod cannot be scheduled, its
+//! image cannot be pulled, it crash loops); the console's state. `Reconciling` and `Stalled`
+//! follow (see [`conditions::kstatus`]); docs/status.md has the whole table.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
 use super::build::config::MemoryReservation;
+use super::pods::PodCause;
 use crate::console_api::Engine;
 use crate::crd::conditions::{self, Cond, READY};
 use crate::crd::scan_engine::{Authorization, CommunicationStatus};
@@ -17,11 +25,46 @@ pub const NETWORK_POLICY_READY: &str = "NetworkPolicyReady";
 pub const MEMORY_RESERVED: &str = "MemoryReserved";
 pub const CONSOLE_CLEANUP: &str = "ConsoleCleanup";
 
+/// Ready reason: the API server refused a child object (its answer, naming the field, follows).
+pub const CHILD_REJECTED: &str = "ChildRejected";
+/// Ready reason: `spec.consoleRef` names no Console.
+pub const CONSOLE_NOT_FOUND: &str = "ConsoleNotFound";
+
+/// The Ready reasons that name a cause outside the console's view, each announced by a Warning
+/// event of the same reason when Ready takes it.
+pub const WARNING_CAUSES: [&str; 5] = [
+    super::pods::POD_UNSCHEDULABLE,
+    super::pods::IMAGE_PULL_FAILED,
+    super::pods::CRASH_LOOPING,
+    CHILD_REJECTED,
+    CONSOLE_NOT_FOUND,
+];
+
+/// The reason and message of `status`'s Ready condition when it is one of [`WARNING_CAUSES`].
+pub fn warning_cause(status: &ScanEngineStatus) -> Option<(&str, &str)> {
+    conditions::find(&status.conditions, READY)
+        .filter(|c| c.status == "False" && WARNING_CAUSES.contains(&c.reason.as_str()))
+        .map(|c| (c.reason.as_str(), c.message.as_str()))
+}
+
 /// Something that kept the reconcile from finishing, shown in the conditions.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Problem {
     pub reason: String,
     pub message: String,
+    /// Only a spec change or an administrator can help (kstatus `Stalled`).
+    pub stalled: bool,
+}
+
+impl Problem {
+    /// A problem the operator gets past on its own (it retries).
+    pub fn transient(reason: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            reason: reason.into(),
+            message: message.into(),
+            stalled: false,
+        }
+    }
 }
 
 /// Everything the status is computed from.
@@ -38,6 +81,8 @@ pub struct Observed<'a> {
     pub memory: Option<&'a MemoryReservation>,
     /// Why the reconcile could not complete.
     pub problem: Option<Problem>,
+    /// Why the engine's pod does not run, if it says so.
+    pub pod: Option<PodCause>,
     /// Refresh annotation value handled now (or earlier).
     pub handled_refresh: Option<String>,
     pub now: Timestamp,
@@ -64,14 +109,31 @@ pub fn compute(o: &Observed<'_>) -> ScanEngineStatus {
 
     let mut conds = Vec::new();
 
-    // Ready: the console sees the engine Active.
-    conds.push(match (&o.problem, state) {
-        (Some(p), _) => Cond::false_(READY, p.reason.clone(), p.message.clone()),
-        (None, EngineState::Active) => {
-            Cond::true_(READY, "Active", "the console reports the engine active")
-        }
-        (None, s) => Cond::false_(READY, s.as_str(), state_message(o, s)),
-    });
+    // Ready: the console sees the engine Active; otherwise the first cause found says why.
+    // What the pod says counts only while the console does not see the engine Active.
+    let pod = o.pod.as_ref().filter(|_| state != EngineState::Active);
+    let (ready, stalled) = match (&o.problem, state, pod) {
+        (Some(p), _, _) => (
+            Cond::false_(READY, p.reason.clone(), p.message.clone()),
+            p.stalled,
+        ),
+        (None, EngineState::Active, _) => (
+            Cond::true_(READY, "Active", "the console reports the engine active"),
+            false,
+        ),
+        (None, _, Some(c)) => (Cond::false_(READY, c.reason, c.message.clone()), c.stalled),
+        (None, s, None) => (
+            Cond::false_(READY, s.as_str(), state_message(o, s)),
+            // Only an administrator can help: the versions must match, or consoles.xml be
+            // edited on the engine's volume.
+            s == EngineState::Incompatible
+                || (s == EngineState::PendingAuthorization
+                    && o.engine.spec.authorization == Authorization::Manual),
+        ),
+    };
+    let message = ready.message.clone();
+    let [reconciling, stalled] = conditions::kstatus(&ready, stalled);
+    conds.extend([ready, reconciling, stalled]);
 
     conds.push(match o.registration {
         Some(e) => Cond::true_(PAIRED, "Registered", format!("registered at Console {console_name} as engine {}", e.id)),
@@ -181,10 +243,10 @@ pub fn compute(o: &Observed<'_>) -> ScanEngineStatus {
         });
     }
 
-    let message = match (&o.problem, &console_message) {
-        (Some(p), _) => Some(p.message.clone()),
-        (None, Some(m)) if !m.is_empty() => Some(m.clone()),
-        _ => Some(state_message(o, state)),
+    // The console's own words while it is the cause; the cause's otherwise.
+    let message = match (&o.problem, pod, &console_message) {
+        (None, None, Some(m)) if !m.is_empty() => Some(m.clone()),
+        _ => Some(message),
     };
 
     ScanEngineStatus {
@@ -264,6 +326,7 @@ mod tests {
             policy_applied: true,
             memory: None,
             problem: None,
+            pod: None,
             handled_refresh: None,
             now: Timestamp::from_second(now).unwrap_or(Timestamp::UNIX_EPOCH),
         }
@@ -334,6 +397,136 @@ mod tests {
         );
     }
 
+    /// Ready, Reconciling and Stalled: `(status, reason)` each.
+    fn kstatus(s: &ScanEngineStatus) -> [(&str, &str); 3] {
+        [
+            cond(s, READY),
+            cond(s, conditions::RECONCILING),
+            cond(s, conditions::STALLED),
+        ]
+    }
+
+    #[test]
+    fn every_console_state_maps_to_kstatus_conditions() {
+        use crate::crd::scan_engine::Authorization::{Automatic, Manual};
+        let t = |r: &'static str| ("True", r);
+        let f = |r: &'static str| ("False", r);
+        for (api, authorization, expected) in [
+            (
+                "active",
+                Automatic,
+                [t("Active"), f("Reconciled"), f("Reconciled")],
+            ),
+            (
+                "unknown",
+                Automatic,
+                [f("Unknown"), t("Unknown"), f("Progressing")],
+            ),
+            (
+                "not-responding",
+                Automatic,
+                [f("Down"), t("Down"), f("Progressing")],
+            ),
+            (
+                "pending-authorization",
+                Automatic,
+                [
+                    f("PendingAuthorization"),
+                    t("PendingAuthorization"),
+                    f("Progressing"),
+                ],
+            ),
+            // An administrator must edit consoles.xml: nothing the operator does helps.
+            (
+                "pending-authorization",
+                Manual,
+                [
+                    f("PendingAuthorization"),
+                    f("Stalled"),
+                    t("PendingAuthorization"),
+                ],
+            ),
+            (
+                "incompatible",
+                Automatic,
+                [f("Incompatible"), f("Stalled"), t("Incompatible")],
+            ),
+        ] {
+            let mut se = engine(Communication::ConsoleToEngine);
+            se.spec.authorization = authorization;
+            let reg = registration(api, "0.1.0");
+            let s = compute(&observe(&se, Some(&reg), 100));
+            assert_eq!(kstatus(&s), expected, "{api} {authorization:?}");
+            assert!(
+                s.conditions
+                    .iter()
+                    .all(|c| c.observed_generation == Some(1)),
+                "{api}"
+            );
+        }
+        // Not registered yet: pairing.
+        let se = engine(Communication::EngineToConsole);
+        let s = compute(&observe(&se, None, 100));
+        assert_eq!(kstatus(&s), [f("Pairing"), t("Pairing"), f("Progressing")]);
+        let ready = conditions::find(&s.conditions, READY).map(|c| c.message.clone());
+        let reconciling =
+            conditions::find(&s.conditions, conditions::RECONCILING).map(|c| c.message.clone());
+        assert_eq!(ready, reconciling, "Reconciling says what Ready says");
+    }
+
+    #[test]
+    fn a_pod_cause_names_ready_unless_the_console_sees_the_engine_active() {
+        let se = engine(Communication::ConsoleToEngine);
+        let cause = crate::controller::scan_engine::pods::PodCause {
+            reason: "PodUnschedulable",
+            message: "pod edge-scan-engine-0 cannot be scheduled: 0/1 nodes are available".into(),
+            stalled: false,
+        };
+        let down = registration("not-responding", "0.1.0");
+        let mut o = observe(&se, Some(&down), 100);
+        o.pod = Some(cause.clone());
+        let s = compute(&o);
+        assert_eq!(cond(&s, READY), ("False", "PodUnschedulable"));
+        assert_eq!(s.message.as_deref(), Some(cause.message.as_str()));
+        assert_eq!(
+            s.communication.as_ref().map(|c| c.state),
+            Some(EngineState::Down),
+            "the console's state is kept"
+        );
+
+        let active = registration("active", "0.1.0");
+        let mut o = observe(&se, Some(&active), 100);
+        o.pod = Some(cause.clone());
+        assert_eq!(cond(&compute(&o), READY), ("True", "Active"));
+
+        // A reconcile problem comes first.
+        let mut o = observe(&se, Some(&down), 100);
+        o.pod = Some(cause);
+        o.problem = Some(Problem::transient("ConsoleUnreachable", "unreachable"));
+        assert_eq!(cond(&compute(&o), READY), ("False", "ConsoleUnreachable"));
+    }
+
+    #[test]
+    fn warning_causes_are_the_ready_reasons_outside_the_consoles_view() {
+        let se = engine(Communication::ConsoleToEngine);
+        let mut o = observe(&se, None, 100);
+        o.problem = Some(Problem {
+            reason: CHILD_REJECTED.into(),
+            message: "apply StatefulSet scanning/edge-scan-engine: refused".into(),
+            stalled: true,
+        });
+        let s = compute(&o);
+        assert_eq!(
+            warning_cause(&s),
+            Some((
+                CHILD_REJECTED,
+                "apply StatefulSet scanning/edge-scan-engine: refused"
+            ))
+        );
+        let down = registration("not-responding", "0.1.0");
+        assert_eq!(warning_cause(&compute(&observe(&se, Some(&down), 1))), None);
+    }
+
     #[test]
     fn unpaired_reverse_engine_waits() {
         let se = engine(Communication::EngineToConsole);
@@ -378,10 +571,10 @@ mod tests {
     fn problems_surface_in_ready_and_message() {
         let se = engine(Communication::ConsoleToEngine);
         let mut o = observe(&se, None, 100);
-        o.problem = Some(Problem {
-            reason: "ConsoleUnreachable".into(),
-            message: "console scanning/main: unreachable".into(),
-        });
+        o.problem = Some(Problem::transient(
+            "ConsoleUnreachable",
+            "console scanning/main: unreachable",
+        ));
         let s = compute(&o);
         assert_eq!(cond(&s, READY), ("False", "ConsoleUnreachable"));
         assert_eq!(cond(&s, PAIRED), ("False", "ConsoleUnreachable"));

@@ -5,14 +5,30 @@ use std::sync::Arc;
 use http::Method;
 use serde_json::{Value, json};
 
-use super::reconcile;
+use super::pods::{PodStore, testing as pod};
 use crate::Error;
 use crate::console_api::fake::FakeConsole;
+use crate::controller::Context;
 use crate::controller::applied::ObjectKey;
 use crate::controller::fixtures::{
     Scenario, context, drive, echo_context, mock_client, next_context,
 };
 use crate::crd::{Communication, ScanEngine};
+
+/// A reconcile while the store holds no engine pod (none created or reported yet).
+async fn reconcile(
+    se: Arc<ScanEngine>,
+    ctx: Arc<Context>,
+) -> crate::Result<kube::runtime::controller::Action> {
+    super::reconcile(se, ctx, kube::runtime::reflector::store().0).await
+}
+
+/// A store holding the engine's pod with `status`, as the pod reflector would.
+fn pod_store(status: Value) -> PodStore {
+    let mut writer = kube::runtime::reflector::store::Writer::default();
+    writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(pod::pod(status)));
+    writer.as_reader()
+}
 
 const NS: &str = "scanning";
 const SE_PATH: &str = "/apis/scanengine.dev/v1alpha1/namespaces/scanning/scanengines/edge";
@@ -802,4 +818,359 @@ async fn a_reverse_engine_leaves_a_foreign_service_of_its_name_alone() {
     .await;
     assert!(result.is_ok(), "{result:?}");
     assert!(!seen.iter().any(|s| s.method == Method::DELETE), "{seen:?}");
+}
+
+/// The condition `type_` as JSON.
+fn condition_json<'a>(status: &'a Value, type_: &str) -> &'a Value {
+    status["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == type_))
+        .unwrap_or(&Value::Null)
+}
+
+/// Ready, Reconciling and Stalled of a status: `(status, reason)` each.
+fn kstatus(status: &Value) -> [(&str, &str); 3] {
+    [
+        condition(status, "Ready"),
+        condition(status, "Reconciling"),
+        condition(status, "Stalled"),
+    ]
+}
+
+#[tokio::test]
+async fn an_active_engine_is_ready_and_neither_reconciling_nor_stalled() {
+    let fake = FakeConsole::default();
+    let (client, handle) = mock_client();
+    let se = engine(Communication::ConsoleToEngine);
+    let scenario = status_patch(
+        applied(Scenario::new(), Communication::ConsoleToEngine).event(NS),
+        &se,
+    )
+    .event(NS);
+    let (result, seen) = drive(
+        super::reconcile(
+            Arc::new(se),
+            context(client, &fake),
+            // The console sees the engine Active: an old crash loop of its pod is history.
+            pod_store(pod::crash_looping()),
+        ),
+        scenario.run(handle),
+    )
+    .await;
+    assert!(result.is_ok(), "{result:?}");
+    let status = &seen[10].body["status"];
+    assert_eq!(
+        kstatus(status),
+        [
+            ("True", "Active"),
+            ("False", "Reconciled"),
+            ("False", "Reconciled")
+        ]
+    );
+    for t in ["Ready", "Reconciling", "Stalled"] {
+        assert_eq!(condition_json(status, t)["observedGeneration"], 1, "{t}");
+    }
+}
+
+/// Reconciles a new standard engine the console reports Down while its pod has `pod_status`;
+/// returns the status written and the Warning event published with it.
+async fn down_engine_with_pod(pod_status: Value) -> (Value, Value) {
+    let fake = FakeConsole::default();
+    fake.state().new_engine_status = "not-responding".into();
+    let (client, handle) = mock_client();
+    let se = engine(Communication::ConsoleToEngine);
+    // Registered event, the status, the cause's Warning event, the state change.
+    let scenario = status_patch(
+        applied(Scenario::new(), Communication::ConsoleToEngine).event(NS),
+        &se,
+    )
+    .event(NS)
+    .event(NS);
+    let (result, seen) = drive(
+        super::reconcile(Arc::new(se), context(client, &fake), pod_store(pod_status)),
+        scenario.run(handle),
+    )
+    .await;
+    assert!(result.is_ok(), "{result:?}");
+    let status = seen[10].body["status"].clone();
+    assert_eq!(
+        status["communication"]["state"], "Down",
+        "the console's state stays shown"
+    );
+    (status, seen[11].body.clone())
+}
+
+#[tokio::test]
+async fn an_unschedulable_pod_names_the_schedulers_message_instead_of_offline() {
+    let (status, warning) = down_engine_with_pod(pod::unschedulable()).await;
+    assert_eq!(
+        kstatus(&status),
+        [
+            ("False", "PodUnschedulable"),
+            ("True", "PodUnschedulable"),
+            ("False", "Progressing")
+        ]
+    );
+    let message = status["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("pod edge-scan-engine-0 cannot be scheduled")
+            && message.contains("1 Insufficient cpu"),
+        "{message}"
+    );
+    assert!(!message.contains("offline"), "{message}");
+    assert_eq!(condition_json(&status, "Ready")["message"], message);
+    assert_eq!(warning["type"], "Warning");
+    assert_eq!(warning["reason"], "PodUnschedulable");
+    assert_eq!(warning["note"], message);
+}
+
+#[tokio::test]
+async fn an_image_that_cannot_be_pulled_is_named_with_the_kubelets_error() {
+    for (kubelet, stalled) in [
+        ("ErrImagePull", false),
+        ("ImagePullBackOff", false),
+        ("ErrImageNeverPull", false),
+        // No pull can ever fix a name that is not valid: only a spec change helps.
+        ("InvalidImageName", true),
+    ] {
+        let (status, warning) = down_engine_with_pod(pod::waiting(
+            kubelet,
+            "failed to resolve reference \"registry.example/scan-engine:0.9.9\": not found",
+        ))
+        .await;
+        let expected = if stalled {
+            [
+                ("False", "ImagePullFailed"),
+                ("False", "Stalled"),
+                ("True", "ImagePullFailed"),
+            ]
+        } else {
+            [
+                ("False", "ImagePullFailed"),
+                ("True", "ImagePullFailed"),
+                ("False", "Progressing"),
+            ]
+        };
+        assert_eq!(kstatus(&status), expected, "{kubelet}");
+        let message = status["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("registry.example/scan-engine:0.9.9")
+                && message.contains(kubelet)
+                && message.contains("not found"),
+            "{kubelet}: {message}"
+        );
+        assert_eq!(warning["reason"], "ImagePullFailed", "{kubelet}");
+        assert_eq!(warning["type"], "Warning");
+    }
+}
+
+#[tokio::test]
+async fn a_crash_loop_is_named_with_the_last_exit() {
+    let (status, warning) = down_engine_with_pod(pod::crash_looping()).await;
+    assert_eq!(
+        kstatus(&status),
+        [
+            ("False", "CrashLooping"),
+            ("True", "CrashLooping"),
+            ("False", "Progressing")
+        ]
+    );
+    let message = status["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("keeps crashing") && message.contains("Error (exit code 2)"),
+        "{message}"
+    );
+    assert!(
+        !message.contains("do-not-copy"),
+        "the container's termination message is never copied: {message}"
+    );
+    assert_eq!(warning["reason"], "CrashLooping");
+}
+
+/// The answer of an API server refusing a StatefulSet (422 Invalid), with a long tail.
+fn invalid_statefulset(_: &Value) -> (http::StatusCode, Value) {
+    let message = format!(
+        "StatefulSet.apps \"edge-scan-engine\" is invalid: spec.template.spec.containers[0].resources.requests: Invalid value: \"64\": must be less than or equal to cpu limit of 1{}",
+        ", and more".repeat(1000)
+    );
+    (
+        http::StatusCode::UNPROCESSABLE_ENTITY,
+        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Invalid", "code": 422, "message": message}),
+    )
+}
+
+#[tokio::test]
+async fn a_statefulset_the_api_server_refuses_is_stalled_with_its_message_once() {
+    let fake = FakeConsole::default();
+    let (client, handle) = mock_client();
+    let ctx = context(client, &fake);
+    let se = engine(Communication::ConsoleToEngine);
+    let scenario = Scenario::new()
+        .get(
+            "/apis/scanengine.dev/v1alpha1/namespaces/scanning/consoles/main",
+            console(),
+        )
+        .first_apply(
+            "/apis/networking.k8s.io/v1",
+            NS,
+            "networkpolicies",
+            "edge-scan-engine",
+        )
+        .first_apply("/api/v1", NS, "services", "edge-scan-engine")
+        .expect(
+            Method::GET,
+            "/apis/apps/v1/namespaces/scanning/statefulsets/edge-scan-engine",
+            |_| crate::controller::fixtures::not_found(),
+        )
+        .expect(
+            Method::PATCH,
+            format!(
+                "/apis/apps/v1/namespaces/scanning/statefulsets/edge-scan-engine{}",
+                crate::controller::fixtures::SSA
+            ),
+            invalid_statefulset,
+        );
+    let scenario = status_patch(scenario, &se).event(NS).event(NS);
+    let (result, seen) = drive(
+        reconcile(Arc::new(se.clone()), ctx.clone()),
+        scenario.run(handle),
+    )
+    .await;
+    assert_eq!(
+        result.as_ref().err().map(Error::metric_label),
+        Some("child_rejected"),
+        "{result:?}"
+    );
+    let status = &seen[7].body["status"];
+    assert_eq!(
+        kstatus(status),
+        [
+            ("False", "ChildRejected"),
+            ("False", "Stalled"),
+            ("True", "ChildRejected")
+        ]
+    );
+    assert!(
+        status["communication"]["state"].is_string(),
+        "never blank: {status}"
+    );
+    let message = status["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("apply StatefulSet scanning/edge-scan-engine")
+            && message.contains("spec.template.spec.containers[0].resources.requests"),
+        "{message}"
+    );
+    assert!(message.chars().count() < 800, "bounded: {}", message.len());
+    assert_eq!(condition_json(status, "Stalled")["message"], message);
+    assert_eq!(seen[8].body["type"], "Warning");
+    assert_eq!(seen[8].body["reason"], "ChildRejected");
+    assert!(fake.state().calls.is_empty(), "not registered");
+
+    // The retry meets the same refusal: the status already says it, no write, no new event.
+    let mut se2 = se;
+    se2.status = serde_json::from_value(status.clone()).ok();
+    let (client, handle) = mock_client();
+    let scenario = Scenario::new()
+        .get(
+            "/apis/scanengine.dev/v1alpha1/namespaces/scanning/consoles/main",
+            console(),
+        )
+        .expect(
+            Method::GET,
+            "/apis/apps/v1/namespaces/scanning/statefulsets/edge-scan-engine",
+            |_| crate::controller::fixtures::not_found(),
+        )
+        .expect(
+            Method::PATCH,
+            format!(
+                "/apis/apps/v1/namespaces/scanning/statefulsets/edge-scan-engine{}",
+                crate::controller::fixtures::SSA
+            ),
+            invalid_statefulset,
+        );
+    let (result, seen) = drive(
+        reconcile(Arc::new(se2), next_context(client, &fake, &ctx)),
+        scenario.run(handle),
+    )
+    .await;
+    assert!(result.is_err(), "{result:?}");
+    assert_eq!(seen.len(), 3, "{seen:?}");
+}
+
+#[tokio::test]
+async fn a_missing_console_is_stalled_and_announced() {
+    let fake = FakeConsole::default();
+    let (client, handle) = mock_client();
+    let se = engine(Communication::ConsoleToEngine);
+    let scenario = Scenario::new().expect(
+        Method::GET,
+        "/apis/scanengine.dev/v1alpha1/namespaces/scanning/consoles/main",
+        |_| crate::controller::fixtures::not_found(),
+    );
+    let scenario = status_patch(scenario, &se).event(NS).event(NS);
+    let (result, seen) = drive(
+        reconcile(Arc::new(se), context(client, &fake)),
+        scenario.run(handle),
+    )
+    .await;
+    assert_eq!(
+        result.as_ref().err().map(Error::metric_label),
+        Some("console_not_found")
+    );
+    let status = &seen[1].body["status"];
+    assert_eq!(
+        kstatus(status),
+        [
+            ("False", "ConsoleNotFound"),
+            ("False", "Stalled"),
+            ("True", "ConsoleNotFound")
+        ]
+    );
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("Console scanning/main not found"),
+        "{status}"
+    );
+    assert_eq!(seen[2].body["type"], "Warning");
+    assert_eq!(seen[2].body["reason"], "ConsoleNotFound");
+    assert!(
+        seen[3].body["note"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("none → Pairing"),
+        "{}",
+        seen[3].body
+    );
+}
+
+#[tokio::test]
+async fn an_incompatible_engine_is_stalled_not_reconciling_forever() {
+    let fake = FakeConsole::default();
+    fake.state().new_engine_status = "incompatible".into();
+    let (client, handle) = mock_client();
+    let se = engine(Communication::ConsoleToEngine);
+    let scenario = status_patch(
+        applied(Scenario::new(), Communication::ConsoleToEngine).event(NS),
+        &se,
+    )
+    .event(NS);
+    let (result, seen) = drive(
+        reconcile(Arc::new(se), context(client, &fake)),
+        scenario.run(handle),
+    )
+    .await;
+    assert!(result.is_ok(), "{result:?}");
+    let status = &seen[10].body["status"];
+    assert_eq!(
+        kstatus(status),
+        [
+            ("False", "Incompatible"),
+            ("False", "Stalled"),
+            ("True", "Incompatible")
+        ]
+    );
+    assert_eq!(status["communication"]["state"], "Incompatible");
+    assert_eq!(seen[11].body["reason"], "StateChanged");
 }
