@@ -1203,3 +1203,253 @@ async fn the_shared_secret_is_renewed_before_it_expires() {
     }
     h.assert_operator_never_forbidden();
 }
+
+// ---------------------------------------------------------------------------------------------
+// 3. leader election: two replicas, never two leaders
+
+/// Name → resourceVersion of every ScanEngine, Console and StatefulSet in `ns`, and the names
+/// registered at the console (sorted, duplicates kept): what a write by either replica changes.
+async fn writes_snapshot(h: &Harness, ns: &str) -> (Vec<(String, String)>, Vec<String>) {
+    let client = h.client();
+    let mut versions = Vec::new();
+    for (kind, objects) in [
+        ("ScanEngine", scan_engines(&client, ns)),
+        ("Console", consoles(&client, ns)),
+    ] {
+        for o in objects
+            .list(&ListParams::default())
+            .await
+            .expect("listing")
+            .items
+        {
+            versions.push((
+                format!("{kind} {}", o.name_any()),
+                o.resource_version().unwrap_or_default(),
+            ));
+        }
+    }
+    for s in list::<StatefulSet>(&client, ns).await {
+        versions.push((
+            format!("StatefulSet {}", s.name_any()),
+            s.resource_version().unwrap_or_default(),
+        ));
+    }
+    versions.sort();
+    let mut registered: Vec<String> = h
+        .console
+        .engines()
+        .await
+        .iter()
+        .filter_map(|e| e["name"].as_str().map(str::to_owned))
+        .collect();
+    registered.sort();
+    (versions, registered)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_leader_steps_down_unheard_while_the_standby_takes_over() {
+    use k8s_openapi::api::coordination::v1::Lease;
+
+    let cp = ControlPlane::start().await;
+    cp.install_crds(&workspace_root().join("crds")).await;
+    let logs = TestLogs::for_current_test();
+    // Two replicas, as the chart runs them; the first with short durations so that the
+    // standby takes over soon after it stops.
+    let sets = [
+        format!("refreshInterval={REFRESH_INTERVAL}"),
+        "replicaCount=2".to_owned(),
+        "leaderElection.leaseDuration=6s".to_owned(),
+        "leaderElection.renewDeadline=4s".to_owned(),
+        "leaderElection.retryPeriod=1s".to_owned(),
+    ];
+    let first = Operator::start(&cp, &logs, &sets).await;
+    let lease_name = first
+        .flag("--lease-name")
+        .expect("the chart sets --lease-name");
+    let leases: Api<Lease> = Api::namespaced(cp.client(), first.namespace.name());
+    let holder = || async {
+        leases
+            .get_opt(&lease_name)
+            .await
+            .map_err(|e| e.to_string())?
+            .and_then(|l| l.spec)
+            .and_then(|s| s.holder_identity)
+            .ok_or_else(|| "no holder".to_owned())
+    };
+    let first_name = first.pod_name.clone();
+    eventually(
+        "the first replica holds the Lease",
+        DEADLINE,
+        || first.log_tail(),
+        || async {
+            let who = holder().await?;
+            if who == first_name { Ok(()) } else { Err(who) }
+        },
+    )
+    .await;
+    // The second replica's durations are long, so that the test can pause it too, below.
+    let second = first
+        .replica(
+            &logs,
+            "operator-standby",
+            "scan-engine-operator-1",
+            &[
+                ("--lease-duration", "300s"),
+                ("--lease-renew-deadline", "240s"),
+            ],
+        )
+        .await;
+    let console = ExternalConsole::start(&logs, "console", None).await;
+    let mut h = Harness {
+        operator: first,
+        console,
+        logs,
+        cp,
+    };
+    let ns_handle = h.namespace_with_console().await;
+    let ns = ns_handle.name();
+    let registered_once = |name: &str, snapshot: &[String]| {
+        let full = format!("{name}.{ns}");
+        let n = snapshot.iter().filter(|r| **r == full).count();
+        assert_eq!(
+            n, 1,
+            "{full} registered {n} times at the console: {snapshot:?}"
+        );
+    };
+
+    // The leader registers an engine; the standby does nothing.
+    h.engine_cr(ns, "before", json!({"communication": "ConsoleToEngine"}))
+        .await;
+    h.wait_engine(ns, "before", "registered", |se| {
+        se.data["status"]["engineId"]
+            .as_i64()
+            .map(|_| ())
+            .ok_or_else(|| "no engineId".into())
+    })
+    .await;
+    let standby_log = second.output();
+    assert!(
+        standby_log.contains("waiting for the leader Lease") && !standby_log.contains("leading"),
+        "the standby waits and does not lead:\n{}",
+        second.log_tail()
+    );
+
+    // The leader stops (SIGSTOP: it neither renews nor exits). The standby takes over and
+    // reconciles what changes after the stop.
+    h.operator.signal(libc::SIGSTOP);
+    let second_name = second.pod_name.clone();
+    eventually(
+        "the standby holds the Lease",
+        DEADLINE,
+        || second.log_tail(),
+        || async {
+            let who = holder().await?;
+            if who == second_name { Ok(()) } else { Err(who) }
+        },
+    )
+    .await;
+    assert!(
+        h.operator.is_running(),
+        "the old leader is paused, not gone"
+    );
+    h.engine_cr(ns, "after", json!({"communication": "ConsoleToEngine"}))
+        .await;
+    let api = scan_engines(&h.client(), ns);
+    eventually(
+        "the new leader registers the engine created after the stop",
+        DEADLINE,
+        || second.log_tail(),
+        || async {
+            second.assert_running();
+            let se = api.get("after").await.map_err(|e| e.to_string())?;
+            se.data["status"]["engineId"]
+                .as_i64()
+                .map(|_| ())
+                .ok_or_else(|| format!("status: {}", se.data["status"]))
+        },
+    )
+    .await;
+
+    // Pause the new leader too, so that any write from now on is the old leader's, and change
+    // an engine: the old leader's watches hold the change when it runs again. Its renew
+    // deadline has long passed: it must step down and exit, writing nothing, neither to the
+    // API server nor to the console.
+    second.signal(libc::SIGSTOP);
+    tokio::time::sleep(Duration::from_secs(1)).await; // the new leader's requests in flight land
+    api.patch(
+        "before",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"nodeSelector": {"leader-test": "paused"}}})),
+    )
+    .await
+    .expect("patching the ScanEngine");
+    let (versions, registered) = writes_snapshot(&h, ns).await;
+    for name in ["before", "after"] {
+        registered_once(name, &registered);
+    }
+    h.operator.signal(libc::SIGCONT);
+    let status = h.operator.wait_exit(DEADLINE).await;
+    let old_log = h.operator.output();
+    assert!(
+        !status.success() && old_log.contains("not renewed within the renew deadline"),
+        "the old leader exits ({status}) saying it stepped down at its renew deadline:\n{}",
+        h.operator.log_tail()
+    );
+    let (versions_after, registered_after) = writes_snapshot(&h, ns).await;
+    assert_eq!(
+        versions_after, versions,
+        "the old leader wrote to the API server after its renew deadline"
+    );
+    assert_eq!(
+        registered_after, registered,
+        "the old leader changed the console's engines after its renew deadline"
+    );
+    assert_eq!(
+        holder().await.as_deref(),
+        Ok(second_name.as_str()),
+        "the Lease stays the new leader's"
+    );
+
+    // The new leader carries on: it reconciles the change the old one left alone, and a
+    // further engine, registering each once.
+    second.signal(libc::SIGCONT);
+    let _old = std::mem::replace(&mut h.operator, second);
+    let statefulsets: Api<StatefulSet> = Api::namespaced(h.client(), ns);
+    eventually(
+        "the new leader applies the node selector set while both were paused",
+        DEADLINE,
+        h.context(),
+        || async {
+            h.operator.assert_running();
+            let sts = statefulsets
+                .get("before-scan-engine")
+                .await
+                .map_err(|e| e.to_string())?;
+            let selector = sts
+                .spec
+                .and_then(|s| s.template.spec)
+                .and_then(|p| p.node_selector)
+                .unwrap_or_default();
+            if selector.get("leader-test").map(String::as_str) == Some("paused") {
+                Ok(())
+            } else {
+                Err(format!("nodeSelector {selector:?}"))
+            }
+        },
+    )
+    .await;
+    h.engine_cr(ns, "last", json!({"communication": "ConsoleToEngine"}))
+        .await;
+    h.wait_engine(ns, "last", "registered", |se| {
+        se.data["status"]["engineId"]
+            .as_i64()
+            .map(|_| ())
+            .ok_or_else(|| "no engineId".into())
+    })
+    .await;
+    let (_, registered) = writes_snapshot(&h, ns).await;
+    for name in ["before", "after", "last"] {
+        registered_once(name, &registered);
+    }
+    h.assert_operator_never_forbidden();
+}

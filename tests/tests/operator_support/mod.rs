@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::fmt::Display;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::StatefulSet;
@@ -384,8 +384,13 @@ pub const RBAC_KINDS: [&str; 5] = [
 /// The operator as a process, acting as the chart's ServiceAccount.
 pub struct Operator {
     proc: Mutex<Proc>,
-    pub namespace: TestNamespace,
+    pub namespace: Arc<TestNamespace>,
     pub service_account: String,
+    /// The Deployment's arguments and the ServiceAccount's kubeconfig, for more replicas.
+    args: Vec<String>,
+    kubeconfig: PathBuf,
+    /// `POD_NAME`: the replica's identity in the leader Lease.
+    pub pod_name: String,
 }
 
 impl Operator {
@@ -425,28 +430,93 @@ impl Operator {
             .as_array()
             .and_then(|c| c.iter().find(|c| c["name"] == "operator"))
             .expect("the Deployment has an `operator` container");
-        let listen = free_loopback_addr();
         let args: Vec<String> = container["args"]
             .as_array()
             .expect("the operator container has args")
             .iter()
             .map(|a| a.as_str().expect("string args").to_owned())
+            .collect();
+        let kubeconfig = cp.service_account_kubeconfig(&ns, &service_account);
+        Self::spawn(
+            logs,
+            Arc::new(namespace),
+            service_account,
+            args,
+            kubeconfig,
+            "operator",
+            "scan-engine-operator-0",
+        )
+        .await
+    }
+
+    /// One more replica of this operator: same arguments (but for `overrides`, `(flag, value)`
+    /// pairs replacing the Deployment's), ServiceAccount and namespace, another `POD_NAME` (its
+    /// identity in the leader Lease) and listen address.
+    pub async fn replica(
+        &self,
+        logs: &TestLogs,
+        name: &str,
+        pod_name: &str,
+        overrides: &[(&str, &str)],
+    ) -> Operator {
+        let args = self
+            .args
+            .iter()
+            .map(|a| {
+                overrides
+                    .iter()
+                    .find(|(flag, _)| a.starts_with(&format!("{flag}=")))
+                    .map_or_else(|| a.clone(), |(flag, value)| format!("{flag}={value}"))
+            })
+            .collect();
+        Self::spawn(
+            logs,
+            self.namespace.clone(),
+            self.service_account.clone(),
+            args,
+            self.kubeconfig.clone(),
+            name,
+            pod_name,
+        )
+        .await
+    }
+
+    /// The value of `--flag=value` among the Deployment's arguments.
+    pub fn flag(&self, flag: &str) -> Option<String> {
+        let prefix = format!("{flag}=");
+        self.args
+            .iter()
+            .find_map(|a| a.strip_prefix(&prefix).map(str::to_owned))
+    }
+
+    async fn spawn(
+        logs: &TestLogs,
+        namespace: Arc<TestNamespace>,
+        service_account: String,
+        args: Vec<String>,
+        kubeconfig: PathBuf,
+        name: &str,
+        pod_name: &str,
+    ) -> Operator {
+        // Only `--listen` moves to loopback.
+        let listen = free_loopback_addr();
+        let with_listen: Vec<String> = args
+            .iter()
             .map(|a| {
                 if a.starts_with("--listen=") {
                     format!("--listen={listen}")
                 } else {
-                    a
+                    a.clone()
                 }
             })
             .collect();
-        let kubeconfig = cp.service_account_kubeconfig(&ns, &service_account);
         let mut proc = ProcBuilder::workspace("scan-engine-operator")
-            .name("operator")
+            .name(name)
             .logs(logs)
-            .args(&args)
+            .args(&with_listen)
             .env("KUBECONFIG", kubeconfig.as_os_str())
-            .env("POD_NAMESPACE", &ns)
-            .env("POD_NAME", "scan-engine-operator-0")
+            .env("POD_NAMESPACE", namespace.name())
+            .env("POD_NAME", pod_name)
             .env_remove("KUBERNETES_SERVICE_HOST")
             .env_remove("KUBERNETES_SERVICE_PORT")
             .spawn();
@@ -455,6 +525,9 @@ impl Operator {
             proc: Mutex::new(proc),
             namespace,
             service_account,
+            args,
+            kubeconfig,
+            pod_name: pod_name.to_owned(),
         }
     }
 
@@ -472,6 +545,38 @@ impl Operator {
 
     pub fn output(&self) -> String {
         self.lock().output()
+    }
+
+    /// Sends `signal` to the process (`libc::SIGSTOP`, `libc::SIGCONT`, …).
+    pub fn signal(&self, signal: i32) {
+        self.lock().signal(signal);
+    }
+
+    /// Whether the process still runs (a stopped one does).
+    pub fn is_running(&self) -> bool {
+        self.lock().is_running()
+    }
+
+    /// Stops it at once with SIGKILL.
+    pub fn kill(&self) {
+        self.lock().kill();
+    }
+
+    /// Waits (up to `timeout`) for it to exit by itself.
+    pub async fn wait_exit(&self, timeout: Duration) -> std::process::ExitStatus {
+        let until = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.lock().try_wait() {
+                return status;
+            }
+            assert!(
+                Instant::now() < until,
+                "{} still runs after {timeout:?}\n{}",
+                self.lock().name(),
+                self.log_tail()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 }
 
