@@ -20,10 +20,11 @@ fi
 KUBE_VERSION="${KUBE_VERSION:-v1.34.4}"     # last minor whose kubelet runs on cgroup v1 by default
 ETCD_VERSION="${ETCD_VERSION:-v3.6.16}"
 HELM_VERSION="${HELM_VERSION:-v3.19.5}"
+KUBE_SCORE_VERSION="${KUBE_SCORE_VERSION:-v1.20.0}"   # the manifest linter of the chart and the operator's objects
 KUBE_BINS_DEFAULT="kube-apiserver kube-controller-manager kubectl"
 # ----------------------------------------------------------------------------------------------
 
-want="${*:-$KUBE_BINS_DEFAULT etcd helm}"
+want="${*:-$KUBE_BINS_DEFAULT etcd helm kube-score}"
 
 if [[ -n "${KUBEBUILDER_ASSETS:-}" && -x "$KUBEBUILDER_ASSETS/etcd" && -x "$KUBEBUILDER_ASSETS/kube-apiserver" ]]; then
   echo "using binaries from KUBEBUILDER_ASSETS=$KUBEBUILDER_ASSETS" >&2
@@ -33,6 +34,11 @@ fi
 
 cache="${SEO_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/scan-engine-operator}"
 bin="$cache/k8s-$KUBE_VERSION-etcd-$ETCD_VERSION-helm-$HELM_VERSION/bin"
+
+# kube-score shares the directory but has its own pin: a binary of another version is rebuilt.
+if [[ -x "$bin/kube-score" ]] && ! "$bin/kube-score" version 2>/dev/null | grep -q "version: $KUBE_SCORE_VERSION,"; then
+  rm -f "$bin/kube-score"
+fi
 
 missing=""
 for name in $want; do
@@ -133,6 +139,18 @@ build_helm() {
   mv "$bin/helm.tmp" "$bin/helm"
 }
 
+build_kube_score() {
+  local dir="$work/kube-score-$KUBE_SCORE_VERSION"
+  if [[ ! -f "$dir/go.mod" ]]; then
+    mkdir -p "$dir"
+    printf 'module local/kube-score-wrapper\n\ngo 1.24.0\n\nrequire github.com/zegl/kube-score %s\n' "$KUBE_SCORE_VERSION" >"$dir/go.mod"
+    printf '//go:build tools\n\npackage tools\n\nimport _ "github.com/zegl/kube-score/cmd/kube-score"\n' >"$dir/tools.go"
+    (cd "$dir" && go mod tidy -e >/dev/null)
+  fi
+  (cd "$dir" && go build -trimpath -ldflags "-s -w -X main.version=$KUBE_SCORE_VERSION -X main.commit=$KUBE_SCORE_VERSION -X main.date=1970-01-01T00:00:00Z" -o "$bin/kube-score.tmp" github.com/zegl/kube-score/cmd/kube-score)
+  mv "$bin/kube-score.tmp" "$bin/kube-score"
+}
+
 for name in $want; do
   if [[ -x "$bin/$name" ]]; then continue; fi
   echo "building $name into $bin" >&2
@@ -140,6 +158,7 @@ for name in $want; do
   case "$name" in
     etcd) build_etcd ;;
     helm) build_helm ;;
+    kube-score) build_kube_score ;;
     *) build_kube "$name" ;;
   esac
   echo "built $name in $((SECONDS - start))s" >&2

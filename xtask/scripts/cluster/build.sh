@@ -57,11 +57,15 @@ build_containerd() {
 build_runc() {
   # runc needs cgo (its nsenter is C); seccomp support links libseccomp.
   RUNC_BIN="$CACHE_DIR/runc-$RUNC_VERSION/bin"
-  local tags=""
-  if pkg-config --exists libseccomp 2>/dev/null; then tags="seccomp"; else
-    log "warning: libseccomp development files not found: runc is built without seccomp (pods asking for RuntimeDefault will fail)"
+  # Every pod of the project asks for the RuntimeDefault seccomp profile: a runc without
+  # seccomp fails every sandbox ("seccomp not supported"). Such a build is never kept.
+  pkg-config --exists libseccomp 2>/dev/null \
+    || die "libseccomp's development files are missing (apt-get install libseccomp-dev): runc needs them for seccomp"
+  if [[ -x $RUNC_BIN/runc ]] && ! "$RUNC_BIN/runc" --version 2>/dev/null | grep -q '^libseccomp'; then
+    log "the cached runc was built without seccomp: building it again"
+    rm -f "$RUNC_BIN/runc"
   fi
-  go_install "$RUNC_BIN" 1 "-s -w -X main.version=${RUNC_VERSION#v} -X main.gitCommit=$RUNC_VERSION" "$tags" \
+  go_install "$RUNC_BIN" 1 "-s -w -X main.version=${RUNC_VERSION#v} -X main.gitCommit=$RUNC_VERSION" "seccomp" \
     github.com/opencontainers/runc "$RUNC_VERSION" github.com/opencontainers/runc
 }
 
@@ -141,6 +145,7 @@ build_all() {
   # One build at a time (CI starts one in the background): a second waits, then finds the
   # binaries built.
   mkdir -p "$CACHE_DIR"
+  [[ $EUID -ne 0 ]] || ensure_host_tools
   if command -v flock >/dev/null 2>&1; then
     exec 8>"$CACHE_DIR/.cluster-build.lock"
     if ! flock -n 8; then

@@ -131,3 +131,17 @@ cgroup_dirs() {
 }
 
 kctl() { KUBECONFIG="$KUBECONFIG_PATH" "$KUBE_BIN/kubectl" --cache-dir "$STATE_DIR/kube-cache" "$@"; }
+
+# ensure_host_tools: what the cluster's build (runc links libseccomp through cgo) and its
+# daemons need from the host, installed with apt-get where it is missing (root).
+ensure_host_tools() {
+  local missing=() t
+  for t in iptables ipset ip openssl gcc pkg-config; do command -v "$t" >/dev/null || missing+=("$t"); done
+  command -v conntrack >/dev/null || missing+=(conntrack)
+  pkg-config --exists libseccomp 2>/dev/null || missing+=(libseccomp)
+  ((${#missing[@]})) || return 0
+  command -v apt-get >/dev/null || die "missing host tools: ${missing[*]} (install iptables, ipset, iproute2, openssl, conntrack, gcc, pkg-config and libseccomp's development files)"
+  log "installing host packages for: ${missing[*]}"
+  apt-get -o DPkg::Lock::Timeout=300 update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -qq iptables ipset iproute2 openssl conntrack gcc libc6-dev pkg-config libseccomp-dev >/dev/null
+}

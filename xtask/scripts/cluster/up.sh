@@ -15,17 +15,6 @@ need_root
 UP_START=$SECONDS
 
 # --- host prerequisites -------------------------------------------------------------------------
-ensure_host_tools() {
-  local missing=() t
-  for t in iptables ipset ip openssl gcc pkg-config; do command -v "$t" >/dev/null || missing+=("$t"); done
-  command -v conntrack >/dev/null || missing+=(conntrack)
-  pkg-config --exists libseccomp 2>/dev/null || missing+=(libseccomp)
-  ((${#missing[@]})) || return 0
-  command -v apt-get >/dev/null || die "missing host tools: ${missing[*]} (install iptables, ipset, iproute2, openssl, conntrack, gcc, pkg-config and libseccomp's development files)"
-  log "installing host packages for: ${missing[*]}"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iptables ipset iproute2 openssl conntrack gcc libc6-dev pkg-config libseccomp-dev >/dev/null
-}
 
 # ports_free: every port a not-yet-running daemon will listen on is free (a clear error beats a
 # daemon that dies on "address already in use").
@@ -550,15 +539,16 @@ wait_for "node $NODE_NAME Ready" 180 kctl wait --for=condition=Ready "node/$NODE
 # diagnose: what a failed wait leaves to read — pods, events, CoreDNS's log, the forwarding rules.
 diagnose() {
   {
-    echo "== pods"; kctl get pods -A -o wide
-    echo "== events"; kctl get events -A --sort-by=.lastTimestamp | tail -40
-    echo "== coredns"; kctl -n kube-system describe pods -l k8s-app=kube-dns | tail -60
-    kctl -n kube-system logs -l k8s-app=kube-dns --tail=40 --all-containers
-    echo "== iptables filter FORWARD"; iptables -w -S FORWARD
-    echo "== routes"; ip route
+    echo "== pods"; kctl get pods -A -o wide || true
+    echo "== events"; kctl get events -A --sort-by=.lastTimestamp | tail -40 || true
+    echo "== coredns"; kctl -n kube-system describe pods -l k8s-app=kube-dns | tail -60 || true
+    kctl -n kube-system logs -l k8s-app=kube-dns --tail=40 --all-containers || true
+    echo "== iptables filter FORWARD"; iptables -w -S FORWARD || true
+    echo "== routes"; ip route || true
+    echo "== runc"; "$RUNC_BIN/runc" --version || true
   } >"$LOG_DIR/diagnose.log" 2>&1
   log "what the cluster looked like: $LOG_DIR/diagnose.log (kept after \`cluster down\`)"
-  sed 's/^/  | /' "$LOG_DIR/diagnose.log" | head -150 >&2
+  sed 's/^/  | /' "$LOG_DIR/diagnose.log" | head -150 >&2 || true
 }
 if ! (wait_for "CoreDNS available" 180 kctl -n kube-system wait --for=condition=Available deployment/coredns --timeout=5s); then
   diagnose
