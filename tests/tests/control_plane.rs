@@ -1,15 +1,23 @@
 //! The control-plane harness itself: a real etcd, kube-apiserver and kube-controller-manager
-//! start, RBAC is enforced, and the controllers run.
+//! start, RBAC is enforced, and the controllers run. And what the control plane alone shows of
+//! the operator: the status of an engine whose pod cannot be scheduled.
 //!
 //! Run with `cargo xtask test --tier control-plane`, or, once `cargo xtask k8s-bins` has built
 //! the binaries, `cargo test -p scan-engine-tests --test control_plane`.
 
+mod operator_support;
+
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
-use scan_engine_tests::ControlPlane;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use operator_support::{
+    DEADLINE, ExternalConsole, Operator, REFRESH_INTERVAL, condition, consoles, create, eventually,
+    scan_engines,
+};
+use scan_engine_tests::{ControlPlane, TestLogs, free_port, workspace_root};
+use serde_json::json;
 
 fn config_map(name: &str) -> ConfigMap {
     let mut cm = ConfigMap::default();
@@ -197,4 +205,162 @@ async fn cms_in_other_namespace(client: kube::Client) -> kube::Error {
         .list(&ListParams::default())
         .await
         .expect_err("a Role binds in its own namespace only")
+}
+
+/// There is no scheduler here: the test writes the pod's PodScheduled condition exactly as the
+/// scheduler does for a pod asking for more CPU than any node has. The operator, with exactly
+/// the chart's RBAC, must see it through its pod watch and name it in the ScanEngine's status,
+/// instead of the console's "offline".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_engine_asking_for_more_cpu_than_any_node_has_shows_pod_unschedulable() {
+    let cp = ControlPlane::start().await;
+    cp.install_crds(&workspace_root().join("crds")).await;
+    let logs = TestLogs::for_current_test();
+    let operator =
+        Operator::start(&cp, &logs, &[format!("refreshInterval={REFRESH_INTERVAL}")]).await;
+    let console = ExternalConsole::start(&logs, "console", None).await;
+    let context = || format!("{}\n{}", operator.log_tail(), console.proc.log_tail());
+    let ns = cp.namespace().await;
+    let ns = ns.name();
+    console.console_cr(&cp, ns, "corp").await;
+    let console_api = consoles(&cp.client(), ns);
+    eventually("Console corp Ready", DEADLINE, context, || async {
+        let c = console_api.get("corp").await.map_err(|e| e.to_string())?;
+        match condition(&c, "Ready") {
+            Some(r) if r["status"] == "True" => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+
+    let engines = scan_engines(&cp.client(), ns);
+    create(
+        &engines,
+        json!({
+            "apiVersion": "scanengine.dev/v1alpha1",
+            "kind": "ScanEngine",
+            "metadata": {"name": "greedy", "namespace": ns},
+            "spec": {
+                "consoleRef": {"name": "corp"},
+                "communication": "ConsoleToEngine",
+                "advertisedAddress": "127.0.0.1",
+                "port": free_port(),
+                "resources": {
+                    "requests": {"cpu": "64", "memory": "1Gi"},
+                    "limits": {"cpu": "64", "memory": "1Gi"}
+                }
+            }
+        }),
+    )
+    .await;
+
+    // The StatefulSet controller creates the pod; the "scheduler" finds no node for it.
+    let pods: Api<Pod> = Api::namespaced(cp.client(), ns);
+    let pod = "greedy-scan-engine-0";
+    eventually(format!("pod {pod} created"), DEADLINE, context, || async {
+        match pods.get_opt(pod).await {
+            Ok(Some(_)) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    let scheduler_says = "0/1 nodes are available: 1 Insufficient cpu. preemption: 0/1 nodes are available: 1 No preemption victims found for incoming pod.";
+    pods.patch_status(
+        pod,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"phase": "Pending", "conditions": [{
+            "type": "PodScheduled",
+            "status": "False",
+            "reason": "Unschedulable",
+            "message": scheduler_says,
+            "lastTransitionTime": "2026-01-01T00:00:00Z"
+        }]}})),
+    )
+    .await
+    .expect("writing the pod's PodScheduled condition");
+
+    let se = eventually(
+        "ScanEngine greedy Ready=False PodUnschedulable",
+        DEADLINE,
+        context,
+        || async {
+            let se = engines.get("greedy").await.map_err(|e| e.to_string())?;
+            let ready = condition(&se, "Ready").ok_or("no Ready condition")?;
+            if ready["reason"] == "PodUnschedulable" {
+                Ok(se)
+            } else {
+                Err(format!("Ready is {ready}"))
+            }
+        },
+    )
+    .await;
+    let ready = condition(&se, "Ready").unwrap_or_default();
+    assert_eq!(ready["status"], "False");
+    let message = ready["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(pod) && message.contains("1 Insufficient cpu"),
+        "{message}"
+    );
+    assert_eq!(se.data["status"]["message"], message);
+    assert!(
+        se.data["status"]["communication"]["state"].is_string(),
+        "the Status column is never blank: {}",
+        se.data["status"]
+    );
+    // kstatus: still converging (a node may be added), not stalled; at this generation.
+    let reconciling = condition(&se, "Reconciling").unwrap_or_default();
+    assert_eq!(
+        (&reconciling["status"], &reconciling["reason"]),
+        (&json!("True"), &json!("PodUnschedulable"))
+    );
+    let stalled = condition(&se, "Stalled").unwrap_or_default();
+    assert_eq!(stalled["status"], "False");
+    for c in [&ready, &reconciling, &stalled] {
+        assert_eq!(
+            c["observedGeneration"].as_i64(),
+            se.metadata.generation,
+            "{c}"
+        );
+    }
+
+    // A Warning event of the same reason, about the ScanEngine.
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(cp.client(), ns);
+    eventually(
+        "a PodUnschedulable Warning event",
+        DEADLINE,
+        context,
+        || async {
+            let list = events
+                .list(&ListParams::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            let found = list.items.iter().any(|e| {
+                e.reason.as_deref() == Some("PodUnschedulable")
+                    && e.type_.as_deref() == Some("Warning")
+                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("greedy")
+                    && e.note
+                        .as_deref()
+                        .is_some_and(|n| n.contains("Insufficient cpu"))
+            });
+            if found {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{:?}",
+                    list.items.iter().map(|e| &e.reason).collect::<Vec<_>>()
+                ))
+            }
+        },
+    )
+    .await;
+
+    // With exactly the chart's RBAC, the pod watch was never refused.
+    operator.assert_running();
+    let refused: Vec<String> = operator
+        .output()
+        .lines()
+        .filter(|l| l.to_ascii_lowercase().contains("forbidden"))
+        .map(str::to_owned)
+        .collect();
+    assert!(refused.is_empty(), "{}", refused.join("\n"));
 }
