@@ -9,6 +9,7 @@ mod cluster;
 mod demo;
 mod fuzz;
 mod images;
+mod kube_score;
 mod oci;
 
 use std::ffi::OsString;
@@ -87,6 +88,9 @@ enum Cmd {
     /// as image archives in target/images/*.tar. `--check` inspects them instead (non-root
     /// user, starts on a read-only root with no network and no capabilities; root needed).
     Images(images::ImagesArgs),
+    /// Score the chart's rendering and the operator's objects (golden files) with kube-score;
+    /// every finding fails except those docs/manifests.md lists with a reason.
+    KubeScore,
     /// Regenerate the chart's CRD templates from crds/ (`--check`: fail when stale).
     ChartCrds(chart::ChartCrdsArgs),
     /// Print the chart's RBAC (ServiceAccount, roles, bindings) as rendered by `helm template`.
@@ -176,6 +180,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Demo(args) => demo::demo(&workspace_root(), &args),
         Cmd::Fuzz(args) => fuzz::fuzz(&workspace_root(), &args).map(|()| ExitCode::SUCCESS),
         Cmd::Images(args) => images::images(&workspace_root(), &args).map(|()| ExitCode::SUCCESS),
+        Cmd::KubeScore => kube_score::kube_score(&workspace_root()).map(|()| ExitCode::SUCCESS),
         Cmd::ChartCrds(args) => {
             chart::chart_crds(&workspace_root(), &args).map(|()| ExitCode::SUCCESS)
         }
@@ -556,6 +561,10 @@ impl Runner {
             .arg("chart::tests::chart_renders_with_helm")
             .env("HELM", bins.join("helm"));
         self.step(tier, "chart: helm lint, template, schema", chart);
+        let xtask = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("xtask"));
+        let mut score = Command::new(&xtask);
+        score.arg("kube-score").env("HELM", bins.join("helm"));
+        self.step(tier, "kube-score: chart and operator objects", score);
         let mut test = integration_test("control_plane");
         test.env("KUBEBUILDER_ASSETS", &bins);
         self.step(tier, "control plane (tests/tests/control_plane.rs)", test);

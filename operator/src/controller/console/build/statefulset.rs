@@ -14,7 +14,7 @@ use super::Inputs;
 use crate::controller::connection::{API_PORT, ENGINE_LISTENER_PORT};
 use crate::controller::names;
 use crate::controller::scan_engine::build::statefulset::{
-    container_security_context, pod_security_context,
+    container_security_context, pod_security_context, with_ephemeral_storage,
 };
 
 pub const DATA_DIR: &str = "/var/lib/security-console";
@@ -135,7 +135,9 @@ pub fn statefulset(inputs: &Inputs<'_>) -> StatefulSet {
                 ..ContainerPort::default()
             },
         ]),
-        resources: Some(spec.resources.clone().unwrap_or_else(default_resources)),
+        resources: Some(with_ephemeral_storage(
+            spec.resources.clone().unwrap_or_else(default_resources),
+        )),
         volume_mounts: Some(vec![
             VolumeMount {
                 name: "data".into(),
@@ -160,8 +162,10 @@ pub fn statefulset(inputs: &Inputs<'_>) -> StatefulSet {
                 ..VolumeMount::default()
             },
         ]),
+        // Ready when its API answers; alive while its engine listener (40815) accepts, which
+        // does not depend on the API's load: a busy API makes it unready, not restarted.
         readiness_probe: Some(tcp_probe("api", 10)),
-        liveness_probe: Some(tcp_probe("api", 20)),
+        liveness_probe: Some(tcp_probe("engines", 20)),
         security_context: Some(container_security_context()),
         ..Container::default()
     };

@@ -4,8 +4,9 @@ use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, Container, ContainerPort, EmptyDirVolumeSource, HTTPGetAction,
     PersistentVolumeClaim, PersistentVolumeClaimSpec, PodAffinityTerm, PodAntiAffinity,
-    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile, SecretVolumeSource,
-    SecurityContext, Volume, VolumeMount, VolumeResourceRequirements, WeightedPodAffinityTerm,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
+    SecretVolumeSource, SecurityContext, Volume, VolumeMount, VolumeResourceRequirements,
+    WeightedPodAffinityTerm,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -20,6 +21,29 @@ use crate::crd::Communication;
 pub const RUN_AS: i64 = 65532;
 /// Default size of the engine's data volume.
 pub const DEFAULT_STORAGE: &str = "1Gi";
+
+/// Ephemeral storage of every container the operator builds, unless its spec sets its own:
+/// its logs and `/tmp` are all it writes outside its volume.
+pub const EPHEMERAL_STORAGE_REQUEST: &str = "64Mi";
+/// See [`EPHEMERAL_STORAGE_REQUEST`]; a runaway log or temporary file evicts the pod, not the
+/// node's other pods.
+pub const EPHEMERAL_STORAGE_LIMIT: &str = "1Gi";
+
+/// `resources` with ephemeral-storage request and limit added where the spec set none.
+pub fn with_ephemeral_storage(mut resources: ResourceRequirements) -> ResourceRequirements {
+    const KEY: &str = "ephemeral-storage";
+    resources
+        .requests
+        .get_or_insert_with(Default::default)
+        .entry(KEY.into())
+        .or_insert_with(|| Quantity(EPHEMERAL_STORAGE_REQUEST.into()));
+    resources
+        .limits
+        .get_or_insert_with(Default::default)
+        .entry(KEY.into())
+        .or_insert_with(|| Quantity(EPHEMERAL_STORAGE_LIMIT.into()));
+    resources
+}
 
 /// Restricted Pod Security Standard: pod level.
 pub fn pod_security_context() -> PodSecurityContext {
@@ -163,7 +187,7 @@ pub fn statefulset(inputs: &Inputs<'_>) -> StatefulSet {
         image_pull_policy: Some("IfNotPresent".into()),
         env: Some(config::environment(inputs)),
         ports: Some(ports),
-        resources: Some(resources),
+        resources: Some(with_ephemeral_storage(resources)),
         volume_mounts: Some(mounts),
         readiness_probe: Some(http_probe("/readyz", 10, 3)),
         liveness_probe: Some(http_probe("/healthz", 20, 3)),
