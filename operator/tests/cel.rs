@@ -1,6 +1,10 @@
 //! Every CEL rule of the CRDs, exercised by accepted and rejected objects from
-//! `tests/cel_cases.json` and evaluated client-side (kube's `cel` feature). The same table can
-//! be submitted to a real apiserver by the control-plane tests.
+//! `tests/cel_cases.json` and evaluated client-side (kube's `cel` feature, which has the
+//! Kubernetes quantity, IP/CIDR and URL libraries). The same table can be submitted to a real
+//! apiserver by the control-plane tests.
+//!
+//! `cases` are objects named by the test; `nameCases` also carry the object's `metadata.name`
+//! (`objectName`), for the rules on the names the operator derives child names from.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -19,19 +23,39 @@ struct Case {
     old_spec: Option<Value>,
     accepted: bool,
     message: Option<String>,
+    /// `metadata.name` of the object; `x` when unset.
+    object_name: Option<String>,
 }
 
 #[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct Table {
     cases: Vec<Case>,
+    #[serde(default)]
+    name_cases: Vec<Case>,
 }
 
+/// Every case, the `nameCases` (which must name their object) after the `cases`.
 fn table() -> Vec<Case> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cel_cases.json");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_json::from_str::<Table>(&text)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-        .cases
+    let table =
+        serde_json::from_str::<Table>(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    for case in &table.name_cases {
+        assert!(
+            case.object_name.is_some(),
+            "name case {} has no objectName",
+            case.name
+        );
+    }
+    for case in &table.cases {
+        assert!(
+            case.object_name.is_none(),
+            "case {} names its object: move it to nameCases (the apiserver test names the objects of `cases` itself)",
+            case.name
+        );
+    }
+    table.cases.into_iter().chain(table.name_cases).collect()
 }
 
 fn schema(kind: &str) -> Value {
@@ -48,11 +72,11 @@ fn schema(kind: &str) -> Value {
     serde_json::to_value(schema).unwrap_or_default()
 }
 
-fn object(kind: &str, spec: &Value) -> Value {
+fn object(kind: &str, name: Option<&str>, spec: &Value) -> Value {
     json!({
         "apiVersion": "scanengine.dev/v1alpha1",
         "kind": kind,
-        "metadata": {"name": "x", "namespace": "ns"},
+        "metadata": {"name": name.unwrap_or("x"), "namespace": "ns"},
         "spec": spec,
     })
 }
@@ -88,8 +112,9 @@ fn cel_cases() {
     let mut failures = Vec::new();
     for case in table() {
         let schema = schema(&case.kind);
-        let obj = object(&case.kind, &case.spec);
-        let old = case.old_spec.as_ref().map(|o| object(&case.kind, o));
+        let name = case.object_name.as_deref();
+        let obj = object(&case.kind, name, &case.spec);
+        let old = case.old_spec.as_ref().map(|o| object(&case.kind, name, o));
         let result = validator.validate(&schema, &obj, old.as_ref());
         match (case.accepted, result) {
             (true, Ok(())) => {}
@@ -125,7 +150,7 @@ fn every_rule_has_a_message_naming_a_field_and_cases_on_both_sides() {
         assert!(!found.is_empty());
         for (rule, message) in found {
             assert!(
-                message.contains("spec."),
+                message.contains("spec.") || message.starts_with("metadata.name "),
                 "rule {rule:?} has a message that names no field: {message:?}"
             );
             let rejected = cases.iter().any(|c| {

@@ -9,7 +9,15 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::pod_schema;
 use super::scan_engine::ServiceType;
+
+/// Longest Console name: the value of the `scanengine.dev/console` label of its objects and
+/// engines. The schema's rule on `metadata.name` says the same.
+pub const MAX_NAME: usize = super::MAX_LABEL;
+/// Longest managed Console name: its StatefulSet `<name>-console` must stay within
+/// [`super::MAX_STATEFULSET_NAME`].
+pub const MAX_MANAGED_NAME: usize = 44;
 
 /// A Security Console that ScanEngines pair with.
 ///
@@ -62,7 +70,10 @@ use super::scan_engine::ServiceType;
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
-    )
+    ),
+    validation = Rule::new("size(self.metadata.name) <= 63").message("metadata.name of a Console must be at most 63 characters: it is the value of the scanengine.dev/console label on the console's objects and its engines"),
+    validation = Rule::new("!has(self.spec.managed) || size(self.metadata.name) <= 44").message("metadata.name of a managed Console must be at most 44 characters: its StatefulSet <name>-console must stay within the 52 characters Kubernetes allows a StatefulSet, whose pods carry its name and an 11-character revision suffix in the 63-character controller-revision-hash label"),
+    validation = Rule::new("!has(self.spec.managed) || self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')").message("metadata.name of a managed Console must begin with a letter and hold only lowercase letters, digits and '-' (no '.'): it names the console's Services <name>-console and <name>-console-engines")
 )]
 #[x_kube(validation = Rule::new("has(self.managed) != has(self.external)").message("exactly one of spec.managed or spec.external must be set"))]
 #[x_kube(validation = Rule::new("has(self.managed) == has(oldSelf.managed)").message("spec.managed and spec.external cannot be swapped on an existing Console: create a new Console instead"))]
@@ -87,29 +98,38 @@ pub struct ConsoleSpec {
 pub struct ManagedConsole {
     /// Container image of the console. Defaults to `security-console:<operator version>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^[^\\\\s]+$')").message("spec.managed.image must be an image reference without whitespace"))]
+    #[schemars(length(min = 1, max = 1024))]
     pub image: Option<String>,
 
     /// Product version, used as the image tag when `image` is not set. Engines must run the
     /// same version as their console or the console reports them Incompatible.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9_][A-Za-z0-9_.-]*$')").message("spec.managed.version must be an image tag such as 0.2.0: letters, digits, '_', '.' and '-', not beginning with '.' or '-'"))]
+    #[schemars(length(min = 1, max = 128))]
     pub version: Option<String>,
 
     /// Persistent storage for the console's database and engine-communication identity.
     /// Immutable: a new size or class would orphan the existing volume.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self == oldSelf").message("spec.managed.storage is immutable"))]
+    #[x_kube(validation = Rule::new("!has(self.size) || isQuantity(string(self.size)) && quantity(string(self.size)).isGreaterThan(quantity('0'))").message("spec.managed.storage.size must be a positive quantity such as 1Gi"))]
+    #[x_kube(validation = Rule::new("!has(self.storageClassName) || self.storageClassName == '' || self.storageClassName.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')").message("spec.managed.storage.storageClassName must be the name of a StorageClass: lowercase letters, digits, '-' and '.'"))]
     pub storage: Option<StorageSpec>,
 
     /// Compute resources of the console container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "resources_schema")]
     pub resources: Option<ResourceRequirements>,
 
     /// Node selector of the console pod.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "node_selector_schema")]
     pub node_selector: Option<BTreeMap<String, String>>,
 
     /// Tolerations of the console pod.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "tolerations_schema")]
     pub tolerations: Option<Vec<Toleration>>,
 
     /// Affinity of the console pod.
@@ -122,6 +142,18 @@ pub struct ManagedConsole {
     pub engine_listener_service_type: Option<ServiceType>,
 }
 
+fn resources_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    pod_schema::resources(generator, "spec.managed.resources", None)
+}
+
+fn node_selector_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    pod_schema::node_selector("spec.managed.nodeSelector")
+}
+
+fn tolerations_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    pod_schema::tolerations(generator, "spec.managed.tolerations")
+}
+
 /// A PersistentVolumeClaim request.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
@@ -132,6 +164,7 @@ pub struct StorageSpec {
 
     /// StorageClass of the claim; the cluster default when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
     pub storage_class_name: Option<String>,
 }
 
@@ -167,12 +200,15 @@ pub struct ExternalConsole {
     /// the engine-communication port the console reports (40815).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self.matches('^[^\\\\s/]+:[0-9]{1,5}$')").message("spec.external.engineListenerAddress must be host:port"))]
+    #[x_kube(validation = Rule::new("!self.matches(':[0-9]+$') || self.matches(':([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])$')").message("spec.external.engineListenerAddress port must be between 1 and 65535"))]
     #[schemars(length(max = 512))]
     pub engine_listener_address: Option<String>,
 
     /// CIDRs the console connects from when it dials ConsoleToEngine engines. Used in the
     /// engines' NetworkPolicies; when empty, engine ports admit any source.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.all(c, isCIDR(c))").message("spec.external.sourceCidrs must hold CIDRs such as 192.0.2.0/24 or 2001:db8::/32"))]
+    #[schemars(length(max = 64), inner(length(max = 64)))]
     pub source_cidrs: Option<Vec<String>>,
 }
 
@@ -222,6 +258,7 @@ pub struct SharedSecretSpec {
     /// as `15m`). Defaults to the operator's `--secret-renewal-margin`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self.matches('^([0-9]+(s|m|h))+$')").message("spec.sharedSecret.renewBefore must be a duration such as 15m or 1h30m"))]
+    #[x_kube(validation = Rule::new("!self.matches('^([0-9]+(s|m|h))+$') || (self.matches('^([0-9]{1,5}(s|m|h))+$') && duration(self) > duration('0s') && duration(self) < duration('1h'))").message("spec.sharedSecret.renewBefore must be longer than 0s and shorter than 1h, the life of a shared secret"))]
     #[schemars(length(max = 32))]
     pub renew_before: Option<String>,
 }
@@ -298,5 +335,37 @@ impl Console {
     /// Whether the operator deploys this console.
     pub fn is_managed(&self) -> bool {
         self.spec.managed.is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::names;
+    use crate::crd::{MAX_LABEL, MAX_STATEFULSET_NAME};
+    use kube::CustomResourceExt;
+
+    #[test]
+    fn the_name_limits_are_the_longest_names_whose_children_kubernetes_accepts() {
+        let rules = crate::crd::root_rules(&Console::crd());
+        for wanted in [
+            format!("size(self.metadata.name) <= {MAX_NAME}"),
+            format!("!has(self.spec.managed) || size(self.metadata.name) <= {MAX_MANAGED_NAME}"),
+        ] {
+            assert!(rules.contains(&wanted), "no rule {wanted:?} in {rules:?}");
+        }
+        let longest = "c".repeat(MAX_MANAGED_NAME);
+        assert_eq!(names::console_objects(&longest).len(), MAX_STATEFULSET_NAME);
+        assert!(names::console_objects(&format!("{longest}c")).len() > MAX_STATEFULSET_NAME);
+        assert!(names::console_engine_service(&longest).len() <= MAX_LABEL);
+        for value in names::console_labels(&longest).values() {
+            assert!(value.len() <= MAX_LABEL);
+        }
+        // An external console's name is a label value of its engines and its Secret.
+        let external = "c".repeat(MAX_NAME);
+        for value in names::reverse_engines_of(&external).values() {
+            assert!(value.len() <= MAX_LABEL);
+        }
+        assert!(names::shared_secret(&external).len() <= 253);
     }
 }

@@ -12,7 +12,17 @@ pub fn render_markdown(crds: &[CustomResourceDefinition]) -> String {
     let mut out = String::from(
         "# CRD reference\n\n\
          Generated from the CRD schemas by `cargo xtask crds`; do not edit by hand. \
-         `kubectl explain <kind>.spec --recursive` shows the same text on a cluster.\n",
+         `kubectl explain <kind>.spec --recursive` shows the same text on a cluster.\n\n\
+         The rules below refuse at admission every value that would make one of the operator's \
+         child objects invalid, with a message naming the field: names too long or not DNS labels \
+         where a child name or label is derived from them (a ScanEngine at most 40 characters, a \
+         managed Console 44, any Console 63: a StatefulSet name may have at most 52, since its \
+         pods' `controller-revision-hash` label adds 11), quantities that do not parse or are \
+         negative (storage sizes must be positive), requests above limits, ports outside \
+         1–65535, CIDRs, label keys and values, tolerations, image references and tags, and a \
+         `renewBefore` that is not shorter than the one-hour life of a shared secret. Maps and \
+         lists the rules iterate carry `maxProperties`/`maxItems` so that the API server's CEL \
+         cost estimate stays within its budget.\n",
     );
     for crd in crds {
         let names = &crd.spec.names;
@@ -48,6 +58,18 @@ pub fn render_markdown(crds: &[CustomResourceDefinition]) -> String {
             };
             if let Some(d) = root.description.as_deref() {
                 let _ = write!(out, "\n{}\n", one_paragraph(d));
+            }
+            if root
+                .x_kubernetes_validations
+                .as_ref()
+                .is_some_and(|r| !r.is_empty())
+            {
+                out.push_str(
+                    "\n#### The object\n\nRules on the whole object (`self` is the object, of \
+                     whose metadata only `name` and `generateName` are visible).\n\n\
+                     | field | type | description |\n|---|---|---|\n",
+                );
+                rules_row(&mut out, "metadata.name", root);
             }
             for section in ["spec", "status"] {
                 let Some(props) = root.properties.as_ref().and_then(|p| p.get(section)) else {
@@ -170,6 +192,8 @@ mod tests {
             "`spec.consoleRef`",
             "| Direction |",
             "short names `se`",
+            "#### The object",
+            "size(self.metadata.name) <= 40",
         ] {
             assert!(md.contains(needle), "missing {needle:?}");
         }

@@ -10,9 +10,15 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::console::StorageSpec;
+use super::pod_schema;
+use crate::controller::scan_engine::build::config::DEFAULT_CPU;
 
 /// Default port a ConsoleToEngine engine listens on (the seeds' 40814).
 pub const DEFAULT_ENGINE_PORT: i32 = 40814;
+
+/// Longest ScanEngine name: its StatefulSet `<name>-scan-engine` must stay within
+/// [`super::MAX_STATEFULSET_NAME`]. The schema's rule on `metadata.name` says the same.
+pub const MAX_NAME: usize = 40;
 
 /// A distributed Scan Engine paired with a Console.
 ///
@@ -59,7 +65,9 @@ pub const DEFAULT_ENGINE_PORT: i32 = 40814;
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
-    )
+    ),
+    validation = Rule::new("size(self.metadata.name) <= 40").message("metadata.name of a ScanEngine must be at most 40 characters: its StatefulSet <name>-scan-engine must stay within the 52 characters Kubernetes allows a StatefulSet, whose pods carry its name and an 11-character revision suffix in the 63-character controller-revision-hash label"),
+    validation = Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')").message("metadata.name of a ScanEngine must begin with a letter and hold only lowercase letters, digits and '-' (no '.'): it names the engine's Service <name>-scan-engine")
 )]
 #[x_kube(validation = Rule::new("!has(self.advertisedAddress) || !has(self.communication) || self.communication == 'ConsoleToEngine'").message("spec.advertisedAddress applies only to communication ConsoleToEngine"))]
 #[x_kube(validation = Rule::new("!has(self.serviceType) || self.serviceType == 'ClusterIP' || !has(self.communication) || self.communication == 'ConsoleToEngine'").message("spec.serviceType NodePort or LoadBalancer applies only to communication ConsoleToEngine"))]
@@ -83,31 +91,40 @@ pub struct ScanEngineSpec {
 
     /// Container image of the engine. Defaults to `scan-engine:<version>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^[^\\\\s]+$')").message("spec.image must be an image reference without whitespace"))]
+    #[schemars(length(min = 1, max = 1024))]
     pub image: Option<String>,
 
     /// Product version, used as the image tag when `image` is not set. It must equal the
     /// console's version. Defaults to the operator's version.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9_][A-Za-z0-9_.-]*$')").message("spec.version must be an image tag such as 0.2.0: letters, digits, '_', '.' and '-', not beginning with '.' or '-'"))]
+    #[schemars(length(min = 1, max = 128))]
     pub version: Option<String>,
 
     /// Compute resources. Memory requests default to the memory limit: engines on shared
     /// memory may run out of memory during a scan, so a request below the limit is reported
     /// in the MemoryReserved condition.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "resources_schema")]
     pub resources: Option<ResourceRequirements>,
 
     /// Persistent storage for the engine's keystore, `consoles.xml` and pairing state.
     /// Immutable: a new size or class would orphan the existing volume.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self == oldSelf").message("spec.storage is immutable"))]
+    #[x_kube(validation = Rule::new("!has(self.size) || isQuantity(string(self.size)) && quantity(string(self.size)).isGreaterThan(quantity('0'))").message("spec.storage.size must be a positive quantity such as 1Gi"))]
+    #[x_kube(validation = Rule::new("!has(self.storageClassName) || self.storageClassName == '' || self.storageClassName.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')").message("spec.storage.storageClassName must be the name of a StorageClass: lowercase letters, digits, '-' and '.'"))]
     pub storage: Option<StorageSpec>,
 
     /// Node selector of the engine pod.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "node_selector_schema")]
     pub node_selector: Option<BTreeMap<String, String>>,
 
     /// Tolerations of the engine pod.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "tolerations_schema")]
     pub tolerations: Option<Vec<Toleration>>,
 
     /// Affinity of the engine pod. When unset the operator keeps engines off nodes running a
@@ -126,6 +143,7 @@ pub struct ScanEngineSpec {
     /// balancer address for `serviceType: LoadBalancer`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self.matches('^[^\\\\s/:]+(:[0-9]{1,5})?$')").message("spec.advertisedAddress must be host or host:port"))]
+    #[x_kube(validation = Rule::new("!self.matches(':[0-9]+$') || self.matches(':([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])$')").message("spec.advertisedAddress port must be between 1 and 65535"))]
     #[schemars(length(max = 512))]
     pub advertised_address: Option<String>,
 
@@ -139,12 +157,26 @@ fn default_port() -> i32 {
     DEFAULT_ENGINE_PORT
 }
 
+fn resources_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    pod_schema::resources(generator, "spec.resources", Some(DEFAULT_CPU))
+}
+
+fn node_selector_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    pod_schema::node_selector("spec.nodeSelector")
+}
+
+fn tolerations_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    pod_schema::tolerations(generator, "spec.tolerations")
+}
+
 /// Reference to a Console in the same namespace.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct ConsoleRef {
-    /// Name of the Console.
-    #[schemars(length(min = 1, max = 253))]
+    /// Name of the Console. At most 63 characters: it is the value of the engine's
+    /// `scanengine.dev/console` label.
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$')").message("spec.consoleRef.name must be the name of a Console: lowercase letters, digits, '-' and '.'"))]
+    #[schemars(length(min = 1, max = 63))]
     pub name: String,
 }
 
@@ -364,6 +396,29 @@ mod tests {
         );
         assert_eq!(EngineState::from_api("not-responding"), EngineState::Down);
         assert_eq!(EngineState::from_api("something-new"), EngineState::Unknown);
+    }
+
+    #[test]
+    fn the_name_limit_is_the_longest_name_whose_children_kubernetes_accepts() {
+        use crate::controller::names;
+        use kube::CustomResourceExt;
+
+        let rules = crate::crd::root_rules(&ScanEngine::crd());
+        assert!(
+            rules.contains(&format!("size(self.metadata.name) <= {MAX_NAME}")),
+            "the schema limits metadata.name to {MAX_NAME}: {rules:?}"
+        );
+        let longest = "e".repeat(MAX_NAME);
+        let statefulset = names::engine_objects(&longest);
+        assert_eq!(statefulset.len(), crate::crd::MAX_STATEFULSET_NAME);
+        assert!(
+            names::engine_objects(&format!("{longest}e")).len() > crate::crd::MAX_STATEFULSET_NAME
+        );
+        // The Service of the same name, the pod's hostname and the labels fit as well.
+        assert!(format!("{statefulset}-0").len() <= crate::crd::MAX_LABEL);
+        for value in names::engine_selector(&longest).values() {
+            assert!(value.len() <= crate::crd::MAX_LABEL);
+        }
     }
 
     #[test]
