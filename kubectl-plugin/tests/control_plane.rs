@@ -3,10 +3,15 @@
 //! through the status subresource, as the operator writes them. No operator runs: where a
 //! command waits for it (`refresh`), the test either lets it time out or plays the operator.
 //!
-//! Needs the control-plane binaries: `cargo xtask test --tier control-plane` provides them, or
-//! set `KUBEBUILDER_ASSETS` to a directory holding them and run
-//! `cargo test -p kubectl-scanengine --test control_plane`. Without them the tests fail and
-//! say how to get them.
+//! The tests are `#[ignore]`d so that the unit tier (`cargo test` of the workspace), which has
+//! no control-plane binaries, does not run them. The control-plane tier runs them with
+//!
+//! ```text
+//! KUBEBUILDER_ASSETS=<directory of etcd, kube-apiserver, kube-controller-manager> \
+//!     cargo test -p kubectl-scanengine --test control_plane -- --ignored --test-threads=1
+//! ```
+//!
+//! Without the binaries they fail and say how to get them (`cargo xtask k8s-bins`).
 
 use std::path::Path;
 use std::process::{Output, Stdio};
@@ -199,6 +204,7 @@ fn cells_of(table: &str, name: &str) -> Vec<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the control plane: run by cargo xtask test --tier control-plane"]
 async fn get_shows_the_method_by_arrow_and_the_state_in_words() {
     let (cp, ns) = cluster().await;
     let client = cp.client();
@@ -346,6 +352,7 @@ async fn get_shows_the_method_by_arrow_and_the_state_in_words() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the control plane: run by cargo xtask test --tier control-plane"]
 async fn get_watch_prints_the_table_again_when_an_engine_changes() {
     let (cp, ns) = cluster().await;
     let client = cp.client();
@@ -414,6 +421,7 @@ async fn get_watch_prints_the_table_again_when_an_engine_changes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the control plane: run by cargo xtask test --tier control-plane"]
 async fn switch_flips_the_method_after_the_firewall_reminder() {
     let (cp, ns) = cluster().await;
     let client = cp.client();
@@ -505,6 +513,7 @@ async fn switch_flips_the_method_after_the_firewall_reminder() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the control plane: run by cargo xtask test --tier control-plane"]
 async fn refresh_sets_the_annotation_and_waits_for_the_operator() {
     let (cp, ns) = cluster().await;
     let client = cp.client();
@@ -597,6 +606,7 @@ async fn refresh_sets_the_annotation_and_waits_for_the_operator() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the control plane: run by cargo xtask test --tier control-plane"]
 async fn secret_shows_expiry_and_renewal_and_never_the_value() {
     let (cp, ns) = cluster().await;
     let client = cp.client();
@@ -684,6 +694,7 @@ subjects:
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the control plane: run by cargo xtask test --tier control-plane"]
 async fn authorize_refuses_engines_that_need_no_authorizing() {
     let (cp, ns) = cluster().await;
     let client = cp.client();
