@@ -70,7 +70,16 @@ fn crds_have_the_documented_shape() {
         .collect();
     assert_eq!(
         columns,
-        ["Console", "Direction", "Status", "Version", "Ready", "Age"]
+        [
+            "Console",
+            "Direction",
+            "Status",
+            "Version",
+            "Ready",
+            "Reason",
+            "Message",
+            "Age"
+        ]
     );
 
     let con = Console::crd();

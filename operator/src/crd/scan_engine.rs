@@ -62,6 +62,18 @@ pub const MAX_NAME: usize = 40;
         json_path = ".status.conditions[?(@.type==\"Ready\")].status"
     ),
     printcolumn(
+        name = "Reason",
+        type_ = "string",
+        description = "Why the engine is or is not Ready: the console's state, or the cause that keeps it from pairing",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
+    ),
+    printcolumn(
+        name = "Message",
+        type_ = "string",
+        priority = 1,
+        json_path = ".status.conditions[?(@.type==\"Ready\")].message"
+    ),
+    printcolumn(
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
@@ -344,11 +356,14 @@ pub struct ScanEngineStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_handled_refresh: Option<String>,
 
-    /// What the console last saw, in words.
+    /// Ready's message: the cause that keeps the engine from being Ready (a pod the scheduler
+    /// cannot place, an image that cannot be pulled, a crash loop, a refused child object, a
+    /// missing Console), or what the console last saw, in words.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
 
-    /// Conditions: Ready, Paired, Authorized, VersionCompatible, NetworkPolicyReady,
+    /// Conditions: Ready, Reconciling and Stalled (kstatus: docs/status.md maps every console
+    /// state and cause to them), Paired, Authorized, VersionCompatible, NetworkPolicyReady,
     /// MemoryReserved, ConsoleCleanup.
     #[serde(default)]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
