@@ -14,7 +14,6 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     name = "kubectl-scanengine",
     bin_name = "kubectl scanengine",
     version,
-    about,
     max_term_width = 100
 )]
 pub struct Cli {

@@ -33,8 +33,7 @@ pub async fn connect(kubeconfig: Option<&Path>, context: Option<&str>) -> Result
     };
     let config = match (kubeconfig, context) {
         (Some(path), _) => {
-            let file = Kubeconfig::read_from(path)
-                .map_err(|err| Error::Config(format!("{}: {err}", path.display())))?;
+            let file = Kubeconfig::read_from(path).map_err(|err| Error::Config(err.to_string()))?;
             Config::from_custom_kubeconfig(file, &options)
                 .await
                 .map_err(|err| Error::Config(format!("{}: {err}", path.display())))?
