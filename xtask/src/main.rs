@@ -59,7 +59,7 @@ enum Cmd {
     ///                  namespaces (the latter needs root and iproute2);
     ///   control-plane  a real etcd, kube-apiserver and kube-controller-manager (built from
     ///                  pinned Go modules by `k8s-bins`), with the operator, console and engines
-    ///                  as local processes.
+    ///                  as local processes; the chart (helm, kube-score) and the kubectl plugin.
     ///   e2e            tests/tests/e2e.rs on a real cluster: with KUBECONFIG set, that
     ///                  cluster (the images must be on its nodes); otherwise the images are
     ///                  built (`images`), the local cluster is started (`cluster up`, root),
@@ -568,6 +568,23 @@ impl Runner {
         let mut test = integration_test("control_plane");
         test.env("KUBEBUILDER_ASSETS", &bins);
         self.step(tier, "control plane (tests/tests/control_plane.rs)", test);
+        // The kubectl plugin's tests are ignored in the unit tier (they need the API server).
+        let mut plugin = cargo();
+        plugin
+            .args([
+                "test",
+                "-p",
+                "kubectl-scanengine",
+                "--test",
+                "control_plane",
+            ])
+            .args(["--", "--ignored", "--test-threads=1"])
+            .env("KUBEBUILDER_ASSETS", &bins);
+        self.step(
+            tier,
+            "kubectl plugin (kubectl-plugin/tests/control_plane.rs)",
+            plugin,
+        );
         let step = "operator (tests/tests/operator.rs)";
         if self.test_file("operator").is_none() {
             self.record(
