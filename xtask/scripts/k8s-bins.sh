@@ -115,40 +115,34 @@ GO
   mv "$bin/$name.tmp" "$bin/$name"
 }
 
-build_etcd() {
-  local dir="$work/etcd-$ETCD_VERSION"
+# build_module NAME MODULE VERSION PACKAGE LDFLAGS: builds PACKAGE of MODULE@VERSION into
+# $bin/NAME, through a wrapper module that requires it (kept in $work, so a rebuild downloads
+# nothing).
+build_module() {
+  local name="$1" module="$2" version="$3" package="$4" ldflags="$5"
+  local dir="$work/$name-$version"
   if [[ ! -f "$dir/go.mod" ]]; then
     mkdir -p "$dir"
-    printf 'module local/etcd-wrapper\n\ngo 1.24.0\n\nrequire go.etcd.io/etcd/server/v3 %s\n' "$ETCD_VERSION" >"$dir/go.mod"
-    printf '//go:build tools\n\npackage tools\n\nimport _ "go.etcd.io/etcd/server/v3"\n' >"$dir/tools.go"
+    printf 'module local/%s-wrapper\n\ngo 1.24.0\n\nrequire %s %s\n' "$name" "$module" "$version" >"$dir/go.mod"
+    printf '//go:build tools\n\npackage tools\n\nimport _ "%s"\n' "$package" >"$dir/tools.go"
     (cd "$dir" && go mod tidy -e >/dev/null)
   fi
-  (cd "$dir" && go build -trimpath -ldflags "-s -w" -o "$bin/etcd.tmp" go.etcd.io/etcd/server/v3)
-  mv "$bin/etcd.tmp" "$bin/etcd"
+  (cd "$dir" && go build -trimpath -ldflags "$ldflags" -o "$bin/$name.tmp" "$package")
+  mv "$bin/$name.tmp" "$bin/$name"
+}
+
+build_etcd() {
+  build_module etcd go.etcd.io/etcd/server/v3 "$ETCD_VERSION" go.etcd.io/etcd/server/v3 "-s -w"
 }
 
 build_helm() {
-  local dir="$work/helm-$HELM_VERSION"
-  if [[ ! -f "$dir/go.mod" ]]; then
-    mkdir -p "$dir"
-    printf 'module local/helm-wrapper\n\ngo 1.24.0\n\nrequire helm.sh/helm/v3 %s\n' "$HELM_VERSION" >"$dir/go.mod"
-    printf '//go:build tools\n\npackage tools\n\nimport _ "helm.sh/helm/v3/cmd/helm"\n' >"$dir/tools.go"
-    (cd "$dir" && go mod tidy -e >/dev/null)
-  fi
-  (cd "$dir" && go build -trimpath -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/internal/version.gitTreeState=clean" -o "$bin/helm.tmp" helm.sh/helm/v3/cmd/helm)
-  mv "$bin/helm.tmp" "$bin/helm"
+  build_module helm helm.sh/helm/v3 "$HELM_VERSION" helm.sh/helm/v3/cmd/helm \
+    "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
 }
 
 build_kube_score() {
-  local dir="$work/kube-score-$KUBE_SCORE_VERSION"
-  if [[ ! -f "$dir/go.mod" ]]; then
-    mkdir -p "$dir"
-    printf 'module local/kube-score-wrapper\n\ngo 1.24.0\n\nrequire github.com/zegl/kube-score %s\n' "$KUBE_SCORE_VERSION" >"$dir/go.mod"
-    printf '//go:build tools\n\npackage tools\n\nimport _ "github.com/zegl/kube-score/cmd/kube-score"\n' >"$dir/tools.go"
-    (cd "$dir" && go mod tidy -e >/dev/null)
-  fi
-  (cd "$dir" && go build -trimpath -ldflags "-s -w -X main.version=$KUBE_SCORE_VERSION -X main.commit=$KUBE_SCORE_VERSION -X main.date=1970-01-01T00:00:00Z" -o "$bin/kube-score.tmp" github.com/zegl/kube-score/cmd/kube-score)
-  mv "$bin/kube-score.tmp" "$bin/kube-score"
+  build_module kube-score github.com/zegl/kube-score "$KUBE_SCORE_VERSION" github.com/zegl/kube-score/cmd/kube-score \
+    "-s -w -X main.version=$KUBE_SCORE_VERSION -X main.commit=$KUBE_SCORE_VERSION -X main.date=1970-01-01T00:00:00Z"
 }
 
 for name in $want; do
