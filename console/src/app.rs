@@ -206,7 +206,7 @@ pub async fn run(cli: Cli) -> Result<()> {
     let api_task = tokio::spawn(crate::tls::serve(
         api_listener,
         api_tls,
-        crate::api::router(app.clone()),
+        router(&app),
         app.shutdown.clone(),
     ));
     tracing::info!("listening api={api_addr} engine={engine_addr}");
@@ -230,6 +230,15 @@ pub async fn run(cli: Cli) -> Result<()> {
     tokio::time::sleep(Duration::from_millis(100)).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// What the HTTPS port serves: the web pages and the REST API (whose fallback answers any
+/// other path).
+pub fn router(app: &App) -> axum::Router {
+    let sessions = Arc::new(crate::web::session::Sessions::default());
+    axum::Router::new()
+        .merge(crate::web::router(app.clone(), sessions))
+        .merge(crate::api::router(app.clone()))
 }
 
 async fn shutdown_signal() -> &'static str {

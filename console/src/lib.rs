@@ -6,7 +6,8 @@
 //! * [`engines`]: pairing and sessions with engines in both directions, and their states;
 //! * [`shared_secret`]: the pairing shared secret's lifecycle;
 //! * [`scans`]: scan jobs out, results in;
-//! * [`api`]: the REST API (docs/contracts.md §4); [`tls`]: serving it over HTTPS.
+//! * [`api`]: the REST API (docs/contracts.md §4); [`web`]: the web pages beside it; [`tls`]:
+//!   serving both over HTTPS.
 
 pub mod api;
 pub mod app;
@@ -18,6 +19,7 @@ pub mod scans;
 pub mod shared_secret;
 pub mod store;
 pub mod tls;
+pub mod web;
 
 pub use error::{Error, Result};
 

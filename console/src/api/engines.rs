@@ -6,15 +6,15 @@ use axum::{
 };
 use serde_json::{Value, json};
 
-use super::{
-    ApiError, ApiResult, Body, Paging, ok, page, parse_id, reply, required_text, self_links,
-};
+use super::{ApiError, ApiResult, Body, Paging, ok, page, parse_id, reply, self_links};
 use crate::{
     app::App,
     clock::rfc3339,
-    engines::state,
-    error::Error,
-    store::{Direction, EngineRecord, Observation, Outcome},
+    engines::{
+        admin::{self, AddError, NewEngine},
+        state,
+    },
+    store::EngineRecord,
 };
 
 fn path(id: i64) -> String {
@@ -67,35 +67,21 @@ pub async fn get(State(app): State<App>, Path(id): Path<String>) -> ApiResult {
 
 /// Adds a console-to-engine engine and starts dialing it.
 pub async fn create(State(app): State<App>, body: Body) -> ApiResult {
-    let name = required_text(body.string("name")?, "name")?;
-    // The same rule the session protocol holds engines' names to: an engine added here greets
-    // the console with this name, and the name is shown in the API, pages and statuses.
-    scan_engine_protocol::text::check_name(&name)
-        .map_err(|why| ApiError::bad_request(format!("name {why}")))?;
-    let address = required_text(body.string("address")?, "address")?;
-    if address.chars().any(char::is_whitespace) {
-        return Err(ApiError::bad_request(
-            "address must be a host name or IP address",
-        ));
-    }
-    let port = body
-        .integer("port", 1..=65535)?
-        .unwrap_or(scan_engine_protocol::DEFAULT_ENGINE_PORT as i64) as u16;
-    let id = match app
-        .store
-        .create_standard_engine(&name, &address, port, app.clock.now())
-        .await
-    {
+    let name = body.string("name")?;
+    let address = body.string("address")?;
+    let port = body.integer("port", 1..=65535)?;
+    let new = NewEngine::check(name.as_deref(), address.as_deref(), port)
+        .map_err(|e| ApiError::bad_request(e.message))?;
+    let id = match admin::add(&app, new).await {
         Ok(id) => id,
-        Err(Error::NameTaken(name)) => {
+        Err(AddError::Invalid(e)) => return Err(ApiError::bad_request(e.message)),
+        Err(AddError::NameTaken(name)) => {
             return Err(ApiError::conflict(format!(
                 "a scan engine named {name:?} already exists"
             )));
         }
-        Err(e) => return Err(e.into()),
+        Err(AddError::Console(e)) => return Err(e.into()),
     };
-    tracing::info!(engine_id = id, engine = %name, %address, port, "console-to-engine engine added");
-    app.supervisors.start(&app, id);
     Ok(reply(
         StatusCode::CREATED,
         &json!({"id": id, "links": self_links(&path(id))}),
@@ -105,13 +91,7 @@ pub async fn create(State(app): State<App>, body: Body) -> ApiResult {
 /// Removes an engine: stops dialing it, closes its session, unpins its certificate.
 pub async fn delete(State(app): State<App>, Path(id): Path<String>) -> ApiResult {
     let e = find(&app, &id).await?;
-    app.supervisors.stop(e.id);
-    app.sessions.close(e.id);
-    app.store.delete_engine(e.id).await?;
-    app.store
-        .fail_running_scans(Some(e.id), "the engine was deleted".into(), app.clock.now())
-        .await?;
-    tracing::info!(engine_id = e.id, engine = %e.name, "engine deleted");
+    admin::remove(&app, &e).await?;
     ok(json!({"links": []}))
 }
 
@@ -119,37 +99,7 @@ pub async fn delete(State(app): State<App>, Path(id): Path<String>) -> ApiResult
 /// a dial.
 pub async fn refresh(State(app): State<App>, Path(id): Path<String>) -> ApiResult {
     let e = find(&app, &id).await?;
-    let timeout = app.settings.handshake_timeout;
-    match app.sessions.ping(e.id, timeout).await {
-        Some(Ok(())) => {}
-        Some(Err(message)) => observe_failure(&app, e.id, message).await?,
-        None => match e.direction {
-            Direction::ConsoleToEngine => {
-                if !app.supervisors.refresh(e.id, timeout * 2).await {
-                    app.supervisors.start(&app, e.id);
-                }
-            }
-            Direction::EngineToConsole => {
-                observe_failure(
-                    &app,
-                    e.id,
-                    "the engine has no open session: it has not called the console".into(),
-                )
-                .await?
-            }
-        },
-    }
+    admin::refresh(&app, &e).await?;
     let e = find(&app, &id).await?;
     ok(engine_json(&app, &e))
-}
-
-async fn observe_failure(app: &App, id: i64, message: String) -> Result<(), ApiError> {
-    let obs = Observation {
-        outcome: Outcome::Unreachable,
-        message,
-        product_version: None,
-        at: app.clock.now(),
-    };
-    app.store.observe(id, obs).await?;
-    Ok(())
 }

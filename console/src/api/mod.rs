@@ -90,6 +90,12 @@ impl Credentials {
             return false;
         };
         let (user, password) = (&decoded[..colon], &decoded[colon + 1..]);
+        self.matches(user, password)
+    }
+
+    /// Whether `user` and `password` are these credentials: both digests are compared in
+    /// constant time, both always.
+    fn matches(&self, user: &[u8], password: &[u8]) -> bool {
         let user_ok = digest(user)
             .as_str()
             .as_bytes()
@@ -100,6 +106,24 @@ impl Credentials {
             .ct_eq(self.password.as_str().as_bytes());
         (user_ok & password_ok).into()
     }
+}
+
+impl Credentials {
+    /// A sign-in with a user name and password (the web pages' form) from `source`, through
+    /// the same failed-login backoff as the API's Basic auth: a guesser gains nothing by
+    /// switching between the two.
+    pub fn sign_in(&self, source: IpAddr, user: &str, password: &str) -> Verdict {
+        self.throttle.attempt(source, Instant::now(), || {
+            self.matches(user.as_bytes(), password.as_bytes())
+        })
+    }
+}
+
+/// The source address of a request as the HTTPS server attached it; without a connection (the
+/// router called directly) all requests share one source.
+pub fn source_of_request(req: &axum::http::Extensions) -> IpAddr {
+    req.get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip())
 }
 
 /// An API error: `{status, message, links}` with the same HTTP status.
@@ -115,6 +139,11 @@ impl ApiError {
             status,
             message: message.into(),
         }
+    }
+
+    /// The message, as the client reads it.
+    pub fn message(&self) -> &str {
+        &self.message
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -439,30 +468,13 @@ impl Body {
 }
 
 /// A required, non-empty, reasonably short string.
-pub fn required_text(value: Option<String>, field: &str) -> Result<String, ApiError> {
-    let v = value.map(|s| s.trim().to_owned()).unwrap_or_default();
-    if v.is_empty() {
-        return Err(ApiError::bad_request(format!("{field} is required")));
-    }
-    if v.len() > 255 {
-        return Err(ApiError::bad_request(format!(
-            "{field} must be at most 255 characters"
-        )));
-    }
-    if v.chars().any(char::is_control) {
-        return Err(ApiError::bad_request(format!(
-            "{field} must not contain control characters"
-        )));
-    }
-    Ok(v)
+pub fn required_text(value: Option<String>, field: &'static str) -> Result<String, ApiError> {
+    crate::engines::admin::required_text(value.as_deref(), field)
+        .map_err(|e| ApiError::bad_request(e.message))
 }
 
 async fn require_auth(State(app): State<App>, req: Request, next: Next) -> Response {
-    // Without a connection (the router called directly), all requests share one source.
-    let source = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
+    let source = source_of_request(req.extensions());
     let credentials = &app.credentials;
     let verdict = credentials.throttle.attempt(source, Instant::now(), || {
         credentials.admit(req.headers().get(header::AUTHORIZATION))

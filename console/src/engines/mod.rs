@@ -1,5 +1,6 @@
 //! Everything about talking to engines.
 //!
+//! * [`admin`]: adding, removing and refreshing engines, for the API and the pages alike;
 //! * [`listener`]: engine-to-console (reverse) engines dial in; pairing by shared secret, then
 //!   by pinned certificate;
 //! * [`supervisor`]: one task per console-to-engine (standard) engine that dials it, keeps the
@@ -8,11 +9,13 @@
 //! * [`registry`]: engine id → live session, used by the API for refreshes and scan jobs;
 //! * [`state`]: the pure mapping from what the console observed to the reported status.
 
+pub mod admin;
 pub mod listener;
 pub mod registry;
 pub mod session;
 pub mod state;
 pub mod supervisor;
+pub mod switch;
 
 pub use registry::Registry;
 pub use state::{EngineStatus, Thresholds};
