@@ -96,6 +96,27 @@ impl Error {
 }
 
 impl Error {
+    /// The reason of the `Ready=False` condition this error puts in a status, and whether only
+    /// a spec change or an administrator can help (kstatus `Stalled`).
+    pub fn reason(&self) -> (&'static str, bool) {
+        match self {
+            Error::ConsoleApi(e) => (e.reason(), false),
+            Error::ConsoleNotFound(_) => ("ConsoleNotFound", true),
+            Error::ConsoleNotReady { .. } => ("ConsoleNotReady", false),
+            Error::MissingReference(_) => ("MissingReference", false),
+            Error::Kube { .. } => ("KubernetesApiError", false),
+            Error::NotOwned(_) => (Self::NOT_OWNED_REASON, true),
+            Error::InsecureUrl(_) => ("InsecureUrl", true),
+            Error::ChildRejected { .. } => ("ChildRejected", true),
+            Error::Finalizer(inner) => match inner.as_ref() {
+                kube::runtime::finalizer::Error::ApplyFailed(e)
+                | kube::runtime::finalizer::Error::CleanupFailed(e) => e.reason(),
+                _ => ("ReconcileError", false),
+            },
+            _ => ("ReconcileError", false),
+        }
+    }
+
     /// The condition reason of an object the operator does not own.
     pub const NOT_OWNED_REASON: &'static str = "OwnershipConflict";
 

@@ -1,7 +1,8 @@
 //! Prometheus metrics, served on `/metrics` in the OpenMetrics text format.
 
-use std::collections::HashMap;
 use std::sync::Mutex;
+
+use kube::runtime::reflector::Store;
 use std::time::Instant;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -12,7 +13,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::Error;
-use crate::crd::EngineState;
+use crate::crd::{EngineState, ScanEngine};
 
 /// Content type of `/metrics`.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -41,7 +42,9 @@ pub struct Metrics {
     duration: Family<KindLabels, Histogram>,
     engines: Family<StateLabels, Gauge>,
     leader: Gauge,
-    engine_states: Mutex<HashMap<String, EngineState>>,
+    /// The ScanEngine stores of the watched scopes: the engines gauge is counted from them
+    /// when scraped, so it is what the statuses say, after a restart too.
+    engine_stores: Mutex<Vec<Store<ScanEngine>>>,
 }
 
 impl Default for Metrics {
@@ -113,7 +116,7 @@ impl Metrics {
             duration,
             engines,
             leader,
-            engine_states: Mutex::new(HashMap::new()),
+            engine_stores: Mutex::new(Vec::new()),
         }
     }
 
@@ -138,20 +141,32 @@ impl Metrics {
             .inc();
     }
 
-    /// Records (or, with `None`, forgets) the state of one engine.
-    pub fn set_engine_state(&self, key: &str, state: Option<EngineState>) {
-        let mut states = crate::lock(&self.engine_states);
-        match state {
-            Some(s) => states.insert(key.to_string(), s),
-            None => states.remove(key),
-        };
-        for s in EngineState::ALL {
-            let n = states.values().filter(|v| **v == s).count();
+    /// Counts the engines of `store` in the engines gauge from now on.
+    pub fn add_engine_store(&self, store: Store<ScanEngine>) {
+        crate::lock(&self.engine_stores).push(store);
+    }
+
+    /// Sets the engines gauge from the stores' statuses.
+    fn count_engines(&self) {
+        let mut counts = [0i64; EngineState::ALL.len()];
+        for store in crate::lock(&self.engine_stores).iter() {
+            for se in store.state() {
+                let state = se
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.communication.as_ref())
+                    .map_or(EngineState::Pairing, |c| c.state);
+                if let Some(i) = EngineState::ALL.iter().position(|s| *s == state) {
+                    counts[i] += 1;
+                }
+            }
+        }
+        for (s, n) in EngineState::ALL.iter().zip(counts) {
             self.engines
                 .get_or_create(&StateLabels {
                     state: s.as_str().into(),
                 })
-                .set(n as i64);
+                .set(n);
         }
     }
 
@@ -161,6 +176,7 @@ impl Metrics {
 
     /// The OpenMetrics text exposition.
     pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        self.count_engines();
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
         Ok(out)
@@ -176,9 +192,16 @@ mod tests {
         let m = Metrics::new();
         drop(m.reconcile_started("ScanEngine"));
         m.reconcile_failed("ScanEngine", &Error::InvalidSpec("x".into()));
-        m.set_engine_state("ScanEngine/ns/a", Some(EngineState::Active));
-        m.set_engine_state("ScanEngine/ns/b", Some(EngineState::Active));
-        m.set_engine_state("ScanEngine/ns/b", None);
+        let active = |name: &str| {
+            serde_json::json!({
+                "apiVersion": "scanengine.dev/v1alpha1", "kind": "ScanEngine",
+                "metadata": {"name": name, "namespace": "ns"},
+                "spec": {"consoleRef": {"name": "c"}, "communication": "ConsoleToEngine"},
+                "status": {"communication": {"state": "Active", "direction": "ConsoleToEngine"}}
+            })
+        };
+        let stores = crate::controller::stores::testing::stores(&[active("a"), active("b")]);
+        m.add_engine_store(stores.engines);
         let text = m.encode().unwrap_or_default();
         assert!(
             text.contains("scan_engine_operator_reconciles_total{kind=\"ScanEngine\"} 1"),
@@ -186,7 +209,7 @@ mod tests {
         );
         assert!(text.contains("scan_engine_operator_reconcile_failures_total{kind=\"ScanEngine\",reason=\"invalid_spec\"} 1"), "{text}");
         assert!(
-            text.contains("scan_engine_operator_engines{state=\"Active\"} 1"),
+            text.contains("scan_engine_operator_engines{state=\"Active\"} 2"),
             "{text}"
         );
         assert!(

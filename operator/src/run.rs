@@ -9,7 +9,7 @@ use tokio::sync::watch;
 
 use crate::cli::Cli;
 use crate::console_api::http::{HttpConsoleApiFactory, HttpSettings};
-use crate::controller::{self, Context, Settings};
+use crate::controller::{self, Settings};
 use crate::http::{self as server, HttpState};
 use crate::leader::{self, LeaderElector, Leadership};
 use crate::metrics::Metrics;
@@ -133,16 +133,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     } else {
         (client.clone(), factory)
     };
-    let ctx = Arc::new(Context::new(
-        controller_client,
-        metrics.clone(),
-        factory,
-        Arc::new(k8s_openapi::jiff::Timestamp::now),
+    let parts = controller::wiring::Parts {
+        client: controller_client,
+        metrics: metrics.clone(),
+        consoles: factory,
+        clock: Arc::new(k8s_openapi::jiff::Timestamp::now),
         settings,
-    ));
+    };
 
     let mut lost = false;
-    let controllers = controller::run(ctx, cli.watch_namespaces.clone(), waiter(&stop_rx));
+    let controllers =
+        controller::wiring::run(parts, cli.watch_namespaces.clone(), waiter(&stop_rx));
     match &mut elector {
         Some(elector) => {
             tokio::pin!(controllers);

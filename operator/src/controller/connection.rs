@@ -5,11 +5,15 @@
 //! - external: `spec.external.url`, credentials from `credentialsSecretRef`, and trust from
 //!   `caBundle`, `caBundleRef` or the explicit `insecureSkipTlsVerify`.
 
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use kube::{Client, ResourceExt};
+//!
+//! Everything is read from the stores ([`super::stores`]): resolving a connection makes no
+//! request, so a changed Secret is used from the next reconcile on.
 
-use super::apply::get_opt;
+use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
+
 use super::names;
+use super::stores::Stores;
 use crate::console_api::{ConsoleConnection, SecretString};
 use crate::crd::Console;
 use crate::crd::console::{CaBundleKind, ExternalConsole};
@@ -56,14 +60,14 @@ fn secret_value(secret: &Secret, key: &str) -> Option<String> {
         .cloned()
 }
 
-async fn required_secret(
-    client: &Client,
+fn required_secret(
+    stores: &Stores,
     namespace: &str,
     name: &str,
     purpose: &str,
-) -> Result<Secret> {
-    get_opt::<Secret>(client, namespace, name)
-        .await?
+) -> Result<std::sync::Arc<Secret>> {
+    stores
+        .secret(namespace, name)
         .ok_or_else(|| {
             Error::MissingReference(format!(
                 "Secret {namespace}/{name} ({purpose}) does not exist"
@@ -83,27 +87,20 @@ fn required_key(secret: &Secret, key: &str, purpose: &str) -> Result<String> {
         })
 }
 
-/// Resolves the connection settings of a Console (reads the Secrets/ConfigMaps it names).
-pub async fn resolve(client: &Client, console: &Console) -> Result<ConsoleConnection> {
+/// Resolves the connection settings of a Console from the Secrets and ConfigMaps it names.
+pub fn resolve(stores: &Stores, console: &Console) -> Result<ConsoleConnection> {
     let ns = console.namespace().unwrap_or_default();
     let name = console.name_any();
     if let Some(external) = &console.spec.external {
-        return resolve_external(client, console, &ns, external).await;
+        return resolve_external(stores, console, &ns, external);
     }
     let admin = required_secret(
-        client,
+        stores,
         &ns,
         &names::console_admin_secret(&name),
         "console admin credentials",
-    )
-    .await?;
-    let ca = required_secret(
-        client,
-        &ns,
-        &names::console_ca_secret(&name),
-        "console API CA",
-    )
-    .await?;
+    )?;
+    let ca = required_secret(stores, &ns, &names::console_ca_secret(&name), "console API CA")?;
     Ok(ConsoleConnection {
         console: console_id(console),
         url: managed_url(&name, &ns),
@@ -114,8 +111,8 @@ pub async fn resolve(client: &Client, console: &Console) -> Result<ConsoleConnec
     })
 }
 
-async fn resolve_external(
-    client: &Client,
+fn resolve_external(
+    stores: &Stores,
     console: &Console,
     ns: &str,
     external: &ExternalConsole,
@@ -131,7 +128,7 @@ async fn resolve_external(
         )));
     }
     let creds_ref = &external.credentials_secret_ref;
-    let creds = required_secret(client, ns, &creds_ref.name, "console API credentials").await?;
+    let creds = required_secret(stores, ns, &creds_ref.name, "console API credentials")?;
     let username = required_key(
         &creds,
         creds_ref.username_key.as_deref().unwrap_or("username"),
@@ -148,13 +145,13 @@ async fn resolve_external(
         let key = r.key.as_deref().unwrap_or("ca.crt");
         let pem = match r.kind {
             CaBundleKind::Secret => required_key(
-                &required_secret(client, ns, &r.name, "CA bundle").await?,
+                required_secret(stores, ns, &r.name, "CA bundle")?.as_ref(),
                 key,
                 "CA bundle",
             )?,
-            CaBundleKind::ConfigMap => get_opt::<ConfigMap>(client, ns, &r.name)
-                .await?
-                .and_then(|cm| cm.data.and_then(|d| d.get(key).cloned()))
+            CaBundleKind::ConfigMap => stores
+                .config_map(ns, &r.name)
+                .and_then(|cm| cm.data.as_ref().and_then(|d| d.get(key).cloned()))
                 .ok_or_else(|| {
                     Error::MissingReference(format!(
                         "ConfigMap {ns}/{} has no key {key} (CA bundle)",
@@ -176,92 +173,12 @@ async fn resolve_external(
     })
 }
 
-/// How long ScanEngine reconciles reuse a Console's resolved connection before they read its
-/// Secrets again.
-pub const REUSE_FOR: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// Resolved connections of Consoles, shared by the ScanEngine reconciles: at a thousand
-/// engines, each reading the Console's two Secrets on every refresh would be thousands of
-/// reads a minute for the same answer. An entry is reused for [`REUSE_FOR`] while the Console
-/// keeps its uid and generation (its spec names the Secrets); a changed Secret is seen within
-/// that time, and at once after the console refused the credentials
-/// ([`ResolvedConnections::forget`]). The Console reconciler always reads afresh.
-#[derive(Default)]
-pub struct ResolvedConnections {
-    entries: std::sync::Mutex<std::collections::HashMap<String, Resolved>>,
-}
-
-struct Resolved {
-    uid: Option<String>,
-    generation: Option<i64>,
-    at: k8s_openapi::jiff::Timestamp,
-    connection: ConsoleConnection,
-}
-
-impl ResolvedConnections {
-    fn entries(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Resolved>> {
-        crate::lock(&self.entries)
-    }
-
-    /// The connection of `console`: reused when resolved less than [`REUSE_FOR`] before `now`,
-    /// else read with [`resolve`].
-    pub async fn resolve(
-        &self,
-        client: &Client,
-        console: &Console,
-        now: k8s_openapi::jiff::Timestamp,
-    ) -> Result<ConsoleConnection> {
-        self.reuse_or(console, now, resolve(client, console)).await
-    }
-
-    async fn reuse_or(
-        &self,
-        console: &Console,
-        now: k8s_openapi::jiff::Timestamp,
-        load: impl std::future::Future<Output = Result<ConsoleConnection>>,
-    ) -> Result<ConsoleConnection> {
-        let key = console_id(console);
-        let fresh = |r: &Resolved| {
-            r.uid == console.uid()
-                && r.generation == console.metadata.generation
-                && fresh_at(r, now)
-        };
-        if let Some(r) = self.entries().get(&key).filter(|r| fresh(r)) {
-            return Ok(r.connection.clone());
-        }
-        let connection = load.await?;
-        let mut entries = self.entries();
-        // Whatever has aged out goes, so deleted Consoles leave nothing behind.
-        entries.retain(|_, r| fresh_at(r, now));
-        entries.insert(
-            key,
-            Resolved {
-                uid: console.uid(),
-                generation: console.metadata.generation,
-                at: now,
-                connection: connection.clone(),
-            },
-        );
-        Ok(connection)
-    }
-
-    /// The console refused the credentials of `console`: the next reconcile reads them again.
-    pub fn forget(&self, console: &Console) {
-        self.entries().remove(&console_id(console));
-    }
-}
-
-fn fresh_at(r: &Resolved, now: k8s_openapi::jiff::Timestamp) -> bool {
-    let age = now.duration_since(r.at);
-    age >= k8s_openapi::jiff::SignedDuration::ZERO && age.unsigned_abs() < REUSE_FOR
-}
-
 #[cfg(test)]
 mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::controller::fixtures::{Scenario, drive, mock_client};
+    use crate::controller::stores::testing::stores;
     use crate::crd::console::{CaBundleRef, ConsoleSpec, CredentialsSecretRef};
 
     fn external(ca_ref: CaBundleRef) -> Console {
@@ -285,25 +202,18 @@ mod tests {
         c
     }
 
-    #[tokio::test]
-    async fn external_console_with_a_configmap_ca() {
-        let (client, handle) = mock_client();
+    #[test]
+    fn external_console_with_a_configmap_ca() {
         let console = external(CaBundleRef {
             kind: CaBundleKind::ConfigMap,
             name: "ca".into(),
             key: None,
         });
-        let scenario = Scenario::new()
-            .get(
-                "/api/v1/namespaces/ns/secrets/creds",
-                json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "creds"}, "data": {"user": "b3Bz", "password": "cHc="}}),
-            )
-            .get(
-                "/api/v1/namespaces/ns/configmaps/ca",
-                json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "ca"}, "data": {"ca.crt": "PEM"}}),
-            );
-        let (conn, _) = drive(resolve(&client, &console), scenario.run(handle)).await;
-        let conn = conn.unwrap_or_else(|e| panic!("{e}"));
+        let stores = stores(&[
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "creds", "namespace": "ns"}, "data": {"user": "b3Bz", "password": "cHc="}}),
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "ca", "namespace": "ns"}, "data": {"ca.crt": "PEM"}}),
+        ]);
+        let conn = resolve(&stores, &console).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(conn.console, "ns/corp");
         assert_eq!(conn.url, "https://console.example.com:3780");
         assert_eq!(conn.username, "ops");
@@ -312,98 +222,21 @@ mod tests {
         assert!(!conn.insecure_skip_tls_verify);
     }
 
-    #[tokio::test]
-    async fn missing_key_names_the_secret_and_key() {
-        let (client, handle) = mock_client();
+    #[test]
+    fn missing_key_names_the_secret_and_key() {
         let console = external(CaBundleRef {
             kind: CaBundleKind::Secret,
             name: "ca".into(),
             key: None,
         });
-        let scenario = Scenario::new().get(
-            "/api/v1/namespaces/ns/secrets/creds",
-            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "creds", "namespace": "ns"}, "data": {"password": "cHc="}}),
-        );
-        let (result, _) = drive(resolve(&client, &console), scenario.run(handle)).await;
-        let message = result.err().map(|e| e.to_string()).unwrap_or_default();
+        let stores = stores(&[json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "creds", "namespace": "ns"}, "data": {"password": "cHc="}
+        })]);
+        let message = resolve(&stores, &console)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert_eq!(message, "Secret ns/creds has no key user (API user)");
-    }
-
-    fn connection(user: &str) -> ConsoleConnection {
-        ConsoleConnection {
-            console: "scanning/corp".into(),
-            url: "https://console.example.com:3780".into(),
-            username: user.into(),
-            password: SecretString::new("pw"),
-            ca_bundle: None,
-            insecure_skip_tls_verify: true,
-        }
-    }
-
-    fn at(second: i64) -> k8s_openapi::jiff::Timestamp {
-        k8s_openapi::jiff::Timestamp::from_second(1_767_225_600 + second)
-            .unwrap_or(k8s_openapi::jiff::Timestamp::UNIX_EPOCH)
-    }
-
-    fn console() -> Console {
-        let mut c = external(CaBundleRef {
-            kind: CaBundleKind::Secret,
-            name: "ca".into(),
-            key: None,
-        });
-        c.metadata.namespace = Some("scanning".into());
-        c.metadata.uid = Some("uid-1".into());
-        c.metadata.generation = Some(1);
-        c
-    }
-
-    async fn user(
-        cache: &ResolvedConnections,
-        console: &Console,
-        now: i64,
-        loaded: &str,
-    ) -> String {
-        cache
-            .reuse_or(console, at(now), async { Ok(connection(loaded)) })
-            .await
-            .map(|c| c.username)
-            .unwrap_or_else(|e| panic!("resolve: {e}"))
-    }
-
-    #[tokio::test]
-    async fn a_connection_is_reused_for_a_while_then_read_again() {
-        let cache = ResolvedConnections::default();
-        let c = console();
-        assert_eq!(user(&cache, &c, 0, "first").await, "first");
-        assert_eq!(user(&cache, &c, 9, "second").await, "first", "reused");
-        assert_eq!(user(&cache, &c, 10, "second").await, "second", "aged out");
-    }
-
-    #[tokio::test]
-    async fn a_new_spec_a_new_console_or_refused_credentials_read_again() {
-        let cache = ResolvedConnections::default();
-        let mut c = console();
-        assert_eq!(user(&cache, &c, 0, "first").await, "first");
-        c.metadata.generation = Some(2);
-        assert_eq!(user(&cache, &c, 1, "spec").await, "spec");
-        c.metadata.uid = Some("uid-2".into());
-        assert_eq!(user(&cache, &c, 2, "recreated").await, "recreated");
-        cache.forget(&c);
-        assert_eq!(user(&cache, &c, 3, "refused").await, "refused");
-    }
-
-    #[tokio::test]
-    async fn a_failed_read_is_not_kept() {
-        let cache = ResolvedConnections::default();
-        let c = console();
-        let failed = cache
-            .reuse_or(&c, at(0), async {
-                Err(Error::MissingReference(
-                    "Secret scanning/creds does not exist".into(),
-                ))
-            })
-            .await;
-        assert!(failed.is_err());
-        assert_eq!(user(&cache, &c, 1, "created").await, "created");
     }
 }

@@ -336,6 +336,19 @@ impl Console {
     pub fn is_managed(&self) -> bool {
         self.spec.managed.is_some()
     }
+
+    /// Whether the spec names object `name`: a Secret (`secret`) or a ConfigMap it reads the
+    /// credentials or the CA bundle from.
+    pub fn names_object(&self, name: &str, secret: bool) -> bool {
+        let Some(external) = &self.spec.external else {
+            return false;
+        };
+        let credentials = secret && external.credentials_secret_ref.name == name;
+        let ca = external.ca_bundle_ref.as_ref().is_some_and(|r| {
+            r.name == name && (r.kind == CaBundleKind::Secret) == secret
+        });
+        credentials || ca
+    }
 }
 
 #[cfg(test)]

@@ -13,7 +13,6 @@
 //! Console go at once, for a console that is gone for good.
 
 use kube::ResourceExt;
-use kube::api::{Api, ListParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use tracing::info;
@@ -21,7 +20,7 @@ use tracing::info;
 use super::status::CLEANUP;
 use crate::controller::{Context, connection};
 use crate::crd::conditions::{self, Cond};
-use crate::crd::{Console, SKIP_CLEANUP_ANNOTATION, ScanEngine};
+use crate::crd::{Console, SKIP_CLEANUP_ANNOTATION};
 use crate::{Error, Result};
 
 /// How many remaining ScanEngines a message names before it says "and N more".
@@ -53,13 +52,10 @@ pub async fn cleanup(console: &Console, ctx: &Context) -> Result<Action> {
         return Ok(Action::await_change());
     }
 
-    let engines: Api<ScanEngine> = Api::namespaced(ctx.client.clone(), &ns);
-    let mut users: Vec<String> = engines
-        .list(&ListParams::default())
-        .await
-        .map_err(Error::kube(format!("list ScanEngines in {ns}")))?
+    let mut users: Vec<String> = ctx
+        .stores
+        .engines_of_console(&ns, &name)
         .into_iter()
-        .filter(|se| se.spec.console_ref.name == name)
         .map(|se| se.name_any())
         .collect();
     if !users.is_empty() {
@@ -72,7 +68,7 @@ pub async fn cleanup(console: &Console, ctx: &Context) -> Result<Action> {
     }
 
     let revoked = async {
-        let conn = connection::resolve(&ctx.client, console).await?;
+        let conn = connection::resolve(&ctx.stores, console)?;
         ctx.consoles.connect(conn)?.revoke_shared_secret().await?;
         Ok::<_, Error>(())
     }
@@ -88,6 +84,7 @@ pub async fn cleanup(console: &Console, ctx: &Context) -> Result<Action> {
                 "revoked the pairing shared secret at the console".into(),
             )
             .await;
+            ctx.console_engines.forget(&ns, &name);
             Ok(Action::await_change())
         }
         Err(err) => {
@@ -126,7 +123,7 @@ async fn blocked(console: &Console, ctx: &Context, reason: &str, message: String
         ctx.now(),
     );
     if super::status::changed(Some(&previous), &status) {
-        match crate::controller::apply::apply_status(&ctx.client, console, &status).await {
+        match crate::controller::shared::apply::apply_status(&ctx.client, console, &status).await {
             Ok(()) => {
                 ctx.event(
                     console,

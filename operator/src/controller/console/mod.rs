@@ -10,8 +10,11 @@
 //! Deletion runs [`cleanup`] under the `scanengine.dev/revoke-shared-secret` finalizer: an
 //! external console's shared secret is revoked once no ScanEngine uses it.
 //!
-//! Besides its own changes and the refresh interval, a Console is reconciled when one of its
-//! engines changes state ([`waker`]), so its engine counts follow.
+//! The Console is the unit of polling: its reconcile lists the console's engines once per
+//! refresh interval and publishes them to every ScanEngine of the Console
+//! ([`crate::controller::console_engines`]). Woken in between (its engines' states changed, a
+//! reverse engine is expected), it only recounts its engines from that view, unless a
+//! ScanEngine asked for an early listing.
 
 pub mod build;
 pub mod cleanup;
@@ -20,67 +23,43 @@ pub mod shared_secret;
 pub mod status;
 #[cfg(test)]
 mod tests;
-pub mod waker;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use kube::ResourceExt;
-use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
-use kube::runtime::finalizer::{Event as Finalizer, finalizer};
-use tracing::{Instrument, warn};
+use kube::runtime::finalizer::Event as Finalizer;
+use kube::runtime::reflector::ObjectRef;
 
 use self::status::Observed;
-use super::apply::{apply_cached, apply_status};
-use super::{Context, connection, object_key, owner_reference};
+use super::shared::apply::{apply_status, ensure};
+use super::shared::reconcile;
+use super::stores::get;
+use super::{Context, connection, owner_reference};
 use crate::crd::{CONSOLE_FINALIZER, Console};
 use crate::{Error, Result};
 
 /// Requeue while a console is not reachable yet.
 const RETRY: Duration = Duration::from_secs(10);
+/// The shortest time between two listings of a console's engines.
+pub const MIN_LISTING_GAP: Duration = Duration::from_secs(2);
 
 pub async fn reconcile(console: Arc<Console>, ctx: Arc<Context>) -> Result<Action> {
     let ns = console.namespace().unwrap_or_default();
     let name = console.name_any();
-    let span = tracing::info_span!("reconcile", kind = "Console", namespace = %ns, name = %name);
-    async move {
-        let _timer = ctx.metrics.reconcile_started("Console");
-        let key = object_key(console.as_ref());
-        let api: Api<Console> = Api::namespaced(ctx.client.clone(), &ns);
-        let result = finalizer(&api, CONSOLE_FINALIZER, console, |event| async {
-            match event {
-                Finalizer::Apply(c) => reconcile_inner(&c, &ctx, &ns, &name).await,
-                Finalizer::Cleanup(c) => cleanup::cleanup(&c, &ctx).await,
-            }
-        })
-        .await
-        .map_err(Error::from);
-        if result.is_ok() {
-            ctx.reset_backoff(&key);
+    reconcile::run(&ctx, console, CONSOLE_FINALIZER, |event| async {
+        match event {
+            Finalizer::Apply(c) => reconcile_inner(&c, &ctx, &ns, &name).await,
+            Finalizer::Cleanup(c) => cleanup::cleanup(&c, &ctx).await,
         }
-        result
-    }
-    .instrument(span)
+    })
     .await
 }
 
-pub fn error_policy(console: Arc<Console>, error: &Error, ctx: Arc<Context>) -> Action {
-    warn!(namespace = %console.namespace().unwrap_or_default(), name = %console.name_any(), error = %error, "Console reconcile failed");
-    ctx.metrics.reconcile_failed("Console", error);
-    ctx.failure_backoff(object_key(console.as_ref()))
-}
-
 fn reason_of(error: &Error) -> String {
-    match error {
-        Error::ConsoleApi(e) => e.reason().into(),
-        Error::MissingReference(_) => "MissingReference".into(),
-        Error::Kube { .. } => "KubernetesApiError".into(),
-        Error::NotOwned(_) => Error::NOT_OWNED_REASON.into(),
-        Error::InsecureUrl(_) => "InsecureUrl".into(),
-        _ => "ReconcileError".into(),
-    }
+    error.reason().0.into()
 }
 
 async fn reconcile_inner(console: &Console, ctx: &Context, ns: &str, name: &str) -> Result<Action> {
@@ -109,9 +88,45 @@ async fn reconcile_inner(console: &Console, ctx: &Context, ns: &str, name: &str)
         observed.engine_listener = external.engine_listener_address.clone();
     }
 
+    let uid = console.uid();
+    let now = ctx.now();
+    let spec_seen = console
+        .status
+        .as_ref()
+        .is_some_and(|s| s.observed_generation == console.metadata.generation);
+    let due = ctx.console_engines.listing_due(
+        ns,
+        name,
+        uid.as_deref(),
+        now,
+        ctx.settings.refresh_interval,
+        MIN_LISTING_GAP,
+    );
+    if spec_seen
+        && !due
+        && let Some(engines) = ctx.console_engines.engines(ns, name, uid.as_deref())
+    {
+        // Woken between listings: the counts follow the engines' recorded states.
+        if let Some(mut status) = console.status.clone() {
+            status.engines = Some(status::count(&engines));
+            if status::changed(console.status.as_ref(), &status) {
+                apply_status(&ctx.client, console, &status).await?;
+            }
+        }
+        let next = ctx
+            .console_engines
+            .listed_at(ns, name)
+            .and_then(|at| {
+                std::time::Duration::try_from(now.duration_since(at))
+                    .ok()
+                    .map(|age| ctx.settings.refresh_interval.saturating_sub(age))
+            })
+            .unwrap_or(ctx.settings.refresh_interval);
+        return Ok(Action::requeue(next.max(MIN_LISTING_GAP)));
+    }
+
     match observe(console, ctx, ns, name, owner, &mut observed).await {
         Ok(check_again_in) => {
-            let now = ctx.now();
             write_status(ctx, console, &observed, now).await?;
             Ok(Action::requeue(
                 ctx.settings.refresh_interval.min(check_again_in),
@@ -119,8 +134,16 @@ async fn reconcile_inner(console: &Console, ctx: &Context, ns: &str, name: &str)
         }
         Err(err) if err.is_not_owned() => Err(conflict(ctx, console, &mut observed, err).await),
         Err(err) => {
+            let (reason, _) = err.reason();
+            ctx.console_engines.listing_failed(
+                ns,
+                name,
+                uid.as_deref(),
+                reason,
+                &format!("Console {name}: {err}"),
+                &engine_refs(ctx, ns, name),
+            );
             observed.problem = Some((reason_of(&err), err.to_string()));
-            let now = ctx.now();
             write_status(ctx, console, &observed, now).await?;
             if matches!(err, Error::ConsoleApi(_))
                 && console.is_managed()
@@ -134,10 +157,23 @@ async fn reconcile_inner(console: &Console, ctx: &Context, ns: &str, name: &str)
     }
 }
 
+/// The Console's ScanEngines with their names at the console.
+fn engine_refs(
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+) -> Vec<(ObjectRef<crate::crd::ScanEngine>, String)> {
+    ctx.stores
+        .engines_of_console(ns, name)
+        .into_iter()
+        .map(|se| (ObjectRef::from_obj(se.as_ref()), se.console_engine_name()))
+        .collect()
+}
+
 /// The managed console's objects: its Secrets once, then the StatefulSet, Services and
 /// NetworkPolicy.
 async fn deploy(console: &Console, ctx: &Context, inputs: &build::Inputs<'_>) -> Result<()> {
-    let created = secrets::ensure(&ctx.client, inputs).await?;
+    let created = secrets::ensure(&ctx.client, &ctx.stores, inputs).await?;
     if !created.is_empty() {
         ctx.event(
             console,
@@ -154,10 +190,18 @@ async fn deploy(console: &Console, ctx: &Context, inputs: &build::Inputs<'_>) ->
         engine_service,
         network_policy,
     } = build::desired(inputs);
-    apply_cached(&ctx.client, &ctx.applied, &network_policy).await?;
-    apply_cached(&ctx.client, &ctx.applied, &api_service).await?;
-    apply_cached(&ctx.client, &ctx.applied, &engine_service).await?;
-    apply_cached(&ctx.client, &ctx.applied, &statefulset).await?;
+    let (ns, stores) = (inputs.namespace, &ctx.stores);
+    let live = |svc: &k8s_openapi::api::core::v1::Service| {
+        get(&stores.services, ns, &svc.name_any())
+    };
+    let policy = get(&stores.network_policies, ns, &network_policy.name_any());
+    ensure(&ctx.client, policy.as_deref(), network_policy).await?;
+    let api_live = live(&api_service);
+    ensure(&ctx.client, api_live.as_deref(), api_service).await?;
+    let engines_live = live(&engine_service);
+    ensure(&ctx.client, engines_live.as_deref(), engine_service).await?;
+    let sts = get(&stores.statefulsets, ns, &statefulset.name_any());
+    ensure(&ctx.client, sts.as_deref(), statefulset).await?;
     Ok(())
 }
 
@@ -196,7 +240,7 @@ async fn observe(
     owner: k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference,
     observed: &mut Observed,
 ) -> Result<Duration> {
-    let conn = connection::resolve(&ctx.client, console).await?;
+    let conn = connection::resolve(&ctx.stores, console)?;
     let api = ctx.consoles.connect(conn)?;
     let info = api.info().await?;
     if observed.engine_listener.is_none()
@@ -212,7 +256,17 @@ async fn observe(
         observed.engine_listener = Some(format!("{host}:{port}"));
     }
     observed.info = Some(info);
-    observed.engines = Some(api.list_engines().await?);
+    // One listing of every engine (all pages) per refresh: the view every ScanEngine reads.
+    let engines = api.list_engines().await?;
+    ctx.console_engines.listed(
+        ns,
+        name,
+        console.uid().as_deref(),
+        engines.clone(),
+        ctx.now(),
+        &engine_refs(ctx, ns, name),
+    );
+    observed.engines = Some(engines);
     let margin = console
         .spec
         .shared_secret
@@ -222,6 +276,7 @@ async fn observe(
         .unwrap_or(ctx.settings.secret_renewal_margin);
     let outcome = shared_secret::ensure(
         &ctx.client,
+        &ctx.stores,
         api.as_ref(),
         name,
         ns,

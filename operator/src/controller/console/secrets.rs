@@ -21,7 +21,8 @@ use rcgen::{
 
 use super::build::Inputs;
 use super::build::statefulset::ADMIN_USER;
-use crate::controller::apply::{delete_exactly, get_opt};
+use crate::controller::shared::apply::delete_exactly;
+use crate::controller::stores::Stores;
 use crate::controller::names;
 use crate::{Error, Result};
 
@@ -137,14 +138,15 @@ async fn create_if_missing(
     }
 }
 
-/// The Secret `name`, when it exists; [`Error::NotOwned`] when it exists and is not ours.
-async fn existing_of_ours(
-    client: &Client,
+/// The Secret `name` from the store, when it exists; [`Error::NotOwned`] when it exists and is
+/// not ours.
+fn existing_of_ours(
+    stores: &Stores,
     inputs: &Inputs<'_>,
     name: &str,
-) -> Result<Option<Secret>> {
+) -> Result<Option<std::sync::Arc<Secret>>> {
     let ns = inputs.namespace;
-    match get_opt::<Secret>(client, ns, name).await? {
+    match stores.secret(ns, name) {
         Some(s) if !names::is_ours(&s.metadata, &inputs.owner.uid) => {
             Err(Error::not_owned("Secret", ns, name, "Console"))
         }
@@ -152,12 +154,13 @@ async fn existing_of_ours(
     }
 }
 
-/// Creates whichever of the console's Secrets is missing; returns the names created.
-pub async fn ensure(client: &Client, inputs: &Inputs<'_>) -> Result<Vec<String>> {
+/// Creates whichever of the console's Secrets is missing from the store; returns the names
+/// created. Once they exist, no request is made.
+pub async fn ensure(client: &Client, stores: &Stores, inputs: &Inputs<'_>) -> Result<Vec<String>> {
     let ns = inputs.namespace;
     let mut created = Vec::new();
     let admin = names::console_admin_secret(inputs.name);
-    if existing_of_ours(client, inputs, &admin).await?.is_none()
+    if existing_of_ours(stores, inputs, &admin)?.is_none()
         && create_if_missing(client, ns, || {
             Ok(secret(
                 inputs,
@@ -174,14 +177,14 @@ pub async fn ensure(client: &Client, inputs: &Inputs<'_>) -> Result<Vec<String>>
     }
     let ca = names::console_ca_secret(inputs.name);
     let tls = names::console_tls_secret(inputs.name);
-    let ca_existing = existing_of_ours(client, inputs, &ca).await?;
-    let tls_existing = existing_of_ours(client, inputs, &tls).await?;
+    let ca_existing = existing_of_ours(stores, inputs, &ca)?;
+    let tls_existing = existing_of_ours(stores, inputs, &tls)?;
     if ca_existing.is_none() || tls_existing.is_none() {
         // The CA key is only kept to sign this pair: regenerate both together. Only the
         // operator's own Secrets get here, and the delete names the uid just read.
         let generated = generate_tls(inputs.name, api_dns_names(inputs.name, ns))?;
         for old in ca_existing.iter().chain(tls_existing.iter()) {
-            delete_exactly(client, old).await?;
+            delete_exactly(client, old.as_ref()).await?;
         }
         let ca_data = [
             ("ca.crt", generated.ca_cert.clone()),

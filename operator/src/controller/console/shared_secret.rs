@@ -16,7 +16,7 @@ use kube::Client;
 
 use crate::Result;
 use crate::console_api::{ConsoleApi, SecretString};
-use crate::controller::apply::{apply, get_opt};
+use crate::controller::shared::apply::apply;
 use crate::controller::names::{
     self, EXPIRES_AT_ANNOTATION, LIFETIME_ANNOTATION, SHARED_SECRET_KEY,
 };
@@ -111,6 +111,7 @@ pub fn secret_object(
 /// Makes sure the Secret holds a shared secret valid for longer than the margin.
 pub async fn ensure(
     client: &Client,
+    stores: &crate::controller::stores::Stores,
     api: &dyn ConsoleApi,
     console: &str,
     namespace: &str,
@@ -119,7 +120,7 @@ pub async fn ensure(
     now: Timestamp,
 ) -> Result<Outcome> {
     let secret_name = names::shared_secret(console);
-    let existing = get_opt::<Secret>(client, namespace, &secret_name).await?;
+    let existing = stores.secret(namespace, &secret_name);
     if let Some(foreign) = existing
         .as_ref()
         .filter(|s| !names::is_ours(&s.metadata, &owner.uid))
@@ -133,7 +134,7 @@ pub async fn ensure(
         ));
     }
     let (stored_value, stored_expiry, stored_lifetime) =
-        existing.as_ref().map(stored).unwrap_or((None, None, None));
+        existing.as_deref().map(stored).unwrap_or((None, None, None));
     let lifetime = Duration::from_secs(stored_lifetime.unwrap_or(DEFAULT_LIFETIME.as_secs()));
     let margin = effective_margin(margin, lifetime);
 

@@ -1,27 +1,27 @@
-//! Apply: server-side apply of the desired set, and read back of what the console needs.
+//! Apply: server-side apply of the desired set, each object only when its store holds
+//! something else ([`crate::controller::shared::apply`]).
 
 use k8s_openapi::api::core::v1::Service;
 use kube::Client;
 
 use super::build::Desired;
 use crate::Result;
-use crate::controller::applied::AppliedCache;
-use crate::controller::apply::{apply_cached, apply_cached_read_back, ensure_absent};
 use crate::controller::names;
+use crate::controller::shared::apply::{Ensured, ensure, ensure_absent};
+use crate::controller::stores::{Stores, get};
 
-/// What the reconcile reads back after the apply: the Service (node port, load balancer
-/// address), when the engine has one.
+/// What the reconcile needs of what is applied: the Service (node port, load balancer
+/// address), when the engine has one, as the API server holds it.
 #[derive(Clone, Debug)]
 pub struct Applied {
     pub service: Option<Service>,
 }
 
-/// Applies every desired object (skipping those `cache` knows unchanged). The desired set is
-/// destructured completely, so a new kind of child object does not compile until it is applied
-/// here.
+/// Applies every desired object that differs from its store. The desired set is destructured
+/// completely, so a new kind of child object does not compile until it is applied here.
 pub async fn apply_all(
     client: &Client,
-    cache: &AppliedCache,
+    stores: &Stores,
     namespace: &str,
     engine: &str,
     desired: Desired,
@@ -31,11 +31,17 @@ pub async fn apply_all(
         service,
         network_policy,
     } = desired;
+    let child = names::engine_objects(engine);
     // The policy first: a pod never runs unfenced, and a direction switch swaps policies
     // before the pod restarts in the new direction.
-    apply_cached(client, cache, &network_policy).await?;
+    let live = get(&stores.network_policies, namespace, &child);
+    ensure(client, live.as_deref(), network_policy).await?;
+    let live_service = get(&stores.services, namespace, &child);
     let service = match service {
-        Some(svc) => Some(apply_cached_read_back(client, cache, &svc).await?),
+        Some(svc) => match ensure(client, live_service.as_deref(), svc).await? {
+            Ensured::Applied(answer) => Some(answer),
+            Ensured::Unchanged => live_service.map(|s| s.as_ref().clone()),
+        },
         None => {
             let owner_uid = statefulset
                 .metadata
@@ -45,17 +51,11 @@ pub async fn apply_all(
                 .map(|o| o.uid.clone())
                 .next()
                 .unwrap_or_default();
-            ensure_absent::<Service>(
-                client,
-                cache,
-                namespace,
-                &names::engine_objects(engine),
-                &owner_uid,
-            )
-            .await?;
+            ensure_absent(client, live_service.as_deref(), &owner_uid).await?;
             None
         }
     };
-    apply_cached(client, cache, &statefulset).await?;
+    let live = get(&stores.statefulsets, namespace, &child);
+    ensure(client, live.as_deref(), statefulset).await?;
     Ok(Applied { service })
 }

@@ -1,13 +1,17 @@
 //! The ScanEngine reconciler, a pipeline:
 //!
-//! 1. **read** the ScanEngine and its Console ([`reconcile`]);
+//! 1. **read** the ScanEngine, its Console and its pods, from the stores ([`reconcile`]);
 //! 2. **validate** what the Console must provide ([`validate`]);
 //! 3. **build** the desired StatefulSet, Service and NetworkPolicy (pure, [`build`]);
-//! 4. **apply** them with server-side apply and read back the Service ([`apply`]);
-//! 5. **pair** the engine with its console through the console API ([`pairing`]);
+//! 4. **apply** those that differ from their stores, with server-side apply ([`apply`]);
+//! 5. **pair**: plan (pure) and make the console calls for this engine, from the console's last
+//!    listing ([`pairing`], [`crate::controller::console_engines`]);
 //! 6. **status**: compute it from what the console reports and what the engine's pod says
-//!    ([`pods`], read from a reflector store) and write it only when it changed ([`status`]),
-//!    with an Event on each state transition and a Warning event when Ready takes a cause.
+//!    ([`pods`]) and write it only when it changed ([`status`]), with an Event on each state
+//!    transition and a Warning event when Ready takes a cause.
+//!
+//! A reconcile with nothing to change makes no request at all: every read is a store's, and
+//! the console is called only to create, delete or refresh this engine.
 //!
 //! Deletion runs [`cleanup`] under the `scanengine.dev/console-cleanup` finalizer: the engine is
 //! removed from its console first; while the console is unreachable the finalizer stays and the
@@ -28,18 +32,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kube::ResourceExt;
-use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
-use kube::runtime::finalizer::{Event as Finalizer, finalizer};
-use tracing::{Instrument, info, warn};
+use kube::runtime::finalizer::Event as Finalizer;
+use tracing::info;
 
 use self::build::Inputs;
 use self::build::config;
-use self::pods::PodStore;
 use self::status::{Observed, Problem};
-use super::apply::{apply_status, get_opt};
-use super::{Context, object_key, owner_reference, wakeups};
+use super::console_engines::Seen;
+use super::shared::apply::apply_status;
+use super::shared::reconcile;
+use super::{Context, connection, owner_reference};
 use crate::console_api::find_engine_by_name;
 use crate::crd::conditions::{self, Cond};
 use crate::crd::{
@@ -48,69 +52,22 @@ use crate::crd::{
 };
 use crate::{Error, Result};
 
-/// Requeue while an engine is not Active yet.
+/// Requeue while an engine waits for something no event announces (a load balancer address).
 const PAIRING_REQUEUE: Duration = Duration::from_secs(15);
 
-/// Entry point of the controller; `pods` is the store of the engine pods of the controller's
-/// namespace (or of all namespaces).
-pub async fn reconcile(
-    engine: Arc<ScanEngine>,
-    ctx: Arc<Context>,
-    pods: PodStore,
-) -> Result<Action> {
-    let ns = engine.namespace().unwrap_or_default();
-    let name = engine.name_any();
-    let span = tracing::info_span!("reconcile", kind = "ScanEngine", namespace = %ns, name = %name);
-    async move {
-        let _timer = ctx.metrics.reconcile_started("ScanEngine");
-        let api: Api<ScanEngine> = Api::namespaced(ctx.client.clone(), &ns);
-        let key = object_key(engine.as_ref());
-        let result = finalizer(&api, ENGINE_FINALIZER, engine, |event| async {
-            match event {
-                Finalizer::Apply(se) => apply_unless_idle(se, ctx.clone(), &pods).await,
-                Finalizer::Cleanup(se) => {
-                    ctx.wakeups.forget(&object_key(se.as_ref()));
-                    let ns = se.namespace().unwrap_or_default();
-                    let console = se.spec.console_ref.name.clone();
-                    let released = cleanup(se, ctx.clone()).await;
-                    if released.is_ok() {
-                        // The engine goes now: its Console recounts, or stops waiting for it.
-                        ctx.console_waker.wake(&ns, &console);
-                    }
-                    released
-                }
-            }
-        })
-        .await
-        .map_err(Error::from);
-        if result.is_ok() {
-            ctx.reset_backoff(&key);
+/// Entry point of the controller.
+pub async fn reconcile(engine: Arc<ScanEngine>, ctx: Arc<Context>) -> Result<Action> {
+    reconcile::run(&ctx, engine, ENGINE_FINALIZER, |event| async {
+        match event {
+            Finalizer::Apply(se) => apply_engine(se, &ctx).await,
+            Finalizer::Cleanup(se) => cleanup(se, &ctx).await,
         }
-        result
-    }
-    .instrument(span)
+    })
     .await
 }
 
-/// Requeues a failed reconcile with backoff and counts the failure.
-pub fn error_policy(engine: Arc<ScanEngine>, error: &Error, ctx: Arc<Context>) -> Action {
-    warn!(namespace = %engine.namespace().unwrap_or_default(), name = %engine.name_any(), error = %error, "ScanEngine reconcile failed");
-    ctx.metrics.reconcile_failed("ScanEngine", error);
-    ctx.failure_backoff(object_key(engine.as_ref()))
-}
-
 fn problem_of(error: &Error) -> Problem {
-    // `stalled`: only a spec change or an administrator can help.
-    let (reason, stalled) = match error {
-        Error::ConsoleApi(e) => (e.reason(), false),
-        Error::ConsoleNotFound(_) => (status::CONSOLE_NOT_FOUND, true),
-        Error::MissingReference(_) => ("MissingReference", false),
-        Error::Kube { .. } => ("KubernetesApiError", false),
-        Error::NotOwned(_) => (Error::NOT_OWNED_REASON, true),
-        Error::InsecureUrl(_) => ("InsecureUrl", true),
-        Error::ChildRejected { .. } => (status::CHILD_REJECTED, true),
-        _ => ("ReconcileError", false),
-    };
+    let (reason, stalled) = error.reason();
     Problem {
         reason: reason.into(),
         message: error.to_string(),
@@ -118,39 +75,8 @@ fn problem_of(error: &Error) -> Problem {
     }
 }
 
-/// The apply branch, unless this wake-up has nothing to do (see [`super::wakeups`]): the echo of
-/// the reconcile's own status write, with nothing changed and the next refresh not due.
-async fn apply_unless_idle(
-    engine: Arc<ScanEngine>,
-    ctx: Arc<Context>,
-    pods: &PodStore,
-) -> Result<Action> {
-    let key = object_key(engine.as_ref());
-    let digest = wakeups::metadata_digest(engine.as_ref());
-    let now = ctx.now();
-    if let Some(left) = ctx.wakeups.idle(&key, digest, now) {
-        tracing::debug!(next_in = ?left, "nothing changed since the last reconcile");
-        return Ok(Action::requeue(left));
-    }
-    ctx.wakeups.begin(&key);
-    match apply_engine(engine, ctx.clone(), pods).await {
-        Ok(next) => {
-            ctx.wakeups.done(&key, digest, now, next);
-            Ok(Action::requeue(next))
-        }
-        Err(e) => {
-            ctx.wakeups.forget(&key);
-            Err(e)
-        }
-    }
-}
-
 /// The apply branch of the pipeline; returns when to look again.
-async fn apply_engine(
-    engine: Arc<ScanEngine>,
-    ctx: Arc<Context>,
-    pods: &PodStore,
-) -> Result<Duration> {
+async fn apply_engine(engine: Arc<ScanEngine>, ctx: &Context) -> Result<Action> {
     let ns = engine.namespace().unwrap_or_default();
     let name = engine.name_any();
     let communication = engine.spec.communication;
@@ -167,27 +93,28 @@ async fn apply_engine(
         now: ctx.now(),
     };
 
-    // 1. read
+    // 1. read: the Console and the engine's pods, from the stores
     let console_name = engine.spec.console_ref.name.clone();
-    let console = match get_opt::<Console>(&ctx.client, &ns, &console_name).await? {
-        Some(c) => c,
-        None => {
-            let err = Error::ConsoleNotFound(format!("{ns}/{console_name}"));
-            observed.problem = Some(problem_of(&err));
-            write_status(&ctx, &engine, &observed).await?;
-            return Err(err);
-        }
+    let Some(console) = ctx.stores.console(&ns, &console_name) else {
+        let err = Error::ConsoleNotFound(format!("{ns}/{console_name}"));
+        observed.problem = Some(problem_of(&err));
+        write_status(ctx, &engine, &observed).await?;
+        return Err(err);
     };
     let console_status = console.status.clone().unwrap_or_default();
     observed.console_version = console_status.version.as_deref();
+    let pods = pods::of_engine(&ctx.stores.pods, &ns, &name);
+    observed.pod = pods::diagnose(&pods);
+    let ready_since = pods::ready_since(&pods);
 
     // 2. validate
     let side = match validate::console_side(&engine, &console) {
         Ok(side) => side,
         Err(not_ready) => {
+            // The Console's status change that ends the wait wakes this engine.
             observed.problem = Some(Problem::transient(not_ready.reason, not_ready.message));
-            write_status(&ctx, &engine, &observed).await?;
-            return Ok(PAIRING_REQUEUE);
+            write_status(ctx, &engine, &observed).await?;
+            return Ok(Action::requeue(ctx.settings.refresh_interval));
         }
     };
     let owner = owner_reference(engine.as_ref())
@@ -203,10 +130,10 @@ async fn apply_engine(
     };
     let (_, memory) = config::resources(&inputs);
 
-    // 3. build, 4. apply and read back
+    // 3. build, 4. apply what differs from the stores
     let applied = match apply::apply_all(
         &ctx.client,
-        &ctx.applied,
+        &ctx.stores,
         &ns,
         &name,
         build::desired(&inputs),
@@ -218,7 +145,7 @@ async fn apply_engine(
             // Someone else's object of the same name: left alone, and said so.
             let already = previous_ready_reason(&engine) == Some(Error::NOT_OWNED_REASON);
             observed.problem = Some(problem_of(&err));
-            write_status(&ctx, &engine, &observed).await?;
+            write_status(ctx, &engine, &observed).await?;
             if !already {
                 ctx.event(
                     engine.as_ref(),
@@ -237,7 +164,7 @@ async fn apply_engine(
             let err = err.rejected_child(pods::MAX_CAUSE_MESSAGE);
             if matches!(err, Error::ChildRejected { .. }) {
                 observed.problem = Some(problem_of(&err));
-                write_status(&ctx, &engine, &observed).await?;
+                write_status(ctx, &engine, &observed).await?;
             }
             return Err(err);
         }
@@ -245,7 +172,7 @@ async fn apply_engine(
     observed.policy_applied = true;
     observed.memory = Some(&memory);
 
-    // 5. pair
+    // 5. pair, from the console's last listing
     let target = pairing::Target {
         name: engine.console_engine_name(),
         communication,
@@ -255,8 +182,8 @@ async fn apply_engine(
                     Ok(a) => Some(a),
                     Err(waiting) => {
                         observed.problem = Some(Problem::transient("WaitingForAddress", waiting));
-                        write_status(&ctx, &engine, &observed).await?;
-                        return Ok(PAIRING_REQUEUE);
+                        write_status(ctx, &engine, &observed).await?;
+                        return Ok(Action::requeue(PAIRING_REQUEUE));
                     }
                 }
             }
@@ -265,38 +192,67 @@ async fn apply_engine(
     };
     let refresh_wanted = engine.annotations().get(REFRESH_ANNOTATION).cloned();
     let previous = engine.status.clone().unwrap_or_default();
-    let refresh = refresh_wanted.is_some() && refresh_wanted != previous.last_handled_refresh;
-    let known_direction = previous.communication.as_ref().map(|c| c.direction);
-
-    let outcome = match pair(
-        &ctx,
-        &console,
-        &target,
-        previous.engine_id,
-        known_direction,
-        refresh,
-    )
-    .await
-    {
-        Ok(o) => o,
-        Err(err) => {
-            observed.problem = Some(problem_of(&err));
-            write_status(&ctx, &engine, &observed).await?;
-            if let Error::ConsoleApi(api_err) = &err {
-                ctx.event(
-                    engine.as_ref(),
-                    EventType::Warning,
-                    api_err.reason(),
-                    "Pair",
-                    err.to_string(),
-                )
-                .await;
+    let situation = pairing::Situation {
+        known_direction: previous.communication.as_ref().map(|c| c.direction),
+        refresh_requested: refresh_wanted.is_some()
+            && refresh_wanted != previous.last_handled_refresh,
+        ready_since,
+        now: ctx.now(),
+    };
+    let seen = ctx
+        .console_engines
+        .lookup(&ns, &console_name, console.uid().as_deref(), &target.name);
+    let plan = pairing::plan(&target, &seen, &situation);
+    if plan.want_listing {
+        ctx.console_engines.want_listing(&ns, &console_name);
+    }
+    let current = match &seen {
+        Seen::Present(e) => Some(e.clone()),
+        Seen::Failed { reason, message } => {
+            observed.problem = Some(Problem::transient(reason.clone(), message.clone()));
+            None
+        }
+        Seen::NotListed => {
+            if engine.status.is_some() {
+                // Restarted, or the Console was just created: its first listing wakes us.
+                return Ok(Action::requeue(ctx.settings.refresh_interval));
             }
-            return Err(err);
+            observed.problem = Some(Problem::transient(
+                "WaitingForConsole",
+                format!("waiting for the first look at Console {console_name}'s engines"),
+            ));
+            None
+        }
+        Seen::Absent => None,
+    };
+    let outcome = if plan.calls_console() {
+        match pair(ctx, &console, &plan, current).await {
+            Ok(o) => o,
+            Err(err) => {
+                observed.problem = Some(problem_of(&err));
+                write_status(ctx, &engine, &observed).await?;
+                if let Error::ConsoleApi(api_err) = &err {
+                    ctx.event(
+                        engine.as_ref(),
+                        EventType::Warning,
+                        api_err.reason(),
+                        "Pair",
+                        err.to_string(),
+                    )
+                    .await;
+                }
+                return Err(err);
+            }
+        }
+    } else {
+        pairing::Outcome {
+            engine: current,
+            ..pairing::Outcome::default()
         }
     };
     if let Some(id) = outcome.removed {
         info!(engine_id = id, "removed the console's old registration");
+        ctx.console_engines.removed(&ns, &console_name, &target.name);
         ctx.event(
             engine.as_ref(),
             EventType::Normal,
@@ -319,19 +275,27 @@ async fn apply_engine(
         )
         .await;
     }
-    if refresh {
+    if let Some(e) = outcome.engine.clone().filter(|_| plan.calls_console()) {
+        ctx.console_engines.record(&ns, &console_name, e);
+    }
+    if situation.refresh_requested && outcome.refreshed {
         observed.handled_refresh = refresh_wanted;
     }
     observed.registration = outcome.engine.as_ref();
 
-    // 6. status, with what the engine's pod says (read last: the pod's watch event that woke
-    // this reconcile has reached the store by now, or the next requeue sees it)
-    observed.pod = pods::diagnose(&pods::of_engine(pods, &ns, &name));
-    let state = write_status(&ctx, &engine, &observed).await?;
-    Ok(match state {
-        EngineState::Active => ctx.settings.refresh_interval,
-        _ => ctx.settings.refresh_interval.min(PAIRING_REQUEUE),
-    })
+    // 6. status
+    let state = write_status(ctx, &engine, &observed).await?;
+    let pairing_now = ready_since.is_some()
+        && state != EngineState::Active
+        && outcome
+            .engine
+            .as_ref()
+            .is_none_or(|e| pairing::refresh_due(e, ready_since, ctx.now() + pairing::RETRY_GAP));
+    Ok(Action::requeue(if pairing_now {
+        pairing::RETRY_GAP
+    } else {
+        ctx.settings.refresh_interval
+    }))
 }
 
 /// The reason of the engine's `Ready` condition as last written.
@@ -343,28 +307,16 @@ fn previous_ready_reason(engine: &ScanEngine) -> Option<&str> {
         .map(|c| c.reason.as_str())
 }
 
+/// Makes the console calls of `plan` for this one engine.
 async fn pair(
     ctx: &Context,
     console: &Console,
-    target: &pairing::Target,
-    known_id: Option<i64>,
-    known_direction: Option<Communication>,
-    refresh: bool,
+    plan: &pairing::Plan,
+    current: Option<crate::console_api::Engine>,
 ) -> Result<pairing::Outcome> {
-    let conn = ctx
-        .connections
-        .resolve(&ctx.client, console, ctx.now())
-        .await?;
+    let conn = connection::resolve(&ctx.stores, console)?;
     let api = ctx.consoles.connect(conn)?;
-    pairing::ensure(api.as_ref(), target, known_id, known_direction, refresh)
-        .await
-        .map_err(|e| {
-            if matches!(e.status_code(), Some(401 | 403)) {
-                // The credentials may have changed since they were read: read them next time.
-                ctx.connections.forget(console);
-            }
-            e.into()
-        })
+    Ok(pairing::execute(api.as_ref(), plan, current).await?)
 }
 
 /// Computes and (if changed) writes the status; publishes an Event on a state transition.
@@ -378,20 +330,11 @@ async fn write_status(
         .communication
         .as_ref()
         .map_or(EngineState::Pairing, |c| c.state);
-    ctx.metrics
-        .set_engine_state(&object_key(engine), Some(state));
     let old = engine.status.as_ref();
     if !status::changed(old, &new) {
         return Ok(state);
     }
     let old_state = old.and_then(|s| s.communication.as_ref()).map(|c| c.state);
-    if old_state != Some(state) || old.and_then(|s| s.engine_id) != new.engine_id {
-        // The Console counts its engines by state: the event of this write wakes it.
-        ctx.console_waker.wake(
-            &engine.namespace().unwrap_or_default(),
-            &engine.spec.console_ref.name,
-        );
-    }
     apply_status(&ctx.client, engine, &new).await?;
     let old_reason = old
         .and_then(|s| conditions::find(&s.conditions, conditions::READY))
@@ -426,11 +369,9 @@ async fn write_status(
 }
 
 /// The cleanup branch: remove the engine from its console.
-async fn cleanup(engine: Arc<ScanEngine>, ctx: Arc<Context>) -> Result<Action> {
+async fn cleanup(engine: Arc<ScanEngine>, ctx: &Context) -> Result<Action> {
     let ns = engine.namespace().unwrap_or_default();
     let console_name = engine.spec.console_ref.name.clone();
-    ctx.metrics
-        .set_engine_state(&object_key(engine.as_ref()), None);
     if engine
         .annotations()
         .get(SKIP_CLEANUP_ANNOTATION)
@@ -446,7 +387,7 @@ async fn cleanup(engine: Arc<ScanEngine>, ctx: Arc<Context>) -> Result<Action> {
         .await;
         return Ok(Action::await_change());
     }
-    let Some(console) = get_opt::<Console>(&ctx.client, &ns, &console_name).await? else {
+    let Some(console) = ctx.stores.console(&ns, &console_name) else {
         info!("Console {ns}/{console_name} is gone: nothing to clean up");
         return Ok(Action::await_change());
     };
@@ -455,9 +396,11 @@ async fn cleanup(engine: Arc<ScanEngine>, ctx: Arc<Context>) -> Result<Action> {
         info!("managed Console {ns}/{console_name} is being deleted: nothing to clean up");
         return Ok(Action::await_change());
     }
-    match remove_registration(&ctx, &engine, &console).await {
+    match remove_registration(ctx, &engine, &console).await {
         Ok(removed) => {
             if let Some(id) = removed {
+                ctx.console_engines
+                    .removed(&ns, &console_name, &engine.console_engine_name());
                 ctx.event(
                     engine.as_ref(),
                     EventType::Normal,
@@ -533,25 +476,29 @@ fn static_type(t: &str) -> Option<&'static str> {
     .find(|known| *known == t)
 }
 
+/// Removes the engine's registration: the one the console's last listing shows, or (before
+/// any listing) the one found by name.
 async fn remove_registration(
     ctx: &Context,
     engine: &ScanEngine,
     console: &Console,
 ) -> Result<Option<i64>> {
-    let conn = ctx
-        .connections
-        .resolve(&ctx.client, console, ctx.now())
-        .await?;
-    let api = ctx.consoles.connect(conn)?;
+    let ns = engine.namespace().unwrap_or_default();
     let name = engine.console_engine_name();
-    let known = engine.status.as_ref().and_then(|s| s.engine_id);
-    let found = match known {
-        Some(id) => api.get_engine(id).await?.filter(|e| e.name == name),
-        None => None,
-    };
-    let found = match found {
-        Some(e) => Some(e),
-        None => find_engine_by_name(api.as_ref(), &name).await?,
+    let seen = ctx.console_engines.lookup(
+        &ns,
+        &console.name_any(),
+        console.uid().as_deref(),
+        &name,
+    );
+    if seen == Seen::Absent {
+        return Ok(None);
+    }
+    let conn = connection::resolve(&ctx.stores, console)?;
+    let api = ctx.consoles.connect(conn)?;
+    let found = match seen {
+        Seen::Present(e) => Some(e),
+        _ => find_engine_by_name(api.as_ref(), &name).await?,
     };
     match found {
         Some(e) => {

@@ -1,16 +1,36 @@
-//! Pair: make the console's registration of the engine match the spec.
+//! Pair: make the console's registration of the engine match the spec, from what the
+//! console's last listing says ([`crate::controller::console_engines`]).
 //!
-//! ConsoleToEngine: the operator creates the engine at the console (found by name first, so it
-//! is idempotent) with the address the console should dial. EngineToConsole: the engine pairs
-//! itself with the shared secret; the operator only finds it by name. A registration in the
-//! other direction (after `communication` changed) or with a stale address is removed first.
+//! [`plan`] (pure) decides which calls to make for this one engine; [`execute`] makes them.
+//! ConsoleToEngine: the operator creates the engine at the console with the address the
+//! console should dial. EngineToConsole: the engine pairs itself with the shared secret; the
+//! operator waits for it to appear in a listing, and asks for an early one once the engine's
+//! pod is Ready (its readiness means it holds a session with the console). A registration in
+//! the other direction (after `communication` changed) or with a stale address is removed
+//! first.
+//!
+//! Pairing follows events, not timers: when the engine's pod becomes Ready and the console has
+//! not looked at the engine since, the console is asked to refresh it at once (it dials then,
+//! instead of at its next round), and again every [`RETRY_GAP`] for [`PAIRING_WINDOW`] while the
+//! engine is not reachable yet (a new pod's address takes a moment to reach every node). The
+//! console's `lastRefreshedDate` says when it last looked, so nothing is remembered here.
+
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::jiff::Timestamp;
 
 use super::build::service::cluster_dns_name;
 use crate::console_api::{ApiResult, ConsoleApi, Engine, NewEngine, find_engine_by_name};
+use crate::controller::console_engines::Seen;
 use crate::crd::scan_engine::ServiceType;
-use crate::crd::{Communication, ScanEngine};
+use crate::crd::{Communication, EngineState, ScanEngine};
+
+/// How long after the pod became Ready the console is asked again while it cannot reach the
+/// engine yet.
+pub const PAIRING_WINDOW: Duration = Duration::from_secs(60);
+/// How often, within [`PAIRING_WINDOW`].
+pub const RETRY_GAP: Duration = Duration::from_secs(2);
 
 /// What the console should know about the engine.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -19,6 +39,37 @@ pub struct Target {
     pub communication: Communication,
     /// `(address, port)` the console dials (ConsoleToEngine).
     pub address: Option<(String, i32)>,
+}
+
+/// What the reconcile knows besides the console's record.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Situation {
+    /// The direction of the registration as last written to the status.
+    pub known_direction: Option<Communication>,
+    /// The refresh annotation asks for a refresh not handled yet.
+    pub refresh_requested: bool,
+    /// Since when the engine's pod is Ready, if it is.
+    pub ready_since: Option<Timestamp>,
+    pub now: Timestamp,
+}
+
+/// The calls to make for one engine, in this order.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Plan {
+    /// Remove this registration (direction or address changed).
+    pub remove: Option<i64>,
+    /// Register the engine (ConsoleToEngine).
+    pub create: Option<NewEngine>,
+    /// Ask the console to refresh the registration (the existing one, or the one created).
+    pub refresh: bool,
+    /// Ask the Console for an early listing: a reverse engine should have appeared by now.
+    pub want_listing: bool,
+}
+
+impl Plan {
+    pub fn calls_console(&self) -> bool {
+        self.remove.is_some() || self.create.is_some() || self.refresh
+    }
 }
 
 /// What pairing did.
@@ -84,25 +135,45 @@ fn registered_direction(engine: &Engine, fallback: Option<Communication>) -> Opt
         .or(fallback)
 }
 
-/// Brings the console's registration in line with `target`.
-pub async fn ensure(
-    api: &dyn ConsoleApi,
-    target: &Target,
-    known_id: Option<i64>,
-    known_direction: Option<Communication>,
-    refresh: bool,
-) -> ApiResult<Outcome> {
-    let mut outcome = Outcome::default();
-    let mut current = match known_id {
-        Some(id) => api.get_engine(id).await?.filter(|e| e.name == target.name),
-        None => None,
+/// Whether the console should look at the engine now: its pod is Ready, the console does not
+/// see it Active, and the console has not looked since the pod became Ready, or (while the
+/// console cannot reach it, within [`PAIRING_WINDOW`]) not for [`RETRY_GAP`].
+pub fn refresh_due(engine: &Engine, ready_since: Option<Timestamp>, now: Timestamp) -> bool {
+    let Some(ready) = ready_since else {
+        return false;
     };
-    if current.is_none() {
-        current = find_engine_by_name(api, &target.name).await?;
+    let state = super::status::state(Some(engine));
+    if state == EngineState::Active {
+        return false;
     }
+    let last = engine
+        .last_refreshed_date
+        .as_deref()
+        .and_then(|s| s.parse::<Timestamp>().ok());
+    let Some(last) = last.filter(|l| *l >= ready) else {
+        return true;
+    };
+    // Only an administrator helps Pending Authorization and Incompatible: one look is enough.
+    let unreachable = matches!(state, EngineState::Unknown | EngineState::Down);
+    let within = |d: Duration| {
+        k8s_openapi::jiff::SignedDuration::try_from(d).is_ok_and(|d| now.duration_since(ready) < d)
+    };
+    let since_last = Duration::try_from(now.duration_since(last)).unwrap_or(Duration::ZERO);
+    unreachable && within(PAIRING_WINDOW) && since_last >= RETRY_GAP
+}
 
-    if let Some(existing) = &current {
-        let direction_changed = registered_direction(existing, known_direction)
+/// The calls that bring the console's registration (`seen`) in line with `target`.
+pub fn plan(target: &Target, seen: &Seen, situation: &Situation) -> Plan {
+    let mut plan = Plan::default();
+    let current = match seen {
+        Seen::Present(e) => Some(e),
+        Seen::Absent => None,
+        // Nothing is known: nothing is done until the console is listed.
+        Seen::NotListed | Seen::Failed { .. } => return plan,
+    };
+    let mut keep = current;
+    if let Some(existing) = current {
+        let direction_changed = registered_direction(existing, situation.known_direction)
             .is_some_and(|d| d != target.communication);
         let address_changed = match (&target.address, target.communication) {
             (Some((address, port)), Communication::ConsoleToEngine) => {
@@ -112,43 +183,69 @@ pub async fn ensure(
             _ => false,
         };
         if direction_changed || address_changed {
-            api.delete_engine(existing.id).await?;
-            outcome.removed = Some(existing.id);
-            current = None;
+            plan.remove = Some(existing.id);
+            keep = None;
         }
     }
+    match keep {
+        Some(existing) => {
+            plan.refresh = situation.refresh_requested
+                || refresh_due(existing, situation.ready_since, situation.now);
+        }
+        None => match (&target.address, target.communication) {
+            (Some((address, port)), Communication::ConsoleToEngine) => {
+                plan.create = Some(NewEngine {
+                    name: target.name.clone(),
+                    address: address.clone(),
+                    port: *port,
+                });
+                // A pod already Ready need not wait for the console's next round.
+                plan.refresh = situation.ready_since.is_some();
+            }
+            _ => plan.want_listing = situation.ready_since.is_some() && plan.remove.is_none(),
+        },
+    }
+    plan
+}
 
-    if current.is_none()
-        && target.communication == Communication::ConsoleToEngine
-        && let Some((address, port)) = &target.address
-    {
-        let new = NewEngine {
-            name: target.name.clone(),
-            address: address.clone(),
-            port: *port,
-        };
-        let id = match api.create_engine(&new).await {
+/// Makes the calls of `plan`; `current` is the registration the plan was made from.
+pub async fn execute(
+    api: &dyn ConsoleApi,
+    plan: &Plan,
+    current: Option<Engine>,
+) -> ApiResult<Outcome> {
+    let mut outcome = Outcome {
+        engine: current,
+        ..Outcome::default()
+    };
+    if let Some(id) = plan.remove {
+        api.delete_engine(id).await?;
+        outcome.removed = Some(id);
+        outcome.engine = None;
+    }
+    if let Some(new) = &plan.create {
+        let id = match api.create_engine(new).await {
             Ok(id) => {
                 outcome.created = Some(id);
                 Some(id)
             }
-            // Someone registered it between our lookup and create: use theirs.
+            // Someone registered it since the last listing: use theirs.
             Err(e) if e.status_code() == Some(409) => {
-                find_engine_by_name(api, &target.name).await?.map(|e| e.id)
+                find_engine_by_name(api, &new.name).await?.map(|e| e.id)
             }
             Err(e) => return Err(e),
         };
-        current = match id {
+        outcome.engine = match id {
             Some(id) => api.get_engine(id).await?,
             None => None,
         };
     }
-
-    if refresh && let Some(existing) = &current {
-        current = Some(api.refresh_engine(existing.id).await?);
+    if plan.refresh
+        && let Some(existing) = &outcome.engine
+    {
+        outcome.engine = Some(api.refresh_engine(existing.id).await?);
         outcome.refreshed = true;
     }
-    outcome.engine = current;
     Ok(outcome)
 }
 
@@ -168,76 +265,116 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn creates_once_then_finds_by_name() {
-        let fake = FakeConsole::default();
-        let first = ensure(
-            &fake,
-            &target(Communication::ConsoleToEngine),
-            None,
-            None,
-            false,
-        )
-        .await
-        .ok();
-        assert_eq!(first.as_ref().and_then(|o| o.created), Some(7));
-        let second = ensure(
-            &fake,
-            &target(Communication::ConsoleToEngine),
-            None,
-            None,
-            false,
-        )
-        .await
-        .ok();
-        assert_eq!(second.as_ref().and_then(|o| o.created), None);
-        assert_eq!(second.and_then(|o| o.engine).map(|e| e.id), Some(7));
-        assert_eq!(fake.state().engines.len(), 1);
+    fn at(second: i64) -> Timestamp {
+        Timestamp::from_second(1_767_225_600 + second).unwrap_or(Timestamp::UNIX_EPOCH)
+    }
+
+    fn situation(ready_since: Option<i64>, now: i64) -> Situation {
+        Situation {
+            known_direction: None,
+            refresh_requested: false,
+            ready_since: ready_since.map(at),
+            now: at(now),
+        }
+    }
+
+    fn registered(status: &str, direction: &str, last_refreshed: i64) -> Engine {
+        Engine {
+            id: 7,
+            name: "edge.scanning".into(),
+            address: Some("edge-scan-engine.scanning.svc".into()),
+            port: Some(40814),
+            status: Some(status.into()),
+            direction: Some(direction.into()),
+            last_refreshed_date: Some(at(last_refreshed).to_string()),
+            ..Engine::default()
+        }
+    }
+
+    #[test]
+    fn nothing_is_done_before_the_console_is_listed() {
+        let t = target(Communication::ConsoleToEngine);
+        assert_eq!(plan(&t, &Seen::NotListed, &situation(Some(0), 1)), Plan::default());
+        let failed = Seen::Failed {
+            reason: "ConsoleUnreachable".into(),
+            message: "refused".into(),
+        };
+        assert_eq!(plan(&t, &failed, &situation(Some(0), 1)), Plan::default());
+    }
+
+    #[test]
+    fn an_absent_engine_is_registered_and_refreshed_once_its_pod_is_ready() {
+        let t = target(Communication::ConsoleToEngine);
+        let p = plan(&t, &Seen::Absent, &situation(None, 0));
+        assert_eq!(p.create.as_ref().map(|n| n.port), Some(40814));
+        assert!(!p.refresh, "the pod is not Ready: the console dials at its own time");
+        assert!(plan(&t, &Seen::Absent, &situation(Some(0), 1)).refresh);
+    }
+
+    #[test]
+    fn a_ready_pod_makes_the_console_look_at_once_then_every_retry_gap_for_a_while() {
+        let t = target(Communication::ConsoleToEngine);
+        let before = Seen::Present(registered("unknown", "console-to-engine", -5));
+        assert!(plan(&t, &before, &situation(Some(0), 0)).refresh, "not looked since Ready");
+        assert!(!plan(&t, &before, &situation(None, 0)).refresh, "pod not Ready");
+        let just = Seen::Present(registered("unknown", "console-to-engine", 1));
+        assert!(!plan(&t, &just, &situation(Some(0), 2)).refresh, "looked 1 s ago");
+        assert!(plan(&t, &just, &situation(Some(0), 3)).refresh, "2 s later");
+        assert!(!plan(&t, &just, &situation(Some(0), 61)).refresh, "window over");
+        let active = Seen::Present(registered("active", "console-to-engine", -5));
+        assert!(!plan(&t, &active, &situation(Some(0), 1)).refresh);
+        let pending = Seen::Present(registered("pending-authorization", "engine-to-console", 1));
+        let reverse = target(Communication::EngineToConsole);
+        assert!(
+            !plan(&reverse, &pending, &situation(Some(0), 5)).refresh,
+            "only an administrator helps: one look"
+        );
+        let mut asked = situation(None, 5);
+        asked.refresh_requested = true;
+        assert!(plan(&t, &active, &asked).refresh, "the refresh annotation");
+    }
+
+    #[test]
+    fn a_reverse_engine_is_awaited_and_an_early_listing_asked_once_its_pod_is_ready() {
+        let t = target(Communication::EngineToConsole);
+        assert_eq!(plan(&t, &Seen::Absent, &situation(None, 0)), Plan::default());
+        let p = plan(&t, &Seen::Absent, &situation(Some(0), 1));
+        assert!(p.want_listing && !p.calls_console());
+    }
+
+    #[test]
+    fn a_registration_in_the_other_direction_or_at_another_address_is_replaced() {
+        let reverse = target(Communication::EngineToConsole);
+        let old = Seen::Present(registered("active", "console-to-engine", 0));
+        let p = plan(&reverse, &old, &situation(None, 1));
+        assert_eq!((p.remove, p.create.is_some()), (Some(7), false));
+        let mut moved = target(Communication::ConsoleToEngine);
+        moved.address = Some(("engine.example.com".into(), 4000));
+        let p = plan(&moved, &old, &situation(None, 1));
+        assert_eq!(p.remove, Some(7));
+        assert_eq!(p.create.map(|n| n.address), Some("engine.example.com".into()));
     }
 
     #[tokio::test]
-    async fn direction_switch_removes_the_old_registration() {
+    async fn executing_a_plan_makes_its_calls_and_returns_the_new_registration() {
         let fake = FakeConsole::default();
-        let _ = ensure(
-            &fake,
+        let old = fake.insert_engine("edge.scanning", "active", "engine-to-console");
+        let p = plan(
             &target(Communication::ConsoleToEngine),
-            None,
-            None,
-            false,
-        )
-        .await;
-        let out = ensure(
-            &fake,
-            &target(Communication::EngineToConsole),
-            Some(7),
-            Some(Communication::ConsoleToEngine),
-            false,
-        )
-        .await
-        .ok();
-        assert_eq!(out.as_ref().and_then(|o| o.removed), Some(7));
-        assert_eq!(
-            out.and_then(|o| o.engine),
-            None,
-            "the reverse engine pairs itself"
+            &Seen::Present(registered("active", "engine-to-console", 0)),
+            &situation(Some(0), 1),
         );
-        assert!(fake.state().engines.is_empty());
-        // The engine dials in: found by name.
-        let id = fake.insert_engine("edge.scanning", "active", "engine-to-console");
-        let out = ensure(
-            &fake,
-            &target(Communication::EngineToConsole),
-            None,
-            Some(Communication::EngineToConsole),
-            true,
-        )
-        .await
-        .ok();
+        let mut p = p;
+        p.remove = Some(old);
+        let out = execute(&fake, &p, None).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(out.removed, Some(old));
+        let created = out.created.unwrap_or_default();
+        assert_eq!(out.engine.as_ref().map(|e| e.id), Some(created));
+        assert!(out.refreshed);
         assert_eq!(
-            out.as_ref().and_then(|o| o.engine.as_ref()).map(|e| e.id),
-            Some(id)
+            fake.state().engines.keys().copied().collect::<Vec<_>>(),
+            [created]
         );
-        assert!(out.is_some_and(|o| o.refreshed));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! What the engine's pod says about why the engine cannot run (pure).
 //!
 //! The pods come from a kube-runtime reflector store fed by a watch of the operator's engine
-//! pods (see [`crate::controller::run`]); a reconcile never reads them with an extra request.
+//! pods (see [`crate::controller::wiring`]); a reconcile never reads them with an extra request.
 //! Only pods controlled by the engine's StatefulSet count, so a pod someone else labels like an
 //! engine's cannot put words into its status. What a pod reports (the scheduler's message, the
 //! kubelet's image pull error) is cut to [`MAX_CAUSE_MESSAGE`] and escaped; a container's
@@ -68,6 +68,20 @@ pub fn of_engine(store: &PodStore, namespace: &str, name: &str) -> Vec<Pod> {
         .into_iter()
         .map(|p| p.as_ref().clone())
         .collect()
+}
+
+/// Since when the engine's pod is Ready (its `Ready` condition's last transition), if one is.
+pub fn ready_since(pods: &[Pod]) -> Option<k8s_openapi::jiff::Timestamp> {
+    pods.iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter_map(|p| p.status.as_ref()?.conditions.as_ref())
+        .flatten()
+        .find(|c| c.type_ == "Ready" && c.status == "True")
+        .map(|c| {
+            c.last_transition_time
+                .as_ref()
+                .map_or(k8s_openapi::jiff::Timestamp::UNIX_EPOCH, |t| t.0)
+        })
 }
 
 /// The first cause found in `pods` (pods being deleted are left out: their successor counts).

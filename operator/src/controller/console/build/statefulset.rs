@@ -2,9 +2,8 @@
 
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EmptyDirVolumeSource, EnvVar, KeyToPath, PersistentVolumeClaim,
-    PersistentVolumeClaimSpec, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
-    SecretVolumeSource, TCPSocketAction, Volume, VolumeMount, VolumeResourceRequirements,
+    Container, ContainerPort, EmptyDirVolumeSource, EnvVar, KeyToPath, PodSpec, PodTemplateSpec,
+    Probe, ResourceRequirements, SecretVolumeSource, TCPSocketAction, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -13,8 +12,8 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use super::Inputs;
 use crate::controller::connection::{API_PORT, ENGINE_LISTENER_PORT};
 use crate::controller::names;
-use crate::controller::scan_engine::build::statefulset::{
-    container_security_context, pod_security_context, with_ephemeral_storage,
+use crate::controller::shared::pod::{
+    container_security_context, data_claim, pod_security_context, with_ephemeral_storage,
 };
 
 pub const DATA_DIR: &str = "/var/lib/security-console";
@@ -211,29 +210,10 @@ pub fn statefulset(inputs: &Inputs<'_>) -> StatefulSet {
                     ..PodSpec::default()
                 }),
             },
-            volume_claim_templates: Some(vec![PersistentVolumeClaim {
-                metadata: ObjectMeta {
-                    name: Some("data".into()),
-                    labels: Some(names::console_selector(inputs.name)),
-                    ..ObjectMeta::default()
-                },
-                spec: Some(PersistentVolumeClaimSpec {
-                    access_modes: Some(vec!["ReadWriteOnce".into()]),
-                    storage_class_name: storage.storage_class_name,
-                    resources: Some(VolumeResourceRequirements {
-                        requests: Some(
-                            [(
-                                "storage".to_string(),
-                                storage.size.unwrap_or_else(|| Quantity("1Gi".into())),
-                            )]
-                            .into(),
-                        ),
-                        limits: None,
-                    }),
-                    ..PersistentVolumeClaimSpec::default()
-                }),
-                status: None,
-            }]),
+            volume_claim_templates: Some(vec![data_claim(
+                names::console_selector(inputs.name),
+                storage,
+            )]),
             ..StatefulSetSpec::default()
         }),
         status: None,

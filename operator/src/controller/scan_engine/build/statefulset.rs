@@ -2,82 +2,20 @@
 
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
-    Affinity, Capabilities, Container, ContainerPort, EmptyDirVolumeSource, HTTPGetAction,
-    PersistentVolumeClaim, PersistentVolumeClaimSpec, PodAffinityTerm, PodAntiAffinity,
-    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
-    SecretVolumeSource, SecurityContext, Volume, VolumeMount, VolumeResourceRequirements,
+    Affinity, Container, ContainerPort, EmptyDirVolumeSource, HTTPGetAction, PodAffinityTerm,
+    PodAntiAffinity, PodSpec, PodTemplateSpec, Probe, SecretVolumeSource, Volume, VolumeMount,
     WeightedPodAffinityTerm,
 };
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::Inputs;
 use super::config::{self, DATA_DIR, HEALTH_PORT, SHARED_SECRET_DIR};
 use crate::controller::names::{self, COMPONENT_LABEL};
+use crate::controller::shared::pod::{
+    container_security_context, data_claim, pod_security_context, with_ephemeral_storage,
+};
 use crate::crd::Communication;
-
-/// UID and GID the engine runs as (non-root).
-pub const RUN_AS: i64 = 65532;
-/// Default size of the engine's data volume.
-pub const DEFAULT_STORAGE: &str = "1Gi";
-
-/// Ephemeral storage of every container the operator builds, unless its spec sets its own:
-/// its logs and `/tmp` are all it writes outside its volume.
-pub const EPHEMERAL_STORAGE_REQUEST: &str = "64Mi";
-/// See [`EPHEMERAL_STORAGE_REQUEST`]; a runaway log or temporary file evicts the pod, not the
-/// node's other pods.
-pub const EPHEMERAL_STORAGE_LIMIT: &str = "1Gi";
-
-/// `resources` with ephemeral-storage request and limit added where the spec set none.
-pub fn with_ephemeral_storage(mut resources: ResourceRequirements) -> ResourceRequirements {
-    const KEY: &str = "ephemeral-storage";
-    resources
-        .requests
-        .get_or_insert_with(Default::default)
-        .entry(KEY.into())
-        .or_insert_with(|| Quantity(EPHEMERAL_STORAGE_REQUEST.into()));
-    resources
-        .limits
-        .get_or_insert_with(Default::default)
-        .entry(KEY.into())
-        .or_insert_with(|| Quantity(EPHEMERAL_STORAGE_LIMIT.into()));
-    resources
-}
-
-/// Restricted Pod Security Standard: pod level.
-pub fn pod_security_context() -> PodSecurityContext {
-    PodSecurityContext {
-        run_as_non_root: Some(true),
-        run_as_user: Some(RUN_AS),
-        run_as_group: Some(RUN_AS),
-        fs_group: Some(RUN_AS),
-        seccomp_profile: Some(SeccompProfile {
-            type_: "RuntimeDefault".into(),
-            localhost_profile: None,
-        }),
-        ..PodSecurityContext::default()
-    }
-}
-
-/// Restricted Pod Security Standard: container level.
-pub fn container_security_context() -> SecurityContext {
-    SecurityContext {
-        allow_privilege_escalation: Some(false),
-        privileged: Some(false),
-        read_only_root_filesystem: Some(true),
-        run_as_non_root: Some(true),
-        capabilities: Some(Capabilities {
-            drop: Some(vec!["ALL".into()]),
-            add: None,
-        }),
-        seccomp_profile: Some(SeccompProfile {
-            type_: "RuntimeDefault".into(),
-            localhost_profile: None,
-        }),
-        ..SecurityContext::default()
-    }
-}
 
 /// Keeps the engine off nodes running a console pod where possible (the seeds: never put a
 /// distributed engine on the console's host). Preferred, not required, so single-node clusters
@@ -195,32 +133,10 @@ pub fn statefulset(inputs: &Inputs<'_>) -> StatefulSet {
         ..Container::default()
     };
 
-    let storage = spec.storage.clone().unwrap_or_default();
-    let claim = PersistentVolumeClaim {
-        metadata: ObjectMeta {
-            name: Some("data".into()),
-            labels: Some(names::engine_selector(inputs.name)),
-            ..ObjectMeta::default()
-        },
-        spec: Some(PersistentVolumeClaimSpec {
-            access_modes: Some(vec!["ReadWriteOnce".into()]),
-            storage_class_name: storage.storage_class_name,
-            resources: Some(VolumeResourceRequirements {
-                requests: Some(
-                    [(
-                        "storage".to_string(),
-                        storage
-                            .size
-                            .unwrap_or_else(|| Quantity(DEFAULT_STORAGE.into())),
-                    )]
-                    .into(),
-                ),
-                limits: None,
-            }),
-            ..PersistentVolumeClaimSpec::default()
-        }),
-        status: None,
-    };
+    let claim = data_claim(
+        names::engine_selector(inputs.name),
+        spec.storage.clone().unwrap_or_default(),
+    );
 
     StatefulSet {
         metadata: meta,
