@@ -19,8 +19,8 @@ pub struct ClusterArgs {
 #[derive(Debug, Clone, Copy, Subcommand)]
 pub enum ClusterAction {
     /// Build (once, cached outside the repository) and start etcd, the control plane, containerd,
-    /// kubelet, kube-proxy, CoreDNS, the NetworkPolicy enforcer and the volume provisioner
-    /// (default StorageClass `standard`); import the project's images from target/images/ when
+    /// kubelet, kube-proxy, CoreDNS, kube-router's NetworkPolicy controller (firewall only) and
+    /// the volume provisioner (default StorageClass `standard`); import the project's images from target/images/ when
     /// present. Idempotent. Prints `export KUBECONFIG=...`.
     Up,
     /// Stop every process of the cluster and remove its pods, mounts, cgroups, interfaces,

@@ -83,17 +83,35 @@ build_coredns() {
     github.com/coredns/coredns "$COREDNS_VERSION" github.com/coredns/coredns
 }
 
-# The project's own small Go programs (tools/): pause, probe, netpol (NetworkPolicy enforcer),
-# storage (volume provisioner), cri (sandbox teardown). Cached by a hash of their sources.
+# kube-router, run with only its NetworkPolicy controller (the "firewall": iptables and ipset);
+# its router (BGP) and service proxy stay off, kube-proxy and the bridge CNI do those jobs.
+# Built with `go install module@version`, so exactly with the dependencies of its own go.mod and
+# go.sum (it has no replace directives; a wrapper module's tidy would pick newer ones).
+build_kube_router() {
+  KUBE_ROUTER_BIN="$CACHE_DIR/kube-router-$KUBE_ROUTER_VERSION/bin"
+  [[ -x $KUBE_ROUTER_BIN/kube-router ]] && return 0
+  local m=github.com/cloudnativelabs/kube-router/v2 start=$SECONDS
+  log "building kube-router from $m@$KUBE_ROUTER_VERSION (this takes minutes the first time)"
+  rm -rf "$KUBE_ROUTER_BIN.tmp"
+  (go_env; GOBIN="$KUBE_ROUTER_BIN.tmp" nice -n 19 go install -trimpath \
+    -ldflags "-s -w -X $m/pkg/version.Version=$KUBE_ROUTER_VERSION -X $m/pkg/version.BuildDate=1970-01-01T00:00:00Z" \
+    "$m/cmd/kube-router@$KUBE_ROUTER_VERSION")
+  mkdir -p "$(dirname "$KUBE_ROUTER_BIN")"
+  mv "$KUBE_ROUTER_BIN.tmp" "$KUBE_ROUTER_BIN"
+  log "built kube-router in $((SECONDS - start))s"
+}
+
+# The project's own small Go programs (tools/): pause, probe, storage (volume provisioner),
+# cri (sandbox teardown). Cached by a hash of their sources.
 build_tools() {
   local src="$SCRIPT_DIR/tools" sum
   sum="$(cd "$src" && find . -type f \( -name '*.go' -o -name go.mod -o -name go.sum \) -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -c1-12)"
   TOOLS_BIN="$CACHE_DIR/cluster-tools-$sum/bin"
-  if [[ -x $TOOLS_BIN/netpol && -x $TOOLS_BIN/storage && -x $TOOLS_BIN/pause && -x $TOOLS_BIN/probe && -x $TOOLS_BIN/cri ]]; then return 0; fi
+  if [[ -x $TOOLS_BIN/storage && -x $TOOLS_BIN/pause && -x $TOOLS_BIN/probe && -x $TOOLS_BIN/cri ]]; then return 0; fi
   local start=$SECONDS
-  log "building cluster tools (pause, probe, netpol, storage, cri)"
+  log "building cluster tools (pause, probe, storage, cri)"
   mkdir -p "$TOOLS_BIN"
-  (go_env; cd "$src" && nice -n 19 go build -trimpath -ldflags "-s -w" -o "$TOOLS_BIN/" ./pause ./probe ./netpol ./storage ./cri)
+  (go_env; cd "$src" && nice -n 19 go build -trimpath -ldflags "-s -w" -o "$TOOLS_BIN/" ./pause ./probe ./storage ./cri)
   log "built cluster tools in $((SECONDS - start))s"
   # builds of earlier sources (and their images) are not needed any more
   local old
@@ -157,6 +175,7 @@ build_all() {
   build_runc
   build_cni
   build_coredns
+  build_kube_router
   build_tools
   build_images
   build_kube

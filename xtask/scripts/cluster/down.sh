@@ -23,7 +23,7 @@ stop_daemon kubelet 20
 if is_running containerd && [[ -x $TOOLS_BIN/cri ]]; then
   "$TOOLS_BIN/cri" -endpoint "unix://$CONTAINERD_SOCK" -timeout 90s teardown || log "warning: some pod sandboxes could not be removed through CRI; forcing"
 fi
-stop_daemon netpol
+stop_daemon kube-router
 stop_daemon storage
 stop_daemon kube-proxy
 stop_daemon containerd 20
@@ -99,7 +99,8 @@ remove_chains() {
 }
 for cmd in iptables ip6tables iptables-legacy ip6tables-legacy; do remove_chains "$cmd"; done
 if command -v ipset >/dev/null; then
-  for s in $(ipset list -n 2>/dev/null | grep "^$CHAIN_PREFIX" || true); do ipset destroy "$s" 2>/dev/null || true; done
+  # ours (SEO-*) and kube-router's NetworkPolicy peers (KUBE-SRC-*, KUBE-DST-*; inet6: for IPv6)
+  for s in $(ipset list -n 2>/dev/null | grep -E "^($CHAIN_PREFIX|(inet6:)?KUBE-(SRC|DST)-)" || true); do ipset destroy "$s" 2>/dev/null || true; done
 fi
 if command -v conntrack >/dev/null; then conntrack -D -s "$POD_CIDR" >/dev/null 2>&1 || true; fi
 

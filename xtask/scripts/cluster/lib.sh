@@ -9,6 +9,7 @@ CONTAINERD_VERSION="${CONTAINERD_VERSION:-v2.1.5}"
 RUNC_VERSION="${RUNC_VERSION:-v1.3.3}"
 CNI_PLUGINS_VERSION="${CNI_PLUGINS_VERSION:-v1.7.1}"
 COREDNS_VERSION="${COREDNS_VERSION:-v1.14.5}"
+KUBE_ROUTER_VERSION="${KUBE_ROUTER_VERSION:-v2.1.0}"   # the NetworkPolicy enforcer (its firewall only)
 PAUSE_TAG="3.10"            # tag of the locally built sandbox image
 # --------------------------------------------------------------------------------------------------
 
@@ -24,7 +25,9 @@ CGROUP_ROOT="/scan-engine-operator"     # every pod cgroup lives under this one
 APISERVER_PORT="${SEO_APISERVER_PORT:-6443}"
 ETCD_CLIENT_PORT="${SEO_ETCD_PORT:-2479}"
 ETCD_PEER_PORT="$((ETCD_CLIENT_PORT + 1))"
-CHAIN_PREFIX="SEO-"                     # every iptables chain and ipset this cluster makes
+KUBE_ROUTER_HEALTH_PORT="${SEO_KUBE_ROUTER_HEALTH_PORT:-20244}"
+CHAIN_PREFIX="SEO-"                     # the iptables chains and ipsets the scripts make (kube-proxy's
+                                        # and kube-router's are KUBE-*)
 IMAGE_REPO="scan-engine-operator"
 PAUSE_IMAGE="docker.io/$IMAGE_REPO/pause:$PAUSE_TAG"
 PROBE_IMAGE="docker.io/$IMAGE_REPO/cluster-probe:dev"

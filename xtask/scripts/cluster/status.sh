@@ -11,7 +11,7 @@ if [[ ! -d $STATE_DIR ]]; then
 fi
 KUBE_BIN="$(sed -n 's/^kube_bin=//p' "$STATE_DIR/cluster.env" 2>/dev/null)"
 ok=0
-for d in etcd kube-apiserver kube-controller-manager kube-scheduler containerd kubelet kube-proxy netpol storage; do
+for d in etcd kube-apiserver kube-controller-manager kube-scheduler containerd kubelet kube-proxy kube-router storage; do
   if is_running "$d"; then printf '%-24s running (pid %s)\n' "$d" "$(pid_of "$d")"
   else printf '%-24s NOT RUNNING (log %s)\n' "$d" "$LOG_DIR/$d.log"; ok=1; fi
 done

@@ -3,8 +3,9 @@
 #
 # Builds (once, cached) and starts: etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
 # containerd + runc, kubelet, kube-proxy (iptables), the bridge CNI, CoreDNS (Deployment, Service
-# 10.96.0.10), the NetworkPolicy enforcer (tools/netpol) and a hostPath volume provisioner for the
-# default StorageClass "standard" (tools/storage). Imports the locally built pause, probe and
+# 10.96.0.10), kube-router's NetworkPolicy controller as the enforcer (firewall only: iptables and
+# ipset; its router and service proxy off) and a hostPath volume provisioner for the default
+# StorageClass "standard" (tools/storage). Imports the locally built pause, probe and
 # CoreDNS images, and the project's images (target/images/*.tar) when present.
 #
 # Idempotent: what already runs is left running, what exists is reused. `down.sh` undoes it all.
@@ -22,7 +23,7 @@ ports_free() {
   local entry name port busy=()
   for entry in etcd:$ETCD_CLIENT_PORT etcd:$ETCD_PEER_PORT kube-apiserver:$APISERVER_PORT \
     kube-controller-manager:10257 kube-scheduler:10259 kubelet:10250 kubelet:10248 \
-    kube-proxy:10249 kube-proxy:10256; do
+    kube-proxy:10249 kube-proxy:10256 kube-router:$KUBE_ROUTER_HEALTH_PORT; do
     name="${entry%%:*}" port="${entry##*:}"
     is_running "$name" && continue
     if [[ -n "$(ss -Hltn "sport = :$port" 2>/dev/null)" ]]; then busy+=("$port ($name)"); fi
@@ -76,7 +77,7 @@ make_pki() {
   sign kube-proxy "/CN=system:kube-proxy"
   sign kubelet-client "/O=system:nodes/CN=system:node:$NODE_NAME"
   sign kubelet-serving "/O=system:nodes/CN=system:node:$NODE_NAME" "DNS:$NODE_NAME,DNS:$host,DNS:localhost,IP:$NODE_IP,IP:127.0.0.1"
-  sign netpol "/CN=scan-engine-operator:netpol"
+  sign kube-router "/CN=scan-engine-operator:kube-router"
   sign storage "/CN=scan-engine-operator:storage"
   chmod 600 "$PKI_DIR"/*.key
 }
@@ -123,8 +124,8 @@ setup_host_network() {
   sysctl -qw net.ipv4.ip_forward=1
   [[ -e /proc/sys/net/bridge/bridge-nf-call-iptables ]] || modprobe br_netfilter 2>/dev/null || true
   sysctl -qw net.bridge.bridge-nf-call-iptables=1
-  # Pod traffic must pass even where FORWARD's policy is DROP; the NetworkPolicy enforcer's chain
-  # comes first in FORWARD, so these accepts only see traffic it allowed.
+  # Pod traffic must pass even where FORWARD's policy is DROP; kube-router's chain
+  # (KUBE-ROUTER-FORWARD) comes first in FORWARD, so these accepts only see traffic it allowed.
   local c="${CHAIN_PREFIX}FORWARD"
   iptables -w -N "$c" 2>/dev/null || true
   iptables -w -F "$c"
@@ -334,25 +335,41 @@ EOF
   start_daemon kube-proxy "$KUBE_BIN/kube-proxy" --config "$STATE_DIR/kube-proxy.yaml" --v=1
 }
 
+# kube-router with only its NetworkPolicy controller: per local pod a KUBE-POD-FW-* chain, per
+# policy a KUBE-NWPLCY-* chain, its peers in ipsets (KUBE-SRC-*, KUBE-DST-*); KUBE-ROUTER-FORWARD,
+# -INPUT and -OUTPUT come first in the filter table's chains. down.sh removes them all.
+start_kube_router() {
+  start_daemon kube-router "$KUBE_ROUTER_BIN/kube-router" \
+    --run-firewall=true --run-router=false --run-service-proxy=false --run-loadbalancer=false \
+    --kubeconfig "$STATE_DIR/kube-router.kubeconfig" --hostname-override "$NODE_NAME" \
+    --service-cluster-ip-range "$SERVICE_CIDR" --health-port "$KUBE_ROUTER_HEALTH_PORT" --metrics-port 0 \
+    --v=1
+}
+
 # --- add-ons --------------------------------------------------------------------------------------
 apply_addons() {
   kctl apply -f - >/dev/null <<EOF
+# kube-router's own ClusterRole (its daemonset manifests), less what its router and load-balancer
+# allocator need: it watches these even with only the firewall on.
 apiVersion: rbac.authorization.k8s.io/v1
 kind: ClusterRole
-metadata: {name: "scan-engine-operator:netpol"}
+metadata: {name: "scan-engine-operator:kube-router"}
 rules:
 - apiGroups: [""]
-  resources: [pods, namespaces]
+  resources: [namespaces, pods, services, nodes, endpoints]
   verbs: [get, list, watch]
 - apiGroups: [networking.k8s.io]
   resources: [networkpolicies]
   verbs: [get, list, watch]
+- apiGroups: [discovery.k8s.io]
+  resources: [endpointslices]
+  verbs: [get, list, watch]
 ---
 apiVersion: rbac.authorization.k8s.io/v1
 kind: ClusterRoleBinding
-metadata: {name: "scan-engine-operator:netpol"}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "scan-engine-operator:netpol"}
-subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: "scan-engine-operator:netpol"}]
+metadata: {name: "scan-engine-operator:kube-router"}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "scan-engine-operator:kube-router"}
+subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: "scan-engine-operator:kube-router"}]
 ---
 apiVersion: rbac.authorization.k8s.io/v1
 kind: ClusterRole
@@ -510,14 +527,14 @@ mkdir -p "$STATE_DIR" "$RUN_DIR" "$LOG_DIR"
 chmod 700 "$STATE_DIR"
 record_host_state
 echo "node_name=$NODE_NAME" >"$STATE_DIR/cluster.env"
-{ echo "node_ip=$NODE_IP"; echo "kube_bin=$KUBE_BIN"; echo "containerd_bin=$CONTAINERD_BIN"; echo "tools_bin=$TOOLS_BIN"; } >>"$STATE_DIR/cluster.env"
+{ echo "node_ip=$NODE_IP"; echo "kube_bin=$KUBE_BIN"; echo "containerd_bin=$CONTAINERD_BIN"; echo "tools_bin=$TOOLS_BIN"; echo "kube_router_bin=$KUBE_ROUTER_BIN"; } >>"$STATE_DIR/cluster.env"
 make_pki
 kubeconfig "$KUBECONFIG_PATH" admin
 kubeconfig "$STATE_DIR/controller-manager.kubeconfig" controller-manager
 kubeconfig "$STATE_DIR/scheduler.kubeconfig" scheduler
 kubeconfig "$STATE_DIR/kube-proxy.kubeconfig" kube-proxy
 kubeconfig "$STATE_DIR/kubelet.kubeconfig" kubelet-client
-kubeconfig "$STATE_DIR/netpol.kubeconfig" netpol
+kubeconfig "$STATE_DIR/kube-router.kubeconfig" kube-router
 kubeconfig "$STATE_DIR/storage.kubeconfig" storage
 
 ports_free
@@ -531,11 +548,15 @@ start_containerd
 import_images
 start_kubelet
 start_kube_proxy
-start_daemon netpol "$TOOLS_BIN/netpol" -kubeconfig "$STATE_DIR/netpol.kubeconfig" -node "$NODE_NAME"
 start_daemon storage "$TOOLS_BIN/storage" -kubeconfig "$STATE_DIR/storage.kubeconfig" -node "$NODE_NAME" -dir "$STATE_DIR/volumes" \
   -provisioner "$STORAGE_PROVISIONER"
 
+# kube-router reads its node object (name, InternalIP) once at start: start it once kubelet has
+# registered the node, and before any pod of the project's runs.
+wait_for "node $NODE_NAME registered" 120 kctl get "node/$NODE_NAME"
+start_kube_router
 wait_for "node $NODE_NAME Ready" 180 kctl wait --for=condition=Ready "node/$NODE_NAME" --timeout=5s
+wait_for "kube-router's NetworkPolicy controller" 120 curl -fsS "http://127.0.0.1:$KUBE_ROUTER_HEALTH_PORT/healthz"
 # diagnose: what a failed wait leaves to read — pods, events, CoreDNS's log, the forwarding rules.
 diagnose() {
   {
