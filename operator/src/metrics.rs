@@ -196,8 +196,8 @@ mod tests {
             serde_json::json!({
                 "apiVersion": "scanengine.dev/v1alpha1", "kind": "ScanEngine",
                 "metadata": {"name": name, "namespace": "ns"},
-                "spec": {"consoleRef": {"name": "c"}, "communication": "ConsoleToEngine"},
-                "status": {"communication": {"state": "Active", "direction": "ConsoleToEngine"}}
+                "spec": {"consoleRef": {"name": "c"}, "communication": "ConsoleToEngine", "port": 40814},
+                "status": {"communication": {"state": "Active", "direction": "ConsoleToEngine", "directionDisplay": "Console → Engine"}}
             })
         };
         let stores = crate::controller::stores::testing::stores(&[active("a"), active("b")]);

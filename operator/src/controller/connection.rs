@@ -66,13 +66,11 @@ fn required_secret(
     name: &str,
     purpose: &str,
 ) -> Result<std::sync::Arc<Secret>> {
-    stores
-        .secret(namespace, name)
-        .ok_or_else(|| {
-            Error::MissingReference(format!(
-                "Secret {namespace}/{name} ({purpose}) does not exist"
-            ))
-        })
+    stores.secret(namespace, name).ok_or_else(|| {
+        Error::MissingReference(format!(
+            "Secret {namespace}/{name} ({purpose}) does not exist"
+        ))
+    })
 }
 
 fn required_key(secret: &Secret, key: &str, purpose: &str) -> Result<String> {
@@ -100,7 +98,12 @@ pub fn resolve(stores: &Stores, console: &Console) -> Result<ConsoleConnection> 
         &names::console_admin_secret(&name),
         "console admin credentials",
     )?;
-    let ca = required_secret(stores, &ns, &names::console_ca_secret(&name), "console API CA")?;
+    let ca = required_secret(
+        stores,
+        &ns,
+        &names::console_ca_secret(&name),
+        "console API CA",
+    )?;
     Ok(ConsoleConnection {
         console: console_id(console),
         url: managed_url(&name, &ns),

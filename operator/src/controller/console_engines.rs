@@ -197,7 +197,12 @@ impl ConsoleEngines {
     }
 
     /// Every engine of the view of Console `namespace/console`, if it was listed.
-    pub fn engines(&self, namespace: &str, console: &str, uid: Option<&str>) -> Option<Vec<Engine>> {
+    pub fn engines(
+        &self,
+        namespace: &str,
+        console: &str,
+        uid: Option<&str>,
+    ) -> Option<Vec<Engine>> {
         let views = lock(&self.views);
         let view = views.get(&key(namespace, console))?;
         (view.listed_at.is_some() && view.uid.as_deref() == uid).then(|| {
@@ -258,10 +263,7 @@ impl ConsoleEngines {
             old.is_none_or(|o| o.status != engine.status)
         };
         if state_changed {
-            send(
-                &self.consoles,
-                ObjectRef::new(console).within(namespace),
-            );
+            send(&self.consoles, ObjectRef::new(console).within(namespace));
         }
     }
 
@@ -272,10 +274,7 @@ impl ConsoleEngines {
             .and_then(|v| v.engines.remove(name))
             .is_some();
         if removed {
-            send(
-                &self.consoles,
-                ObjectRef::new(console).within(namespace),
-            );
+            send(&self.consoles, ObjectRef::new(console).within(namespace));
         }
     }
 
@@ -288,10 +287,7 @@ impl ConsoleEngines {
             !std::mem::replace(&mut view.wanted, true)
         };
         if first {
-            send(
-                &self.consoles,
-                ObjectRef::new(console).within(namespace),
-            );
+            send(&self.consoles, ObjectRef::new(console).within(namespace));
         }
     }
 
@@ -432,7 +428,10 @@ mod tests {
         view.listed("scanning", "main", None, Vec::new(), at(0), &[]);
         assert!(!view.listing_due("scanning", "main", None, at(1), minute, gap));
         view.want_listing("scanning", "main");
-        assert!(!view.listing_due("scanning", "main", None, at(1), minute, gap), "too soon");
+        assert!(
+            !view.listing_due("scanning", "main", None, at(1), minute, gap),
+            "too soon"
+        );
         assert!(view.listing_due("scanning", "main", None, at(2), minute, gap));
         view.listed("scanning", "main", None, Vec::new(), at(2), &[]);
         assert!(!view.listing_due("scanning", "main", None, at(30), minute, gap));

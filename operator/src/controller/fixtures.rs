@@ -39,42 +39,83 @@ pub fn now() -> Timestamp {
     Timestamp::from_second(1_767_225_600).unwrap_or(Timestamp::UNIX_EPOCH)
 }
 
+/// A context whose stores are empty.
 pub fn context(client: Client, fake: &FakeConsole) -> Arc<Context> {
-    Arc::new(bare_context(client, fake))
+    context_with(client, fake, &[])
 }
 
-/// The next periodic refresh: `ctx`'s memory (applied objects, wake-ups) and a clock one
-/// refresh interval later, with a new (mock) client.
-pub fn next_context(client: Client, fake: &FakeConsole, ctx: &Context) -> Arc<Context> {
+/// A context whose stores hold `objects` (JSON with `kind`), as the watches would, and whose
+/// view of each Console's console (see [`crate::controller::console_engines`]) is a listing of
+/// `fake` made now, unless the fake console is down.
+pub fn context_with(client: Client, fake: &FakeConsole, objects: &[Value]) -> Arc<Context> {
+    Arc::new(bare_context(client, fake, objects, now()))
+}
+
+/// The next periodic refresh: a clock one refresh interval after `ctx`'s, stores holding
+/// `objects`, and a fresh listing of `fake`.
+pub fn next_context(
+    client: Client,
+    fake: &FakeConsole,
+    ctx: &Context,
+    objects: &[Value],
+) -> Arc<Context> {
     let at = ctx
         .now()
         .checked_add(ctx.settings.refresh_interval)
         .unwrap_or(Timestamp::MAX);
-    let mut next = bare_context(client, fake).sharing_memory_of(ctx);
-    next.clock = Arc::new(move || at);
-    Arc::new(next)
+    Arc::new(bare_context(client, fake, objects, at))
 }
 
-/// A wake-up right after `ctx`'s reconcile (same clock and memory), with a new (mock) client.
-pub fn echo_context(client: Client, fake: &FakeConsole, ctx: &Context) -> Arc<Context> {
-    let at = ctx.now();
-    let mut next = bare_context(client, fake).sharing_memory_of(ctx);
-    next.clock = Arc::new(move || at);
-    Arc::new(next)
+/// `objects` as the API server would hold them after the requests `seen` (each server-side
+/// apply answered with its body): the applied objects added, with a resourceVersion.
+pub fn after(objects: &[Value], seen: &[Seen]) -> Vec<Value> {
+    let mut out = objects.to_vec();
+    for s in seen.iter().filter(|s| s.method == Method::PATCH) {
+        if s.body.get("spec").is_some() && s.body.get("kind").is_some() {
+            let (_, answered) = echo(&s.body);
+            out.push(answered);
+        }
+    }
+    out
 }
 
-fn bare_context(client: Client, fake: &FakeConsole) -> Context {
-    Context::new(
+fn bare_context(client: Client, fake: &FakeConsole, objects: &[Value], at: Timestamp) -> Context {
+    let ctx = Context::new(
         client,
         Arc::new(Metrics::new()),
         Arc::new(fake.clone()),
-        Arc::new(now),
+        Arc::new(move || at),
         Settings {
             operator_namespace: "scan-engine-system".into(),
             default_version: "0.1.0".into(),
             ..Settings::default()
         },
-    )
+        crate::controller::stores::testing::stores(objects),
+    );
+    let listing = {
+        let state = fake.state();
+        (!state.down).then(|| state.engines.values().cloned().collect::<Vec<_>>())
+    };
+    for console in ctx.stores.consoles.state() {
+        let ns = console.metadata.namespace.as_deref().unwrap_or_default();
+        let name = console.metadata.name.as_deref().unwrap_or_default();
+        let uid = console.metadata.uid.as_deref();
+        match &listing {
+            Some(engines) => ctx
+                .console_engines
+                .listed(ns, name, uid, engines.clone(), at, &[]),
+            // What the Console reconcile records when it cannot list its console.
+            None => ctx.console_engines.listing_failed(
+                ns,
+                name,
+                uid,
+                "ConsoleUnreachable",
+                &format!("Console {name}: console fake (https://fake:3780): GET /api/3/scan_engines: unreachable: connection refused"),
+                &[],
+            ),
+        }
+    }
+    ctx
 }
 
 /// One request the reconciler must make, recorded with its body.

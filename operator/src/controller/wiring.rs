@@ -25,9 +25,9 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::watcher::watcher as watch;
 use kube::runtime::watcher::{self, Config};
 use kube::runtime::{Controller, WatchStreamExt};
-use kube::runtime::watcher::watcher as watch;
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
@@ -115,15 +115,17 @@ where
 {
     let (store, writer) = reflector::store_shared::<K>(SHARED_BUFFER);
     let subscribers = (0..n).filter_map(|_| writer.subscribe()).collect();
-    let task: Task = Box::pin(watch(scoped::<K>(client, scope), config)
-        .default_backoff()
-        .modify(|o: &mut K| o.managed_fields_mut().clear())
-        .reflect_shared(writer)
-        .for_each(|event| async move {
-            if let Err(e) = event {
-                tracing::debug!(kind = %K::kind(&()), error = %e, "watch");
-            }
-        }));
+    let task: Task = Box::pin(
+        watch(scoped::<K>(client, scope), config)
+            .default_backoff()
+            .modify(|o: &mut K| o.managed_fields_mut().clear())
+            .reflect_shared(writer)
+            .for_each(|event| async move {
+                if let Err(e) = event {
+                    tracing::debug!(kind = %K::kind(&()), error = %e, "watch");
+                }
+            }),
+    );
     (store, subscribers, task)
 }
 
@@ -242,16 +244,12 @@ fn run_scope(
     ));
     let limits = kube::runtime::controller::Config::default()
         .concurrency(ctx.settings.max_concurrent_reconciles);
-    let (Some(se_self), Some(se_for_console), Some(se_spare)) = (
-        engine_subs.pop(),
-        engine_subs.pop(),
-        engine_subs.pop(),
-    ) else {
+    let (Some(se_self), Some(se_for_console), Some(se_spare)) =
+        (engine_subs.pop(), engine_subs.pop(), engine_subs.pop())
+    else {
         return Box::pin(async {});
     };
-    let (Some(c_self), Some(c_for_engines)) =
-        (console_subs.pop(), console_subs.pop())
-    else {
+    let (Some(c_self), Some(c_for_engines)) = (console_subs.pop(), console_subs.pop()) else {
         return Box::pin(async {});
     };
     let (Some(sts_e), Some(sts_c), Some(svc_e), Some(svc_c), Some(np_e), Some(np_c)) = (
@@ -266,7 +264,10 @@ fn run_scope(
     };
 
     let engine_controller = Controller::for_shared_stream(
-        filtered(se_self, own_changes::<ScanEngine> as fn(&ScanEngine) -> Option<u64>),
+        filtered(
+            se_self,
+            own_changes::<ScanEngine> as fn(&ScanEngine) -> Option<u64>,
+        ),
         engines.clone(),
     )
     .with_config(limits.clone())
@@ -278,19 +279,25 @@ fn run_scope(
         let engine = scan_engine::pods::engine_of(&pod)?;
         Some(ObjectRef::<ScanEngine>::new(&engine).within(&ns))
     })
-    .watches_shared_stream(filtered(c_for_engines, published_to_engines as fn(&Console) -> Option<u64>), {
-        let engines = engines.clone();
-        move |console: Arc<Console>| {
-            let ns = console.namespace();
-            let name = console.name_any();
-            engines
-                .state()
-                .into_iter()
-                .filter(|se| se.namespace() == ns && se.spec.console_ref.name == name)
-                .map(|se| ObjectRef::from_obj(se.as_ref()))
-                .collect::<Vec<_>>()
-        }
-    })
+    .watches_shared_stream(
+        filtered(
+            c_for_engines,
+            published_to_engines as fn(&Console) -> Option<u64>,
+        ),
+        {
+            let engines = engines.clone();
+            move |console: Arc<Console>| {
+                let ns = console.namespace();
+                let name = console.name_any();
+                engines
+                    .state()
+                    .into_iter()
+                    .filter(|se| se.namespace() == ns && se.spec.console_ref.name == name)
+                    .map(|se| ObjectRef::from_obj(se.as_ref()))
+                    .collect::<Vec<_>>()
+            }
+        },
+    )
     .reconcile_on(ctx.console_engines.engine_triggers())
     .graceful_shutdown_on(shutdown.clone())
     .run(scan_engine::reconcile, error_policy, ctx.clone())
@@ -300,34 +307,39 @@ fn run_scope(
         }
     });
 
-    let console_controller =
-        Controller::for_shared_stream(filtered(c_self, own_changes::<Console> as fn(&Console) -> Option<u64>), consoles.clone())
-            .with_config(limits)
-            .owns_shared_stream(sts_c)
-            .owns_shared_stream(svc_c)
-            .owns_shared_stream(np_c)
-            .watches_stream(secret_events, {
-                let consoles = consoles.clone();
-                move |secret: Secret| referring_consoles(&consoles, &secret.metadata, true)
-            })
-            .watches_stream(config_map_events, {
-                let consoles = consoles.clone();
-                move |cm: ConfigMap| referring_consoles(&consoles, &cm.metadata, false)
-            })
-            .watches_shared_stream(se_for_console, |se: Arc<ScanEngine>| {
-                // Only an engine being deleted concerns its Console (a cleanup waits for it).
-                se.metadata.deletion_timestamp.as_ref()?;
-                let ns = se.namespace()?;
-                Some(ObjectRef::<Console>::new(&se.spec.console_ref.name).within(&ns))
-            })
-            .reconcile_on(ctx.console_engines.console_triggers())
-            .graceful_shutdown_on(shutdown)
-            .run(console::reconcile, error_policy, ctx.clone())
-            .for_each(|res| async move {
-                if let Err(e) = res {
-                    tracing::debug!(error = %e, "Console controller event");
-                }
-            });
+    let console_controller = Controller::for_shared_stream(
+        filtered(
+            c_self,
+            own_changes::<Console> as fn(&Console) -> Option<u64>,
+        ),
+        consoles.clone(),
+    )
+    .with_config(limits)
+    .owns_shared_stream(sts_c)
+    .owns_shared_stream(svc_c)
+    .owns_shared_stream(np_c)
+    .watches_stream(secret_events, {
+        let consoles = consoles.clone();
+        move |secret: Secret| referring_consoles(&consoles, &secret.metadata, true)
+    })
+    .watches_stream(config_map_events, {
+        let consoles = consoles.clone();
+        move |cm: ConfigMap| referring_consoles(&consoles, &cm.metadata, false)
+    })
+    .watches_shared_stream(se_for_console, |se: Arc<ScanEngine>| {
+        // Only an engine being deleted concerns its Console (a cleanup waits for it).
+        se.metadata.deletion_timestamp.as_ref()?;
+        let ns = se.namespace()?;
+        Some(ObjectRef::<Console>::new(&se.spec.console_ref.name).within(&ns))
+    })
+    .reconcile_on(ctx.console_engines.console_triggers())
+    .graceful_shutdown_on(shutdown)
+    .run(console::reconcile, error_policy, ctx.clone())
+    .for_each(|res| async move {
+        if let Err(e) = res {
+            tracing::debug!(error = %e, "Console controller event");
+        }
+    });
 
     // The spare subscription is drained so the shared watch never waits for it; it exists so
     // that adding a third consumer (engine pools) needs no new watch.

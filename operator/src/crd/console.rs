@@ -344,9 +344,10 @@ impl Console {
             return false;
         };
         let credentials = secret && external.credentials_secret_ref.name == name;
-        let ca = external.ca_bundle_ref.as_ref().is_some_and(|r| {
-            r.name == name && (r.kind == CaBundleKind::Secret) == secret
-        });
+        let ca = external
+            .ca_bundle_ref
+            .as_ref()
+            .is_some_and(|r| r.name == name && (r.kind == CaBundleKind::Secret) == secret);
         credentials || ca
     }
 }

@@ -77,11 +77,15 @@ async fn reconcile_inner(console: &Console, ctx: &Context, ns: &str, name: &str)
         };
         observed.url = Some(connection::managed_url(name, ns));
         observed.engine_listener = Some(connection::managed_engine_listener(name, ns));
-        if let Err(err) = deploy(console, ctx, &inputs).await {
-            if err.is_not_owned() {
+        match deploy(console, ctx, &inputs).await {
+            // Just created: the Secret watch brings them to the store and wakes this Console;
+            // until then the connection cannot be resolved.
+            Ok(true) => return Ok(Action::requeue(MIN_LISTING_GAP)),
+            Ok(false) => {}
+            Err(err) if err.is_not_owned() => {
                 return Err(conflict(ctx, console, &mut observed, err).await);
             }
-            return Err(err);
+            Err(err) => return Err(err),
         }
     } else if let Some(external) = &console.spec.external {
         observed.url = Some(external.url.clone());
@@ -90,10 +94,15 @@ async fn reconcile_inner(console: &Console, ctx: &Context, ns: &str, name: &str)
 
     let uid = console.uid();
     let now = ctx.now();
-    let spec_seen = console
-        .status
-        .as_ref()
-        .is_some_and(|s| s.observed_generation == console.metadata.generation);
+    // Between listings, only a Console whose last look succeeded, with its spec seen and its
+    // shared secret's Secret in place, merely recounts; anything else looks again.
+    let settled = console.status.as_ref().is_some_and(|s| {
+        s.observed_generation == console.metadata.generation
+            && crate::crd::conditions::is_true(&s.conditions, crate::crd::conditions::READY)
+    }) && ctx
+        .stores
+        .secret(ns, &super::names::shared_secret(name))
+        .is_some();
     let due = ctx.console_engines.listing_due(
         ns,
         name,
@@ -102,7 +111,7 @@ async fn reconcile_inner(console: &Console, ctx: &Context, ns: &str, name: &str)
         ctx.settings.refresh_interval,
         MIN_LISTING_GAP,
     );
-    if spec_seen
+    if settled
         && !due
         && let Some(engines) = ctx.console_engines.engines(ns, name, uid.as_deref())
     {
@@ -171,10 +180,11 @@ fn engine_refs(
 }
 
 /// The managed console's objects: its Secrets once, then the StatefulSet, Services and
-/// NetworkPolicy.
-async fn deploy(console: &Console, ctx: &Context, inputs: &build::Inputs<'_>) -> Result<()> {
+/// NetworkPolicy. Returns whether Secrets were created now.
+async fn deploy(console: &Console, ctx: &Context, inputs: &build::Inputs<'_>) -> Result<bool> {
     let created = secrets::ensure(&ctx.client, &ctx.stores, inputs).await?;
-    if !created.is_empty() {
+    let fresh = !created.is_empty();
+    if fresh {
         ctx.event(
             console,
             EventType::Normal,
@@ -191,9 +201,8 @@ async fn deploy(console: &Console, ctx: &Context, inputs: &build::Inputs<'_>) ->
         network_policy,
     } = build::desired(inputs);
     let (ns, stores) = (inputs.namespace, &ctx.stores);
-    let live = |svc: &k8s_openapi::api::core::v1::Service| {
-        get(&stores.services, ns, &svc.name_any())
-    };
+    let live =
+        |svc: &k8s_openapi::api::core::v1::Service| get(&stores.services, ns, &svc.name_any());
     let policy = get(&stores.network_policies, ns, &network_policy.name_any());
     ensure(&ctx.client, policy.as_deref(), network_policy).await?;
     let api_live = live(&api_service);
@@ -202,7 +211,7 @@ async fn deploy(console: &Console, ctx: &Context, inputs: &build::Inputs<'_>) ->
     ensure(&ctx.client, engines_live.as_deref(), engine_service).await?;
     let sts = get(&stores.statefulsets, ns, &statefulset.name_any());
     ensure(&ctx.client, sts.as_deref(), statefulset).await?;
-    Ok(())
+    Ok(fresh)
 }
 
 /// A same-named object that is not the operator's is in the way: the status says which
@@ -274,17 +283,7 @@ async fn observe(
         .and_then(|s| s.renew_before.as_deref())
         .and_then(|d| humantime::parse_duration(d).ok())
         .unwrap_or(ctx.settings.secret_renewal_margin);
-    let outcome = shared_secret::ensure(
-        &ctx.client,
-        &ctx.stores,
-        api.as_ref(),
-        name,
-        ns,
-        owner,
-        margin,
-        ctx.now(),
-    )
-    .await?;
+    let outcome = shared_secret::ensure(ctx, api.as_ref(), name, ns, owner, margin).await?;
     if outcome.renewed {
         ctx.event(
             console,

@@ -21,9 +21,9 @@ use rcgen::{
 
 use super::build::Inputs;
 use super::build::statefulset::ADMIN_USER;
+use crate::controller::names;
 use crate::controller::shared::apply::delete_exactly;
 use crate::controller::stores::Stores;
-use crate::controller::names;
 use crate::{Error, Result};
 
 /// PEM material of a freshly generated API CA and serving certificate.

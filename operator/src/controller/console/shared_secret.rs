@@ -12,14 +12,13 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
-use kube::Client;
 
 use crate::Result;
 use crate::console_api::{ConsoleApi, SecretString};
-use crate::controller::shared::apply::apply;
 use crate::controller::names::{
     self, EXPIRES_AT_ANNOTATION, LIFETIME_ANNOTATION, SHARED_SECRET_KEY,
 };
+use crate::controller::shared::apply::apply;
 use crate::crd::console::SharedSecretStatus;
 
 /// Lifetime assumed when the console has not told us (the seeds: 60 minutes).
@@ -110,17 +109,16 @@ pub fn secret_object(
 
 /// Makes sure the Secret holds a shared secret valid for longer than the margin.
 pub async fn ensure(
-    client: &Client,
-    stores: &crate::controller::stores::Stores,
+    ctx: &crate::controller::Context,
     api: &dyn ConsoleApi,
     console: &str,
     namespace: &str,
     owner: OwnerReference,
     margin: Duration,
-    now: Timestamp,
 ) -> Result<Outcome> {
+    let (client, now) = (&ctx.client, ctx.now());
     let secret_name = names::shared_secret(console);
-    let existing = stores.secret(namespace, &secret_name);
+    let existing = ctx.stores.secret(namespace, &secret_name);
     if let Some(foreign) = existing
         .as_ref()
         .filter(|s| !names::is_ours(&s.metadata, &owner.uid))
@@ -133,8 +131,10 @@ pub async fn ensure(
             "Console",
         ));
     }
-    let (stored_value, stored_expiry, stored_lifetime) =
-        existing.as_deref().map(stored).unwrap_or((None, None, None));
+    let (stored_value, stored_expiry, stored_lifetime) = existing
+        .as_deref()
+        .map(stored)
+        .unwrap_or((None, None, None));
     let lifetime = Duration::from_secs(stored_lifetime.unwrap_or(DEFAULT_LIFETIME.as_secs()));
     let margin = effective_margin(margin, lifetime);
 

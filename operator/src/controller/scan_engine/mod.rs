@@ -199,9 +199,9 @@ async fn apply_engine(engine: Arc<ScanEngine>, ctx: &Context) -> Result<Action> 
         ready_since,
         now: ctx.now(),
     };
-    let seen = ctx
-        .console_engines
-        .lookup(&ns, &console_name, console.uid().as_deref(), &target.name);
+    let seen =
+        ctx.console_engines
+            .lookup(&ns, &console_name, console.uid().as_deref(), &target.name);
     let plan = pairing::plan(&target, &seen, &situation);
     if plan.want_listing {
         ctx.console_engines.want_listing(&ns, &console_name);
@@ -252,7 +252,8 @@ async fn apply_engine(engine: Arc<ScanEngine>, ctx: &Context) -> Result<Action> 
     };
     if let Some(id) = outcome.removed {
         info!(engine_id = id, "removed the console's old registration");
-        ctx.console_engines.removed(&ns, &console_name, &target.name);
+        ctx.console_engines
+            .removed(&ns, &console_name, &target.name);
         ctx.event(
             engine.as_ref(),
             EventType::Normal,
@@ -485,12 +486,9 @@ async fn remove_registration(
 ) -> Result<Option<i64>> {
     let ns = engine.namespace().unwrap_or_default();
     let name = engine.console_engine_name();
-    let seen = ctx.console_engines.lookup(
-        &ns,
-        &console.name_any(),
-        console.uid().as_deref(),
-        &name,
-    );
+    let seen =
+        ctx.console_engines
+            .lookup(&ns, &console.name_any(), console.uid().as_deref(), &name);
     if seen == Seen::Absent {
         return Ok(None);
     }

@@ -200,7 +200,7 @@ pub fn plan(target: &Target, seen: &Seen, situation: &Situation) -> Plan {
                     port: *port,
                 });
                 // A pod already Ready need not wait for the console's next round.
-                plan.refresh = situation.ready_since.is_some();
+                plan.refresh = situation.ready_since.is_some() || situation.refresh_requested;
             }
             _ => plan.want_listing = situation.ready_since.is_some() && plan.remove.is_none(),
         },
@@ -294,7 +294,10 @@ mod tests {
     #[test]
     fn nothing_is_done_before_the_console_is_listed() {
         let t = target(Communication::ConsoleToEngine);
-        assert_eq!(plan(&t, &Seen::NotListed, &situation(Some(0), 1)), Plan::default());
+        assert_eq!(
+            plan(&t, &Seen::NotListed, &situation(Some(0), 1)),
+            Plan::default()
+        );
         let failed = Seen::Failed {
             reason: "ConsoleUnreachable".into(),
             message: "refused".into(),
@@ -307,7 +310,10 @@ mod tests {
         let t = target(Communication::ConsoleToEngine);
         let p = plan(&t, &Seen::Absent, &situation(None, 0));
         assert_eq!(p.create.as_ref().map(|n| n.port), Some(40814));
-        assert!(!p.refresh, "the pod is not Ready: the console dials at its own time");
+        assert!(
+            !p.refresh,
+            "the pod is not Ready: the console dials at its own time"
+        );
         assert!(plan(&t, &Seen::Absent, &situation(Some(0), 1)).refresh);
     }
 
@@ -315,12 +321,24 @@ mod tests {
     fn a_ready_pod_makes_the_console_look_at_once_then_every_retry_gap_for_a_while() {
         let t = target(Communication::ConsoleToEngine);
         let before = Seen::Present(registered("unknown", "console-to-engine", -5));
-        assert!(plan(&t, &before, &situation(Some(0), 0)).refresh, "not looked since Ready");
-        assert!(!plan(&t, &before, &situation(None, 0)).refresh, "pod not Ready");
+        assert!(
+            plan(&t, &before, &situation(Some(0), 0)).refresh,
+            "not looked since Ready"
+        );
+        assert!(
+            !plan(&t, &before, &situation(None, 0)).refresh,
+            "pod not Ready"
+        );
         let just = Seen::Present(registered("unknown", "console-to-engine", 1));
-        assert!(!plan(&t, &just, &situation(Some(0), 2)).refresh, "looked 1 s ago");
+        assert!(
+            !plan(&t, &just, &situation(Some(0), 2)).refresh,
+            "looked 1 s ago"
+        );
         assert!(plan(&t, &just, &situation(Some(0), 3)).refresh, "2 s later");
-        assert!(!plan(&t, &just, &situation(Some(0), 61)).refresh, "window over");
+        assert!(
+            !plan(&t, &just, &situation(Some(0), 61)).refresh,
+            "window over"
+        );
         let active = Seen::Present(registered("active", "console-to-engine", -5));
         assert!(!plan(&t, &active, &situation(Some(0), 1)).refresh);
         let pending = Seen::Present(registered("pending-authorization", "engine-to-console", 1));
@@ -337,7 +355,10 @@ mod tests {
     #[test]
     fn a_reverse_engine_is_awaited_and_an_early_listing_asked_once_its_pod_is_ready() {
         let t = target(Communication::EngineToConsole);
-        assert_eq!(plan(&t, &Seen::Absent, &situation(None, 0)), Plan::default());
+        assert_eq!(
+            plan(&t, &Seen::Absent, &situation(None, 0)),
+            Plan::default()
+        );
         let p = plan(&t, &Seen::Absent, &situation(Some(0), 1));
         assert!(p.want_listing && !p.calls_console());
     }
@@ -352,7 +373,10 @@ mod tests {
         moved.address = Some(("engine.example.com".into(), 4000));
         let p = plan(&moved, &old, &situation(None, 1));
         assert_eq!(p.remove, Some(7));
-        assert_eq!(p.create.map(|n| n.address), Some("engine.example.com".into()));
+        assert_eq!(
+            p.create.map(|n| n.address),
+            Some("engine.example.com".into())
+        );
     }
 
     #[tokio::test]
@@ -366,7 +390,9 @@ mod tests {
         );
         let mut p = p;
         p.remove = Some(old);
-        let out = execute(&fake, &p, None).await.unwrap_or_else(|e| panic!("{e}"));
+        let out = execute(&fake, &p, None)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(out.removed, Some(old));
         let created = out.created.unwrap_or_default();
         assert_eq!(out.engine.as_ref().map(|e| e.id), Some(created));

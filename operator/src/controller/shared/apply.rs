@@ -38,9 +38,7 @@ pub enum Ensured<K> {
 
 /// `desired` with [`APPLIED_HASH_ANNOTATION`] set to the hash of the rest of its body.
 pub fn stamped<K: Resource + Serialize>(mut desired: K) -> K {
-    desired
-        .annotations_mut()
-        .remove(APPLIED_HASH_ANNOTATION);
+    desired.annotations_mut().remove(APPLIED_HASH_ANNOTATION);
     let hash = serde_json::to_vec(&desired)
         .map(|body| {
             use std::hash::{DefaultHasher, Hash, Hasher};
@@ -97,7 +95,9 @@ where
         + DeserializeOwned,
 {
     match live {
-        Some(obj) if obj.meta().deletion_timestamp.is_none() && names::is_ours(obj.meta(), owner_uid) => {
+        Some(obj)
+            if obj.meta().deletion_timestamp.is_none() && names::is_ours(obj.meta(), owner_uid) =>
+        {
             delete_exactly(client, obj).await
         }
         _ => Ok(()),
