@@ -4,6 +4,7 @@
 //!   and the tail of every log printed) when it fails;
 //! * [`procs`]: the workspace's binaries (and any other program) as child processes that write
 //!   into the test's logs and are killed, with their whole process group, on drop;
+//! * [`browser`]: headless Chromium through WebDriver, for the web-page tests;
 //! * [`control_plane`]: an envtest-like Kubernetes control plane (etcd, kube-apiserver,
 //!   kube-controller-manager) on loopback, with an admin client, clients impersonating
 //!   ServiceAccounts, and a namespace per test.
@@ -11,6 +12,7 @@
 //! Helpers panic with a message that says what went wrong and what to do: they are meant to be
 //! called from tests, where a panic is a failure with a good explanation.
 
+pub mod browser;
 pub mod control_plane;
 pub mod logs;
 pub mod procs;

@@ -72,12 +72,12 @@ pub fn paging(query: Option<&str>) -> Result<Paging, PageError> {
 
 /// An arrow pointing right (to the Engine) or left (to the Console).
 fn arrow(d: Direction) -> Markup {
-    let path = match d {
-        Direction::ConsoleToEngine => "M2 12h16M12 5l7 7-7 7",
-        Direction::EngineToConsole => "M22 12H6M12 5l-7 7 7 7",
+    let (path, class) = match d {
+        Direction::ConsoleToEngine => ("M2 12h16M12 5l7 7-7 7", "arrow to-engine"),
+        Direction::EngineToConsole => ("M22 12H6M12 5l-7 7 7 7", "arrow to-console"),
     };
     html! {
-        svg class="arrow" viewBox="0 0 24 24" width="28" height="20" aria-hidden="true" focusable="false" {
+        svg class=(class) viewBox="0 0 24 24" width="28" height="20" aria-hidden="true" focusable="false" {
             path d=(path) fill="none" stroke="currentColor" stroke-width="3" stroke-linecap="round" stroke-linejoin="round" {}
         }
     }

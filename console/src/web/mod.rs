@@ -88,7 +88,8 @@ pub fn router(app: App, sessions: Arc<Sessions>) -> Router {
         .with_state(web)
 }
 
-/// Headers on every page: nothing from elsewhere, no framing, no sniffing, no referrer, and
+/// Headers on every page: nothing from elsewhere, no framing, no sniffing, no referrer for
+/// other sites (the console's own forms keep their `Origin`), and
 /// pages (not assets) are never cached.
 async fn security_headers(req: Request, next: Next) -> Response {
     let is_asset = req.uri().path().starts_with("/static/");
@@ -108,7 +109,7 @@ async fn security_headers(req: Request, next: Next) -> Response {
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        HeaderValue::from_static("same-origin"),
     );
     if !is_asset {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -319,8 +320,9 @@ fn cross_site(parts: &Parts) -> bool {
         .headers
         .get("sec-fetch-site")
         .and_then(|v| v.to_str().ok());
-    if matches!(fetch_site, Some("cross-site") | Some("same-site")) {
-        return true;
+    // Browsers that send it say exactly where a request came from.
+    if let Some(site) = fetch_site {
+        return !matches!(site, "same-origin" | "none");
     }
     let (Some(origin), Some(host)) = (
         parts
