@@ -55,8 +55,9 @@ enum Cmd {
     ///
     /// Tiers, in order:
     ///   unit           cargo test of every crate but the integration suite, rustfmt and clippy;
-    ///   system         console and engines as real processes over loopback, and in network
-    ///                  namespaces (the latter needs root and iproute2);
+    ///   system         console and engines as real processes over loopback, the console's
+    ///                  web pages in headless Chromium (needs chromium and chromium-driver),
+    ///                  and in network namespaces (the latter needs root and iproute2);
     ///   control-plane  a real etcd, kube-apiserver and kube-controller-manager (built from
     ///                  pinned Go modules by `k8s-bins`), with the operator, console and engines
     ///                  as local processes; the chart (helm, kube-score) and the kubectl plugin.
@@ -467,6 +468,15 @@ impl Runner {
                 "system",
                 "hostile peers (tests/tests/hostile)",
                 integration_test("hostile"),
+            );
+        }
+        // The web pages in headless Chromium; the suite fails, saying what to install, when
+        // the browser is missing.
+        if self.test_file("browser").is_some() {
+            self.step(
+                "system",
+                "web pages in headless Chromium (tests/tests/browser.rs)",
+                integration_test("browser"),
             );
         }
         let step = "network namespaces (tests/tests/netns.rs)";
