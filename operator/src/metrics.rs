@@ -30,6 +30,11 @@ struct FailureLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallLabels {
+    call: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabels {
     state: String,
 }
@@ -41,6 +46,7 @@ pub struct Metrics {
     failures: Family<FailureLabels, Counter>,
     duration: Family<KindLabels, Histogram>,
     engines: Family<StateLabels, Gauge>,
+    console_requests: Family<CallLabels, Counter>,
     leader: Gauge,
     /// The ScanEngine stores of the watched scopes: the engines gauge is counted from them
     /// when scraped, so it is what the statuses say, after a restart too.
@@ -81,6 +87,7 @@ impl Metrics {
         });
         let engines = Family::<StateLabels, Gauge>::default();
         let leader = Gauge::default();
+        let console_requests = Family::<CallLabels, Counter>::default();
         registry.register("reconciles", "Reconciles started", reconciles.clone());
         registry.register(
             "reconcile_failures",
@@ -96,6 +103,11 @@ impl Metrics {
             "engines",
             "ScanEngines by communication state",
             engines.clone(),
+        );
+        registry.register(
+            "console_requests",
+            "Requests sent to consoles' APIs, by call",
+            console_requests.clone(),
         );
         registry.register(
             "leader",
@@ -115,6 +127,7 @@ impl Metrics {
             failures,
             duration,
             engines,
+            console_requests,
             leader,
             engine_stores: Mutex::new(Vec::new()),
         }
@@ -138,6 +151,13 @@ impl Metrics {
                 kind: kind.into(),
                 reason: error.metric_label().into(),
             })
+            .inc();
+    }
+
+    /// Counts a request sent to a console (`call` as `Call::as_str` prints it).
+    pub fn console_request(&self, call: &'static str) {
+        self.console_requests
+            .get_or_create(&CallLabels { call: call.into() })
             .inc();
     }
 
@@ -202,6 +222,7 @@ mod tests {
         };
         let stores = crate::controller::stores::testing::stores(&[active("a"), active("b")]);
         m.add_engine_store(stores.engines);
+        m.console_request("GET /api/3/scan_engines");
         let text = m.encode().unwrap_or_default();
         assert!(
             text.contains("scan_engine_operator_reconciles_total{kind=\"ScanEngine\"} 1"),
@@ -215,6 +236,12 @@ mod tests {
         assert!(
             text.contains(
                 "scan_engine_operator_reconcile_duration_seconds_count{kind=\"ScanEngine\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "scan_engine_operator_console_requests_total{call=\"GET /api/3/scan_engines\"} 1"
             ),
             "{text}"
         );

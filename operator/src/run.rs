@@ -120,11 +120,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         default_version: crate::VERSION.into(),
         max_concurrent_reconciles: cli.max_concurrent_reconciles,
     };
+    let counted = metrics.clone();
     let factory: Arc<dyn crate::console_api::ConsoleApiFactory> =
-        Arc::new(HttpConsoleApiFactory::new(HttpSettings {
-            request_timeout: cli.console_timeout,
-            ..HttpSettings::default()
-        }));
+        Arc::new(HttpConsoleApiFactory::observed(
+            HttpSettings {
+                request_timeout: cli.console_timeout,
+                ..HttpSettings::default()
+            },
+            Arc::new(move |call| counted.console_request(call.as_str())),
+        ));
     let (controller_client, factory) = if elector.is_some() {
         (
             leader::fenced_client(client.clone(), leadership.clone()),

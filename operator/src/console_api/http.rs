@@ -70,10 +70,22 @@ type ClientKey = (Option<Vec<u8>>, bool);
 /// Builds [`HttpConsoleApi`] clients. Reconciles share one HTTP client (TLS configuration and
 /// connection pool) per CA bundle, so a refresh reuses open connections instead of making a
 /// TLS handshake and a new TLS configuration per engine.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct HttpConsoleApiFactory {
     settings: HttpSettings,
     clients: std::sync::Mutex<std::collections::HashMap<ClientKey, reqwest::Client>>,
+    observer: Option<RequestObserver>,
+}
+
+/// Told of every request sent to a console (each attempt), for the request metrics.
+pub type RequestObserver = Arc<dyn Fn(Call) + Send + Sync>;
+
+impl std::fmt::Debug for HttpConsoleApiFactory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpConsoleApiFactory")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
 }
 
 impl HttpConsoleApiFactory {
@@ -81,6 +93,15 @@ impl HttpConsoleApiFactory {
         Self {
             settings,
             clients: std::sync::Mutex::default(),
+            observer: None,
+        }
+    }
+
+    /// The same, telling `observer` of every request sent.
+    pub fn observed(settings: HttpSettings, observer: RequestObserver) -> Self {
+        Self {
+            observer: Some(observer),
+            ..Self::new(settings)
         }
     }
 
@@ -114,11 +135,9 @@ impl ConsoleApiFactory for HttpConsoleApiFactory {
                 http
             }
         };
-        Ok(Arc::new(HttpConsoleApi::with_client(
-            connection,
-            http,
-            self.settings,
-        )?))
+        let mut api = HttpConsoleApi::with_client(connection, http, self.settings)?;
+        api.observer = self.observer.clone();
+        Ok(Arc::new(api))
     }
 }
 
@@ -139,6 +158,7 @@ pub struct HttpConsoleApi {
     username: String,
     password: SecretString,
     retry: RetryPolicy,
+    observer: Option<RequestObserver>,
 }
 
 #[derive(Deserialize, Default)]
@@ -202,6 +222,7 @@ impl HttpConsoleApi {
             username: conn.username,
             password: conn.password,
             retry: settings.retry,
+            observer: None,
         })
     }
 
@@ -269,6 +290,9 @@ impl HttpConsoleApi {
                 .header(reqwest::header::ACCEPT, "application/json");
             if let Some(b) = body {
                 req = req.json(b);
+            }
+            if let Some(observe) = &self.observer {
+                observe(call);
             }
             match req.send().await {
                 Ok(resp) => {
