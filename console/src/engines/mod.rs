@@ -15,7 +15,6 @@ pub mod registry;
 pub mod session;
 pub mod state;
 pub mod supervisor;
-pub mod switch;
 
 pub use registry::Registry;
 pub use state::{EngineStatus, Thresholds};

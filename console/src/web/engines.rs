@@ -2,8 +2,7 @@
 //! Engines): the table whose Communication Status shows the method by arrow (pointing to the
 //! Engine for console-to-engine, to the Console for engine-to-console) and the state by colour
 //! and in words; "Refresh Displayed Engines"; a Refresh button per engine; adding and removing
-//! engines; switching an engine's communication method by its arrow. The table keeps itself up
-//! to date by polling [`status`].
+//! engines. The table keeps itself up to date by polling [`status`].
 
 use axum::{
     extract::{Path, RawQuery, State},
@@ -52,11 +51,9 @@ pub fn method_words(d: Direction) -> &'static str {
     }
 }
 
-fn other(d: Direction) -> Direction {
-    match d {
-        Direction::ConsoleToEngine => Direction::EngineToConsole,
-        Direction::EngineToConsole => Direction::ConsoleToEngine,
-    }
+/// What a screen reader says for an engine's Communication Status.
+fn status_label(e: &EngineRecord, status: EngineStatus) -> String {
+    format!("{}, {}", method_words(e.direction), look(status).1)
 }
 
 /// Paging of a page's address: the API's rules, [`DEFAULT_PAGE_SIZE`] rows by default.
@@ -100,7 +97,6 @@ fn communication(e: &EngineRecord, status: EngineStatus) -> Markup {
 
 fn row(app: &App, session: &SignedIn, e: &EngineRecord, back: &str) -> Markup {
     let status = state::status(e, app.clock.now(), &app.settings.thresholds());
-    let switch_to = other(e.direction);
     html! {
         tr data-engine-id=(e.id) {
             th scope="row" data-label="Name" { (e.name) }
@@ -109,19 +105,11 @@ fn row(app: &App, session: &SignedIn, e: &EngineRecord, back: &str) -> Markup {
             td data-label="Product Version" data-field="version" { (e.product_version.as_deref().unwrap_or("—")) }
             td data-label="Last Refreshed" data-field="refreshed" { (e.last_refreshed.map(when).unwrap_or_else(|| "never".into())) }
             td data-label="Communication Status" class="comm-cell" {
-                form method="post" action={"/administration/engines/" (e.id) "/switch"} {
-                    (csrf_field(session))
-                    input type="hidden" name="back" value=(back);
-                    button type="submit" class="switch" data-field="switch"
-                        title={"Switch to " (method_words(switch_to))}
-                        aria-label={(e.name) ": " (method_words(e.direction)) ", " (look(status).1) ". Switch to " (method_words(switch_to))} {
+                div {
+                    span class="status" data-field="label" aria-label=(status_label(e, status)) role="img" {
                         (communication(e, status))
                     }
-                }
-                @if !e.message.is_empty() {
                     span class="detail" data-field="message" { (e.message) }
-                } @else {
-                    span class="detail" data-field="message" {}
                 }
             }
             td data-label="Refresh" {
@@ -241,7 +229,7 @@ pub async fn render(
                     span class="green" { "Green: Active" } ", "
                     span class="orange" { "orange: Unknown" } ", "
                     span class="red" { "red: Pending Authorization, Incompatible or Down" }
-                    ". Click the arrow to switch the method."
+                    "."
                 }
                 div class="table-wrap" {
                     table class="engines" {
@@ -312,6 +300,7 @@ pub async fn status(
                 "version": e.product_version.as_deref().unwrap_or("—"),
                 "refreshed": e.last_refreshed.map(when).unwrap_or_else(|| "never".into()),
                 "message": e.message,
+                "label": status_label(e, status),
             })
         })
         .collect();
@@ -581,25 +570,4 @@ pub async fn remove(State(web): State<Web>, Path(id): Path<String>, posted: Post
         Flash::Notice(format!("Removed scan engine {}.", e.name)),
     );
     Ok(see_other("/administration/engines"))
-}
-
-/// `POST /administration/engines/{id}/switch`: switches the communication method.
-pub async fn switch(State(web): State<Web>, Path(id): Path<String>, posted: Posted) -> PageResult {
-    let e = find(&web.app, &id).await?;
-    let flash = match crate::engines::switch::switch(&web.app, &e).await? {
-        Ok(to) => Flash::Notice(format!(
-            "{} now uses {}. Adjust your firewall rules to the new method: {}.",
-            e.name,
-            method_words(to),
-            match to {
-                Direction::ConsoleToEngine =>
-                    "the engine must accept the console on its port (40814 by default)",
-                Direction::EngineToConsole =>
-                    "the console must accept the engine on its engine port (40815 by default)",
-            }
-        )),
-        Err(why) => Flash::Problem(format!("{} was not switched: {why}", e.name)),
-    };
-    web.sessions.flash(&posted.session, flash);
-    Ok(see_other(&back_of(&posted)))
 }

@@ -4,7 +4,7 @@
 //! * [`session`]: signed-in sessions, their cookie and CSRF tokens;
 //! * [`sign_in`]: the sign-in and sign-out forms;
 //! * [`engines`]: Administration and its Scan Engines page: the table, refreshes, adding and
-//!   removing engines, switching an engine's communication method;
+//!   removing engines;
 //! * [`secret`]: "Generate Scan Engine Shared Secret";
 //! * [`sites`]: sites, their Engines tab, scans and assets.
 //!
@@ -71,7 +71,6 @@ pub fn router(app: App, sessions: Arc<Sessions>) -> Router {
             "/administration/engines/{id}/remove",
             get(engines::confirm_remove).post(engines::remove),
         )
-        .route("/administration/engines/{id}/switch", post(engines::switch))
         .route("/administration/shared-secret", post(secret::generate))
         .route("/administration/shared-secret/revoke", post(secret::revoke))
         .route("/sites", get(sites::list).post(sites::create))

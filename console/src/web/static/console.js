@@ -39,17 +39,8 @@
             setText(row.querySelector('[data-field="version"]'), e.version);
             setText(row.querySelector('[data-field="refreshed"]'), e.refreshed);
             setText(row.querySelector('[data-field="message"]'), e.message);
-            const button = row.querySelector('[data-field="switch"]');
-            if (button) {
-              const label = button.getAttribute("aria-label") || "";
-              const parts = label.split(", ");
-              if (parts.length >= 2) {
-                const rest = parts[1].split(". ");
-                rest[0] = e.state;
-                parts[1] = rest.join(". ");
-                button.setAttribute("aria-label", parts.join(", "));
-              }
-            }
+            const label = row.querySelector('[data-field="label"]');
+            if (label && label.getAttribute("aria-label") !== e.label) label.setAttribute("aria-label", e.label);
           }
           const rows = tbody.querySelectorAll("tr[data-engine-id]");
           const changed = rows.length !== data.engines.length ||
