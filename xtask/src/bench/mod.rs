@@ -1,4 +1,4 @@
-//! `cargo xtask bench scan|console|operator [options]`.
+//! `cargo xtask bench scan|console|operator|pairing [options]`.
 //!
 //! The measurements live in the `scan-engine-bench` binary of the tests crate
 //! (`tests/src/bin/scan-engine-bench/`), so that xtask stays small and the load generator runs
@@ -13,10 +13,11 @@ use std::process::{Command, ExitCode, Stdio};
 
 use anyhow::{Context, Result, bail};
 
-const USAGE: &str = "usage: cargo xtask bench <scan|console|operator> [options]\n\
+const USAGE: &str = "usage: cargo xtask bench <scan|console|operator|pairing> [options]\n\
     \n  scan      the engine's scanner against nmap -sT on loopback hosts\
     \n  console   N reverse-paired engine sessions against one security-console\
     \n  operator  N ScanEngines reconciled by the operator on a real control plane\
+    \n  pairing   apply → Ready of engines in both directions on a cluster with the operator\
     \n\n`cargo xtask bench <name> --help` lists a benchmark's options; see docs/performance.md.";
 
 pub fn bench(root: &Path, args: &[OsString]) -> Result<ExitCode> {
@@ -28,6 +29,7 @@ pub fn bench(root: &Path, args: &[OsString]) -> Result<ExitCode> {
         "scan" => &[],
         "console" => &["security-console"],
         "operator" => &["scan-engine-operator", "security-console"],
+        "pairing" => &[],
         "-h" | "--help" | "help" => {
             println!("{USAGE}");
             return Ok(ExitCode::SUCCESS);
@@ -40,6 +42,11 @@ pub fn bench(root: &Path, args: &[OsString]) -> Result<ExitCode> {
         match which {
             "scan" => ensure_nmap()?,
             "operator" => env.push(("KUBEBUILDER_ASSETS", crate::k8s_bins()?.into())),
+            // The local cluster's kubeconfig unless KUBECONFIG names another cluster.
+            "pairing" if std::env::var_os("KUBECONFIG").is_none() => env.push((
+                "KUBECONFIG",
+                crate::cluster::kubeconfig_path().into_os_string(),
+            )),
             _ => {}
         }
     }

@@ -7,6 +7,7 @@
 
 mod console;
 mod operator;
+mod pairing;
 mod report;
 mod scan;
 
@@ -33,6 +34,8 @@ enum Cmd {
     Console(console::Args),
     /// N ScanEngines reconciled by the operator on a real control plane.
     Operator(operator::Args),
+    /// Apply → Ready of ScanEngines in both directions on the cluster KUBECONFIG names.
+    Pairing(pairing::Args),
 }
 
 fn main() -> ExitCode {
@@ -53,6 +56,7 @@ fn main() -> ExitCode {
             Cmd::Scan(args) => scan::run(args).await,
             Cmd::Console(args) => console::run(args).await,
             Cmd::Operator(args) => operator::run(args).await,
+            Cmd::Pairing(args) => pairing::run(args).await,
         }
     });
     match result {
