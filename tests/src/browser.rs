@@ -121,10 +121,9 @@ impl Browser {
                 ],
             }),
         );
-        // The WebDriver client speaks plain HTTP to the driver, but its builder wants rustls'
-        // process-wide provider chosen.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let mut builder = ClientBuilder::rustls().expect("a WebDriver client");
+        // The WebDriver client speaks plain HTTP to the driver on loopback.
+        let mut builder =
+            ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new());
         builder.capabilities(caps);
         let deadline = Instant::now() + Duration::from_secs(60);
         let client = loop {
