@@ -367,6 +367,47 @@ fn assert_refused(ns: &Ns, ip: &str, port: u16, what: &str) {
     }
 }
 
+/// `pod`'s (a probe pod's) HTTP GET of `ip:port`: Ok when it connected and got an answer, Err
+/// with the probe's output otherwise.
+fn get_from(ns: &Ns, pod: &str, ip: &str, port: u16) -> Result<String, String> {
+    let url = format!("http://{ip}:{port}/");
+    let out = kubectl(&["exec", "-n", &ns.0, pod, "--", "/probe", "get", &url, "3s"]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.status.success() { Ok(text) } else { Err(text) }
+}
+
+/// Retries `get_from` until `want(result)` holds, for up to `timeout`; the last result otherwise.
+fn get_until(
+    ns: &Ns,
+    pod: &str,
+    ip: &str,
+    port: u16,
+    timeout: Duration,
+    want: impl Fn(&Result<String, String>) -> bool,
+) -> Result<Result<String, String>, Result<String, String>> {
+    let start = Instant::now();
+    loop {
+        let got = get_from(ns, pod, ip, port);
+        if want(&got) {
+            return Ok(got);
+        }
+        if start.elapsed() > timeout {
+            return Err(got);
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// A refusal by the enforcer: kube-router REJECTs what no policy admits (a TCP reset or ICMP
+/// port-unreachable: "connection refused"), unlike a server that is down or slow.
+fn refused(got: &Result<String, String>) -> bool {
+    matches!(got, Err(text) if text.contains("connection refused"))
+}
+
 fn network_policy(ns: &Ns, engine: &str) -> Value {
     let out = kubectl_ok(&[
         "get",
@@ -453,6 +494,91 @@ fn engines_accept_port_40814_only_from_their_console() {
     let reverse_ip = pod_ip(&ns, "reverse-scan-engine-0");
     assert_refused(&ns, &reverse_ip, 40814, "reverse engine");
     assert_refused(&ns, &standard_ip, 40814, "standard engine");
+}
+
+/// A NetworkPolicy denies the connection it should deny, judged by the cluster's enforcer, with
+/// a control on each side: the same client reaches the same server before the policy and after
+/// it is deleted, and a pod the policy admits reaches the server while it is in force, so the
+/// refusal is the policy's and nothing else's.
+#[test]
+fn a_network_policy_refuses_a_pod_it_does_not_admit() {
+    let ns = Ns::new("e2e-deny");
+    kubectl_apply(
+        &ns.0,
+        &format!(
+            "apiVersion: v1
+kind: Pod
+metadata: {{name: server, labels: {{app: server}}}}
+spec:
+  {RESTRICTED_POD}
+  containers:
+  - {{name: probe, image: {PROBE_IMAGE}, imagePullPolicy: IfNotPresent, args: [serve, ':8080'], ports: [{{name: http, containerPort: 8080}}], {RESTRICTED_CONTAINER}}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: insider, labels: {{app: insider}}}}
+spec:
+  {RESTRICTED_POD}
+  containers:
+  - {{name: probe, image: {PROBE_IMAGE}, imagePullPolicy: IfNotPresent, args: [sleep], {RESTRICTED_CONTAINER}}}
+"
+        ),
+    );
+    probe_pod(&ns);
+    kubectl_ok(&[
+        "wait",
+        "-n",
+        &ns.0,
+        "--for=condition=Ready",
+        "pod/server",
+        "pod/insider",
+        "--timeout=120s",
+    ]);
+    let server = pod_ip(&ns, "server");
+    let minute = Duration::from_secs(60);
+
+    // Control: without a policy the outsider reaches the server.
+    if let Err(got) = get_until(&ns, "outsider", &server, 8080, minute, Result::is_ok) {
+        panic!("without a policy, outsider -> server {server}:8080 failed: {got:?}");
+    }
+
+    kubectl_apply(
+        &ns.0,
+        "apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: server-admits-insider}
+spec:
+  podSelector: {matchLabels: {app: server}}
+  policyTypes: [Ingress]
+  ingress:
+  - from: [{podSelector: {matchLabels: {app: insider}}}]
+    ports: [{port: http}]
+",
+    );
+    // The policy takes effect: the outsider is refused, and stays refused.
+    if let Err(got) = get_until(&ns, "outsider", &server, 8080, minute, refused) {
+        panic!("the policy admits only app=insider, yet outsider -> server: {got:?}");
+    }
+    for _ in 0..3 {
+        let got = get_from(&ns, "outsider", &server, 8080);
+        assert!(refused(&got), "outsider -> server again: {got:?}");
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    // The pod it admits still gets through, by the named port.
+    if let Err(got) = get_until(&ns, "insider", &server, 8080, minute, Result::is_ok) {
+        panic!("the policy admits app=insider, yet insider -> server failed: {got:?}");
+    }
+    // And without the policy the outsider is back in.
+    kubectl_ok(&[
+        "delete",
+        "networkpolicy",
+        "server-admits-insider",
+        "-n",
+        &ns.0,
+    ]);
+    if let Err(got) = get_until(&ns, "outsider", &server, 8080, minute, Result::is_ok) {
+        panic!("with the policy deleted, outsider -> server still failed: {got:?}");
+    }
 }
 
 #[test]
