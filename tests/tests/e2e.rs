@@ -377,7 +377,11 @@ fn get_from(ns: &Ns, pod: &str, ip: &str, port: u16) -> Result<String, String> {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    if out.status.success() { Ok(text) } else { Err(text) }
+    if out.status.success() {
+        Ok(text)
+    } else {
+        Err(text)
+    }
 }
 
 /// Retries `get_from` until `want(result)` holds, for up to `timeout`; the last result otherwise.
