@@ -1,7 +1,9 @@
 //! The open Security Console.
 //!
 //! * [`cli`]: the command line (docs/contracts.md §3);
-//! * [`app`]: the shared state and start-up;
+//! * [`context`]: the shared state every part works on;
+//! * [`app`]: start-up and the wiring of listeners, pages and API;
+//! * [`auth`]: the admin credentials and the failed-login backoff;
 //! * [`store`]: the SQLite database, the only place with SQL;
 //! * [`engines`]: pairing and sessions with engines in both directions, and their states;
 //! * [`shared_secret`]: the pairing shared secret's lifecycle;
@@ -11,8 +13,10 @@
 
 pub mod api;
 pub mod app;
+pub mod auth;
 pub mod cli;
 pub mod clock;
+pub mod context;
 pub mod engines;
 pub mod error;
 pub mod scans;

@@ -7,7 +7,7 @@ use scan_engine_protocol::{
 };
 
 use crate::{
-    app::App,
+    context::App,
     engines::{EngineStatus, session::SEND_TIMEOUT, state},
     error::Error,
     store::ScanStatus,

@@ -13,9 +13,9 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use crate::{
-    api::Credentials,
-    app::{App, Console, Settings},
+    auth::Credentials,
     clock::Clock,
+    context::{App, Console, Settings},
     store::Store,
 };
 

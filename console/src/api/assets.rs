@@ -4,7 +4,7 @@ use axum::extract::State;
 use serde_json::json;
 
 use super::{ApiResult, Paging, ok, page};
-use crate::app::App;
+use crate::context::App;
 
 /// One page of assets with their open services.
 pub async fn list(State(app): State<App>, paging: Paging) -> ApiResult {

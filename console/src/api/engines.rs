@@ -8,8 +8,8 @@ use serde_json::{Value, json};
 
 use super::{ApiError, ApiResult, Body, Paging, ok, page, parse_id, reply, self_links};
 use crate::{
-    app::App,
     clock::rfc3339,
+    context::App,
     engines::{
         admin::{self, AddError, NewEngine},
         state,

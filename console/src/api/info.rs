@@ -4,7 +4,7 @@ use axum::extract::State;
 use serde_json::json;
 
 use super::{ApiResult, ok, self_links};
-use crate::app::App;
+use crate::context::App;
 
 /// The console's version and, as an extension, how engines reach it: the fingerprint engines
 /// trust (Automatic authorization) and the engine listener's port.

@@ -5,7 +5,7 @@
 //! [`assets`]. Request bodies are parsed by hand from JSON values so that a 400 names the field
 //! at fault; they must be declared `application/json` (415), are bounded in size (413) and in
 //! time (408). Lists are paged in the store, with checked page arithmetic. Wrong logins are
-//! throttled per source address ([`throttle`]); the source comes from the [`ConnectInfo`] that
+//! throttled per source address ([`throttle`], in `crate::auth`); the source comes from the [`ConnectInfo`] that
 //! the HTTPS server (`crate::tls`) attaches to each request.
 
 mod assets;
@@ -13,12 +13,13 @@ mod engines;
 mod info;
 mod shared_secret;
 mod sites;
-pub mod throttle;
+
+/// The failed-login backoff, shared by the API's Basic auth and the pages' sign-in.
+pub use crate::auth::{Credentials, throttle};
 
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr},
-    sync::Arc,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use axum::{
@@ -29,95 +30,10 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{get, post},
 };
-use scan_engine_protocol::Fingerprint;
 use serde_json::{Map, Value, json};
-use subtle::ConstantTimeEq;
 
-use crate::app::App;
-use throttle::{LoginThrottle, Verdict};
-
-/// The admin user and password the API accepts, kept as SHA-256 digests, and the failed-login
-/// backoff ([`throttle`]).
-#[derive(Clone)]
-pub struct Credentials {
-    user: Fingerprint,
-    password: Fingerprint,
-    throttle: Arc<LoginThrottle>,
-}
-
-impl std::fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Credentials")
-            .field("user", &"<redacted>")
-            .field("password", &"<redacted>")
-            .finish()
-    }
-}
-
-/// SHA-256 of `bytes` (`Fingerprint::of_der` hashes any bytes, not only certificates). Comparing
-/// digests takes the same time whatever the length of what a client sent.
-fn digest(bytes: &[u8]) -> Fingerprint {
-    Fingerprint::of_der(bytes)
-}
-
-impl Credentials {
-    pub fn new(user: String, password: String) -> Self {
-        Self {
-            user: digest(user.as_bytes()),
-            password: digest(password.as_bytes()),
-            throttle: Arc::default(),
-        }
-    }
-
-    /// Whether an `Authorization` header carries these credentials: the digests of user and
-    /// password are compared in constant time, both always.
-    fn admit(&self, header: Option<&HeaderValue>) -> bool {
-        use base64::Engine as _;
-        let Some(value) = header.and_then(|h| h.to_str().ok()) else {
-            return false;
-        };
-        let Some(encoded) = value
-            .split_once(' ')
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("basic"))
-            .map(|(_, rest)| rest.trim())
-        else {
-            return false;
-        };
-        let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded) else {
-            return false;
-        };
-        let Some(colon) = decoded.iter().position(|&b| b == b':') else {
-            return false;
-        };
-        let (user, password) = (&decoded[..colon], &decoded[colon + 1..]);
-        self.matches(user, password)
-    }
-
-    /// Whether `user` and `password` are these credentials: both digests are compared in
-    /// constant time, both always.
-    fn matches(&self, user: &[u8], password: &[u8]) -> bool {
-        let user_ok = digest(user)
-            .as_str()
-            .as_bytes()
-            .ct_eq(self.user.as_str().as_bytes());
-        let password_ok = digest(password)
-            .as_str()
-            .as_bytes()
-            .ct_eq(self.password.as_str().as_bytes());
-        (user_ok & password_ok).into()
-    }
-}
-
-impl Credentials {
-    /// A sign-in with a user name and password (the web pages' form) from `source`, through
-    /// the same failed-login backoff as the API's Basic auth: a guesser gains nothing by
-    /// switching between the two.
-    pub fn sign_in(&self, source: IpAddr, user: &str, password: &str) -> Verdict {
-        self.throttle.attempt(source, Instant::now(), || {
-            self.matches(user.as_bytes(), password.as_bytes())
-        })
-    }
-}
+use crate::context::App;
+use throttle::Verdict;
 
 /// The source address of a request as the HTTPS server attached it; without a connection (the
 /// router called directly) all requests share one source.
@@ -475,10 +391,9 @@ pub fn required_text(value: Option<String>, field: &'static str) -> Result<Strin
 
 async fn require_auth(State(app): State<App>, req: Request, next: Next) -> Response {
     let source = source_of_request(req.extensions());
-    let credentials = &app.credentials;
-    let verdict = credentials.throttle.attempt(source, Instant::now(), || {
-        credentials.admit(req.headers().get(header::AUTHORIZATION))
-    });
+    let verdict = app
+        .credentials
+        .basic(source, req.headers().get(header::AUTHORIZATION));
     match verdict {
         Verdict::Admitted => next.run(req).await,
         Verdict::Refused => {

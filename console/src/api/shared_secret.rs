@@ -4,7 +4,7 @@ use axum::extract::State;
 use serde_json::{Value, json};
 
 use super::{ApiError, ApiResult, ok};
-use crate::app::App;
+use crate::context::App;
 
 fn none() -> ApiError {
     ApiError::not_found("there is no valid shared secret")

@@ -10,8 +10,8 @@ use super::{
     ApiError, ApiResult, Body, Paging, ok, page, parse_id, reply, required_text, self_links,
 };
 use crate::{
-    app::App,
     clock::rfc3339,
+    context::App,
     scans::{self, StartError},
     store::{NewSite, ScanRecord, SiteRecord},
 };

@@ -11,8 +11,8 @@ use serde_json::{Value, json};
 use tower::ServiceExt;
 
 use crate::{
-    app::App,
     clock::Clock,
+    context::App,
     store::{Direction, NewReverseEngine},
     testing::{self, PASSWORD, USER},
 };

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use crate::{
-    app::App,
+    context::App,
     error::{Error, Result},
     store::{Direction, EngineRecord, Observation, Outcome},
 };

@@ -30,7 +30,7 @@ use tokio_rustls::TlsAcceptor;
 
 use super::session;
 use crate::{
-    app::App,
+    context::App,
     error::{Error, Result},
     store::{Direction, NewReverseEngine, Observation, Outcome},
 };

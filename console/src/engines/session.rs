@@ -8,7 +8,7 @@ use tokio::{sync::oneshot, time::MissedTickBehavior};
 
 use super::registry::{Command, Registration};
 use crate::{
-    app::App,
+    context::App,
     store::{Direction, Observation, Outcome},
 };
 

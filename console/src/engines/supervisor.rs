@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::session;
 use crate::{
-    app::App,
+    context::App,
     store::{Direction, EngineRecord, Observation, Outcome},
 };
 

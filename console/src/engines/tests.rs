@@ -12,7 +12,7 @@ use crate::{
     testing::{self, VERSION},
 };
 
-async fn status_of(app: &crate::app::App, id: i64) -> EngineStatus {
+async fn status_of(app: &crate::context::App, id: i64) -> EngineStatus {
     let e = app.store.engine(id).await.unwrap().unwrap();
     state::status(&e, app.clock.now(), &app.settings.thresholds())
 }
@@ -312,7 +312,7 @@ async fn garbage_and_oversized_frames_drop_only_their_own_connection() {
     assert_eq!(app.store.engines().await.unwrap().len(), 1);
 }
 
-async fn add_standard(app: &crate::app::App, name: &str, addr: std::net::SocketAddr) -> i64 {
+async fn add_standard(app: &crate::context::App, name: &str, addr: std::net::SocketAddr) -> i64 {
     let id = app
         .store
         .create_standard_engine(name, &addr.ip().to_string(), addr.port(), app.clock.now())
@@ -322,7 +322,7 @@ async fn add_standard(app: &crate::app::App, name: &str, addr: std::net::SocketA
     id
 }
 
-async fn wait_status(app: &crate::app::App, id: i64, want: EngineStatus) {
+async fn wait_status(app: &crate::context::App, id: i64, want: EngineStatus) {
     testing::eventually(want.as_str(), || {
         let app = app.clone();
         async move { status_of(&app, id).await == want }
@@ -440,12 +440,12 @@ async fn a_scan_runs_over_a_standard_session_and_stores_results() {
 async fn a_restarted_console_keeps_its_engines_without_re_pairing() {
     let dir = tempfile::tempdir().unwrap();
     let open = || {
-        crate::app::Console::new(
+        crate::context::Console::new(
             testing::settings(),
             crate::store::Store::open(&dir.path().join("console.db")).unwrap(),
             Clock::system(),
             Identity::load_or_generate(dir.path(), "console", "security-console").unwrap(),
-            crate::api::Credentials::new("admin".into(), "pw".into()),
+            crate::auth::Credentials::new("admin".into(), "pw".into()),
         )
         .unwrap()
     };

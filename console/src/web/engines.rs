@@ -20,7 +20,7 @@ use super::{
 };
 use crate::{
     api::Paging,
-    app::App,
+    context::App,
     engines::{
         EngineStatus,
         admin::{self, AddError, FieldError, NewEngine},

@@ -35,7 +35,7 @@ use axum::{
 };
 use maud::{DOCTYPE, Markup, html};
 
-use crate::app::App;
+use crate::context::App;
 use session::{Flash, Sessions, SignedIn};
 
 /// What the pages share: the console and the signed-in sessions.

@@ -12,7 +12,7 @@ use super::{
     PageError, PageResult, Posted, Web, csrf_field, see_other,
     session::{Flash, SignedIn},
 };
-use crate::app::App;
+use crate::context::App;
 
 /// `mm:ss` (or `h:mm:ss`) of whole seconds.
 pub fn clock_words(seconds: u64) -> String {

@@ -1,6 +1,6 @@
 //! Signing in with the console's admin user and password, and signing out.
 //!
-//! Failed sign-ins go through the API's failed-login backoff (`api::throttle`), per source
+//! Failed sign-ins go through the API's failed-login backoff (`crate::auth::throttle`), per source
 //! address. The form carries a pre-session token that must match its cookie, so another site
 //! cannot sign a browser in. Neither the tried user name nor the password is ever logged or
 //! shown back.
@@ -18,7 +18,7 @@ use super::{
     Posted, SignInForm, Web, document, page, see_other,
     session::{self, COOKIE, IDLE_TIMEOUT, SIGN_IN_COOKIE},
 };
-use crate::api::{source_of_request, throttle::Verdict};
+use crate::{api::source_of_request, auth::throttle::Verdict};
 
 /// How long the sign-in form's token lives.
 const SIGN_IN_TOKEN_AGE: Duration = Duration::from_secs(30 * 60);

@@ -18,7 +18,7 @@ use super::{
     when,
 };
 use crate::{
-    app::App,
+    context::App,
     engines::{admin::required_text, state},
     scans::{self, StartError},
     store::{NewSite, ScanRecord, ScanStatus},

@@ -160,7 +160,7 @@ async fn wrong_sign_ins_are_throttled_with_the_api_logins() {
     let token = form.cookie(SIGN_IN_COOKIE).expect("a sign-in cookie");
     let cookie = format!("{SIGN_IN_COOKIE}={token}");
     let mut statuses = Vec::new();
-    for _ in 0..=crate::api::throttle::FREE_FAILURES {
+    for _ in 0..=crate::auth::throttle::FREE_FAILURES {
         let res = post(
             &router,
             "/login",
