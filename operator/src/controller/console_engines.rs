@@ -241,6 +241,14 @@ impl ConsoleEngines {
         older_than(interval) || (view.wanted && older_than(min_gap))
     }
 
+    /// Whether a ScanEngine of Console `namespace/console` asked for an early listing that has
+    /// not been made yet.
+    pub fn wanted(&self, namespace: &str, console: &str) -> bool {
+        lock(&self.views)
+            .get(&key(namespace, console))
+            .is_some_and(|v| v.wanted)
+    }
+
     /// When Console `namespace/console` was last listed.
     pub fn listed_at(&self, namespace: &str, console: &str) -> Option<Timestamp> {
         lock(&self.views)

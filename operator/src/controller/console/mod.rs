@@ -131,6 +131,12 @@ async fn reconcile_inner(console: &Console, ctx: &Context, ns: &str, name: &str)
                     .map(|age| ctx.settings.refresh_interval.saturating_sub(age))
             })
             .unwrap_or(ctx.settings.refresh_interval);
+        // An early listing asked for too soon after the last one is made once the gap is over.
+        let next = if ctx.console_engines.wanted(ns, name) {
+            MIN_LISTING_GAP
+        } else {
+            next
+        };
         return Ok(Action::requeue(next.max(MIN_LISTING_GAP)));
     }
 

@@ -285,14 +285,30 @@ async fn apply_engine(engine: Arc<ScanEngine>, ctx: &Context) -> Result<Action> 
     observed.registration = outcome.engine.as_ref();
 
     // 6. status
-    let state = write_status(ctx, &engine, &observed).await?;
-    let pairing_now = ready_since.is_some()
+    let new = write_status(ctx, &engine, &observed).await?;
+    let state = new
+        .communication
+        .as_ref()
+        .map_or(EngineState::Pairing, |c| c.state);
+    let refresh_soon = ready_since.is_some()
         && state != EngineState::Active
         && outcome
             .engine
             .as_ref()
             .is_none_or(|e| pairing::refresh_due(e, ready_since, ctx.now() + pairing::RETRY_GAP));
-    Ok(Action::requeue(if pairing_now {
+    // Pairing, or just fallen out of Active: the console's state may change any second, so
+    // the Console lists early (one listing serves all its engines that wait).
+    let stalled = conditions::is_true(&new.conditions, conditions::STALLED);
+    let listing_soon = state != EngineState::Active
+        && !stalled
+        && pairing::within_window(
+            super::shared::reconcile::failing_since(&new.conditions),
+            ctx.now(),
+        );
+    if listing_soon {
+        ctx.console_engines.want_listing(&ns, &console_name);
+    }
+    Ok(Action::requeue(if refresh_soon || listing_soon {
         pairing::RETRY_GAP
     } else {
         ctx.settings.refresh_interval
@@ -321,11 +337,12 @@ async fn pair(
 }
 
 /// Computes and (if changed) writes the status; publishes an Event on a state transition.
+/// Returns the status computed.
 async fn write_status(
     ctx: &Context,
     engine: &ScanEngine,
     observed: &Observed<'_>,
-) -> Result<EngineState> {
+) -> Result<crate::crd::scan_engine::ScanEngineStatus> {
     let new = status::compute(observed);
     let state = new
         .communication
@@ -333,7 +350,7 @@ async fn write_status(
         .map_or(EngineState::Pairing, |c| c.state);
     let old = engine.status.as_ref();
     if !status::changed(old, &new) {
-        return Ok(state);
+        return Ok(new);
     }
     let old_state = old.and_then(|s| s.communication.as_ref()).map(|c| c.state);
     apply_status(&ctx.client, engine, &new).await?;
@@ -366,7 +383,7 @@ async fn write_status(
         ctx.event(engine, type_, "StateChanged", "Refresh", note)
             .await;
     }
-    Ok(state)
+    Ok(new)
 }
 
 /// The cleanup branch: remove the engine from its console.

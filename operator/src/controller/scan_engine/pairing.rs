@@ -13,7 +13,10 @@
 //! not looked at the engine since, the console is asked to refresh it at once (it dials then,
 //! instead of at its next round), and again every [`RETRY_GAP`] for [`PAIRING_WINDOW`] while the
 //! engine is not reachable yet (a new pod's address takes a moment to reach every node). The
-//! console's `lastRefreshedDate` says when it last looked, so nothing is remembered here.
+//! console's `lastRefreshedDate` says when it last looked, so nothing is remembered here. For
+//! the same minute after an engine's Ready condition turned False (it was just created, or just
+//! fell out of Active), its Console is asked to list early ([`within_window`]): one listing
+//! answers every engine of the Console that waits.
 
 use std::time::Duration;
 
@@ -162,6 +165,15 @@ pub fn refresh_due(engine: &Engine, ready_since: Option<Timestamp>, now: Timesta
     unreachable && within(PAIRING_WINDOW) && since_last >= RETRY_GAP
 }
 
+/// Whether `since` (when the engine's Ready condition became False) is less than
+/// [`PAIRING_WINDOW`] before `now`: the engine was just created, or just fell out of Active.
+pub fn within_window(since: Option<Timestamp>, now: Timestamp) -> bool {
+    since.is_some_and(|since| {
+        k8s_openapi::jiff::SignedDuration::try_from(PAIRING_WINDOW)
+            .is_ok_and(|w| now.duration_since(since) < w)
+    })
+}
+
 /// The calls that bring the console's registration (`seen`) in line with `target`.
 pub fn plan(target: &Target, seen: &Seen, situation: &Situation) -> Plan {
     let mut plan = Plan::default();
@@ -289,6 +301,13 @@ mod tests {
             last_refreshed_date: Some(at(last_refreshed).to_string()),
             ..Engine::default()
         }
+    }
+
+    #[test]
+    fn early_listings_are_wanted_only_for_a_minute_after_ready_turned_false() {
+        assert!(!within_window(None, at(0)), "never failed");
+        assert!(within_window(Some(at(0)), at(59)));
+        assert!(!within_window(Some(at(0)), at(60)));
     }
 
     #[test]
