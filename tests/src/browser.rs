@@ -212,6 +212,26 @@ impl Browser {
             .unwrap_or_else(|e| panic!("clicking {css:?}: {e}"));
     }
 
+    /// Clicks the element matching `css` (a link or a form's button) and waits until the next
+    /// page has loaded.
+    pub async fn follow(&self, css: &str) {
+        self.script("window.beforeThisClick = true; return null", vec![])
+            .await;
+        self.click(css).await;
+        self.until(&format!("the page after clicking {css:?} to load"), || async {
+            let done = self
+                .client
+                .execute(
+                    "return window.beforeThisClick === undefined && document.readyState === 'complete'",
+                    vec![],
+                )
+                .await
+                .ok()?;
+            (done == Value::Bool(true)).then_some(())
+        })
+        .await;
+    }
+
     /// Replaces the value of the input matching `css` with `value`, as typed.
     pub async fn fill(&self, css: &str, value: &str) {
         let e = self.find(css).await;

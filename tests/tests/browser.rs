@@ -56,7 +56,7 @@ impl Ui {
         self.open("/login").await;
         self.browser.fill("#user", user).await;
         self.browser.fill("#password", password).await;
-        self.browser.click("form button[type=submit]").await;
+        self.browser.follow("form button[type=submit]").await;
     }
 
     async fn sign_in(&self, logs: &TestLogs) {
@@ -121,7 +121,7 @@ impl Ui {
             pointing.to_owned(),
             arrow_colour,
             state.text().await.unwrap_or_default(),
-            b.find(&format!("{row} button.switch"))
+            b.find(&format!("{row} .status"))
                 .await
                 .attr("aria-label")
                 .await
@@ -215,7 +215,27 @@ async fn signing_in_is_required_and_posts_without_session_or_token_are_refused()
         b.body_text().await
     );
 
-    ui.sign_in(&logs).await;
+    // By keyboard alone: the user name field has the focus, Tab moves to the password, Enter
+    // sends the form.
+    ui.open("/login").await;
+    let focused = b.script("return document.activeElement.id", vec![]).await;
+    assert_eq!(focused, json!("user"));
+    b.find("#user")
+        .await
+        .send_keys("admin\u{E004}")
+        .await
+        .expect("typing");
+    let focused = b.script("return document.activeElement.id", vec![]).await;
+    assert_eq!(focused, json!("password"));
+    b.find("#password")
+        .await
+        .send_keys(&format!("{}\u{E007}", password(&logs)))
+        .await
+        .expect("typing");
+    b.until("the keyboard sign-in to reach Administration", || async {
+        (b.path().await == "/administration").then_some(())
+    })
+    .await;
     // The session cookie is out of the page scripts' reach and bound to this site.
     let cookies = b.client.get_all_cookies().await.expect("cookies");
     let session = cookies
@@ -240,7 +260,7 @@ async fn signing_in_is_required_and_posts_without_session_or_token_are_refused()
 
     // Administration → Scan Options → manage next to Engines.
     assert!(b.text("#scan-options").await.contains("Scan Options"));
-    b.click("a[href=\"/administration/engines\"]").await;
+    b.follow("a[href=\"/administration/engines\"]").await;
     assert_eq!(b.text("h1").await, "Scan Engines");
 
     // Forms without the page's token, or without the session, change nothing.
@@ -266,23 +286,24 @@ async fn signing_in_is_required_and_posts_without_session_or_token_are_refused()
     assert!(console.engine_named("forged").await.is_some());
 
     // Signing out ends the session: the pages lead to the sign-in form again.
-    b.click("form.sign-out button").await;
+    b.follow("form.sign-out button").await;
     assert_eq!(b.path().await, "/login");
     ui.open("/administration/engines").await;
     assert_eq!(b.path().await, "/login");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn the_engines_table_shows_method_by_arrow_and_state_by_colour_and_words() {
-    let logs = logs();
-    let console = Console::start(&logs, None).await;
+/// Engines in every state the system tests produce: `rev-active` (engine-to-console),
+/// `std-active`, `std-pending` (its consoles.xml does not enable the console), `std-old` (another
+/// version) and `std-down` (active; the caller may kill it). Returns them once the console shows
+/// each state.
+async fn engines_in_every_state(logs: &TestLogs, console: &Console) -> Vec<Engine> {
     let fp = console.fingerprint().await;
-    let _reverse = reverse_engine(&logs, &console, "rev-active").await;
-    let (_standard, port) = trusted_engine(&logs, &console, "std-active").await;
+    let reverse = reverse_engine(logs, console, "rev-active").await;
+    let (standard, port) = trusted_engine(logs, console, "std-active").await;
     console.add_engine("std-active", port).await;
     let pending_port = free_port();
     let mut pending = Engine::start(
-        &logs,
+        logs,
         "std-pending",
         Mode::Standard {
             port: pending_port,
@@ -296,7 +317,7 @@ async fn the_engines_table_shows_method_by_arrow_and_state_by_colour_and_words()
     console.add_engine("std-pending", pending_port).await;
     let old_port = free_port();
     let mut old = Engine::start_with_env(
-        &logs,
+        logs,
         "std-old",
         Mode::Standard {
             port: old_port,
@@ -306,7 +327,7 @@ async fn the_engines_table_shows_method_by_arrow_and_state_by_colour_and_words()
     );
     old.wait_for_log("for tests only").await;
     console.add_engine("std-old", old_port).await;
-    let (mut doomed, doomed_port) = trusted_engine(&logs, &console, "std-down").await;
+    let (doomed, doomed_port) = trusted_engine(logs, console, "std-down").await;
     console.add_engine("std-down", doomed_port).await;
     console.wait_status("rev-active", "active").await;
     console.wait_status("std-active", "active").await;
@@ -315,6 +336,15 @@ async fn the_engines_table_shows_method_by_arrow_and_state_by_colour_and_words()
         .await;
     console.wait_status("std-old", "incompatible").await;
     console.wait_status("std-down", "active").await;
+    vec![reverse, standard, pending, old, doomed]
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_engines_table_shows_method_by_arrow_and_state_by_colour_and_words() {
+    let logs = logs();
+    let console = Console::start(&logs, None).await;
+    let mut engines = engines_in_every_state(&logs, &console).await;
+    let mut doomed = engines.pop().expect("std-down");
 
     let ui = Ui::start(&logs, &console).await;
     ui.sign_in(&logs).await;
@@ -363,6 +393,26 @@ async fn the_engines_table_shows_method_by_arrow_and_state_by_colour_and_words()
     let old_row = ui.row("std-old").await;
     assert!(b.text(&old_row).await.contains("9.9.9"));
 
+    // At a phone's width each engine is a card that fits the screen, its state in view.
+    b.resize(390, 900).await;
+    let overflow = b
+        .script(
+            r#"return Array.from(document.querySelectorAll(".state, .comm, th[scope=row]"))
+                 .filter((e) => e.getBoundingClientRect().right > window.innerWidth)
+                 .map((e) => e.textContent)"#,
+            vec![],
+        )
+        .await;
+    assert_eq!(overflow, json!([]), "cut off at 390 px");
+    let wide = b
+        .script(
+            "return document.documentElement.scrollWidth > window.innerWidth",
+            vec![],
+        )
+        .await;
+    assert_eq!(wide, json!(false), "the page scrolls sideways at 390 px");
+    b.resize(1280, 900).await;
+
     // The table updates itself while open: an engine that goes down turns red, "Down",
     // without the page being loaded again.
     b.script("window.stillTheSamePage = 42; return null", vec![])
@@ -385,7 +435,7 @@ async fn an_engine_is_added_refreshed_and_removed_from_the_page() {
     let b = &ui.browser;
 
     // Administration → Scan Options → create next to Engines.
-    b.click("a[href=\"/administration/engines/new\"]").await;
+    b.follow("a[href=\"/administration/engines/new\"]").await;
     assert_eq!(b.text("h1").await, "Add Scan Engine");
     assert_eq!(
         b.find("#port").await.prop("value").await.ok().flatten(),
@@ -393,7 +443,7 @@ async fn an_engine_is_added_refreshed_and_removed_from_the_page() {
         "the port defaults to 40814"
     );
     // The API's validation messages, next to the field at fault.
-    b.click("form.engine-form button[type=submit]").await;
+    b.follow("form.engine-form button[type=submit]").await;
     assert!(b.text("#name-error").await.contains("name is required"));
     assert_eq!(
         b.find("#name")
@@ -407,7 +457,7 @@ async fn an_engine_is_added_refreshed_and_removed_from_the_page() {
     b.fill("#name", "web-added").await;
     b.fill("#address", "127.0.0.1").await;
     b.fill("#port", "0").await;
-    b.click("form.engine-form button[type=submit]").await;
+    b.follow("form.engine-form button[type=submit]").await;
     assert!(
         b.text("#port-error")
             .await
@@ -419,7 +469,7 @@ async fn an_engine_is_added_refreshed_and_removed_from_the_page() {
         Some("web-added".to_owned())
     );
     b.fill("#port", &port.to_string()).await;
-    b.click("form.engine-form button[type=submit]").await;
+    b.follow("form.engine-form button[type=submit]").await;
     assert_eq!(b.path().await, "/administration/engines");
     assert!(
         b.text(".notices")
@@ -432,13 +482,13 @@ async fn an_engine_is_added_refreshed_and_removed_from_the_page() {
     ui.open("/administration/engines/new").await;
     b.fill("#name", "web-added").await;
     b.fill("#address", "127.0.0.1").await;
-    b.click("form.engine-form button[type=submit]").await;
+    b.follow("form.engine-form button[type=submit]").await;
     assert!(b.text("#name-error").await.contains("already exists"));
 
     // The Refresh button checks the engine now and says what it found.
     ui.open("/administration/engines").await;
     let row = ui.row("web-added").await;
-    b.click(&format!("{row} button[aria-label=\"Refresh web-added\"]"))
+    b.follow(&format!("{row} button[aria-label=\"Refresh web-added\"]"))
         .await;
     assert!(
         b.text(".notices")
@@ -448,7 +498,7 @@ async fn an_engine_is_added_refreshed_and_removed_from_the_page() {
         b.body_text().await
     );
     // So does Refresh Displayed Engines, for every engine on the page.
-    b.click("form[action=\"/administration/engines/refresh\"] button")
+    b.follow("form[action=\"/administration/engines/refresh\"] button")
         .await;
     assert!(
         b.text(".notices")
@@ -458,15 +508,15 @@ async fn an_engine_is_added_refreshed_and_removed_from_the_page() {
 
     // Removing asks first; Cancel keeps the engine.
     let row = ui.row("web-added").await;
-    b.click(&format!("{row} a[aria-label=\"Remove web-added\"]"))
+    b.follow(&format!("{row} a[aria-label=\"Remove web-added\"]"))
         .await;
     assert_eq!(b.text("h1").await, "Remove scan engine web-added?");
-    b.click("a.button[href=\"/administration/engines\"]").await;
+    b.follow("a.button[href=\"/administration/engines\"]").await;
     ui.row("web-added").await;
     let row = ui.row("web-added").await;
-    b.click(&format!("{row} a[aria-label=\"Remove web-added\"]"))
+    b.follow(&format!("{row} a[aria-label=\"Remove web-added\"]"))
         .await;
-    b.click("button.danger").await;
+    b.follow("button.danger").await;
     assert!(
         b.text(".notices")
             .await
@@ -504,7 +554,7 @@ async fn the_shared_secret_is_generated_shown_once_copied_and_revoked() {
         "{section}"
     );
 
-    b.click("form[action=\"/administration/shared-secret\"] button")
+    b.follow("form[action=\"/administration/shared-secret\"] button")
         .await;
     let value = b
         .find("#secret-value")
@@ -547,7 +597,7 @@ async fn the_shared_secret_is_generated_shown_once_copied_and_revoked() {
     assert!(!b.body_text().await.contains(&value));
     assert!(b.text("#secret-valid").await.contains("valid for another"));
 
-    b.click("form[action=\"/administration/shared-secret/revoke\"] button")
+    b.follow("form[action=\"/administration/shared-secret/revoke\"] button")
         .await;
     assert!(
         b.text(".notices")
@@ -599,11 +649,12 @@ async fn a_site_is_created_scanned_and_its_findings_shown() {
     let ui = Ui::start(&logs, &console).await;
     ui.sign_in(&logs).await;
     let b = &ui.browser;
-    b.click("header nav a[href=\"/sites\"]").await;
+    b.follow("header nav a[href=\"/sites\"]").await;
     assert_eq!(b.text("h1").await, "Sites");
     // A site without targets is refused next to the field.
     b.fill("#site-name", "loopback").await;
-    b.click("form[action=\"/sites\"] button[type=submit]").await;
+    b.follow("form[action=\"/sites\"] button[type=submit]")
+        .await;
     assert!(
         b.text("#site-targets-error")
             .await
@@ -611,18 +662,19 @@ async fn a_site_is_created_scanned_and_its_findings_shown() {
     );
     b.fill("#site-targets", "127.0.0.1").await;
     b.fill("#site-ports", &format!("{ssh}, {closed}")).await;
-    b.click("form[action=\"/sites\"] button[type=submit]").await;
+    b.follow("form[action=\"/sites\"] button[type=submit]")
+        .await;
     assert_eq!(b.text("h1").await, "Site loopback");
 
     // The site's Engines tab: Add Scan Engine with the API's messages.
     assert!(b.text("#engines-tab").await.contains("Engines"));
     b.fill("#name", "<bad>").await;
     b.fill("#address", "127.0.0.1").await;
-    b.click("form.engine-form button[type=submit]").await;
+    b.follow("form.engine-form button[type=submit]").await;
     let error = b.text("#name-error").await;
     assert!(error.starts_with("name "), "{error}");
 
-    b.click("form.scan-form button[type=submit]").await;
+    b.follow("form.scan-form button[type=submit]").await;
     assert!(b.path().await.starts_with("/scans/"), "{}", b.path().await);
     // The page follows the scan by itself until it ends, then shows what it found.
     b.until("the scan to finish", || async {
@@ -637,10 +689,87 @@ async fn a_site_is_created_scanned_and_its_findings_shown() {
     let counts = b.text("#scan-counts").await;
     assert!(counts.starts_with("2 of 2 checks"), "{counts}");
 
-    b.click("header nav a[href=\"/assets\"]").await;
+    b.follow("header nav a[href=\"/assets\"]").await;
     assert!(
         b.text("table.assets")
             .await
             .contains("SSH-2.0-BrowserTest_1.0")
     );
+}
+
+/// The files the engines page's look comes from; the screenshots record their digests.
+const SCREENSHOT_SOURCES: [&str; 5] = [
+    "console/src/web/static/console.css",
+    "console/src/web/static/console.js",
+    "console/src/web/mod.rs",
+    "console/src/web/engines.rs",
+    "console/src/web/secret.rs",
+];
+/// Where the screenshots and the digests of their sources are kept.
+const SCREENSHOT_DIR: &str = "docs/screenshots";
+const SCREENSHOT_RECORD: &str = "docs/screenshots/engines-page.sources";
+/// The command that writes them.
+const SCREENSHOT_COMMAND: &str =
+    "cargo test -p scan-engine-tests --test browser -- --ignored screenshots";
+
+/// One line per source: its SHA-256 and its path.
+fn screenshot_sources() -> String {
+    let root = scan_engine_tests::workspace_root();
+    SCREENSHOT_SOURCES
+        .iter()
+        .map(|path| {
+            let bytes = std::fs::read(root.join(path)).unwrap_or_else(|e| panic!("{path}: {e}"));
+            format!(
+                "{} {path}\n",
+                scan_engine_protocol::Fingerprint::of_der(&bytes).as_str()
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn the_screenshots_show_the_current_engines_page() {
+    let root = scan_engine_tests::workspace_root();
+    let recorded = std::fs::read_to_string(root.join(SCREENSHOT_RECORD)).unwrap_or_default();
+    assert_eq!(
+        recorded,
+        screenshot_sources(),
+        "the engines page changed since its screenshots were taken: run `{SCREENSHOT_COMMAND}` \
+         (after `cargo build -p security-console -p scan-engine`) and commit {SCREENSHOT_DIR}"
+    );
+    for png in ["engines-desktop.png", "engines-narrow.png"] {
+        assert!(
+            root.join(SCREENSHOT_DIR).join(png).is_file(),
+            "{SCREENSHOT_DIR}/{png} is missing: run `{SCREENSHOT_COMMAND}`"
+        );
+    }
+}
+
+/// Writes the documentation's screenshots of the engines page (desktop and phone widths) with
+/// engines in every state, and the digests of the files they were made from.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "writes docs/screenshots; run on purpose"]
+async fn screenshots() {
+    let logs = logs();
+    let console = Console::start(&logs, None).await;
+    let mut engines = engines_in_every_state(&logs, &console).await;
+    let mut doomed = engines.pop().expect("std-down");
+    doomed.proc.kill();
+    console.wait_status("std-down", "not-responding").await;
+    let ui = Ui::start(&logs, &console).await;
+    ui.sign_in(&logs).await;
+    let root = scan_engine_tests::workspace_root();
+    let dir = root.join(SCREENSHOT_DIR);
+    std::fs::create_dir_all(&dir).expect("the screenshot directory");
+    for (file, width, height) in [
+        ("engines-desktop.png", 1280, 900),
+        ("engines-narrow.png", 390, 1400),
+    ] {
+        ui.browser.resize(width, height).await;
+        ui.open("/administration/engines").await;
+        ui.wait_state("std-down", "Down").await;
+        let png = ui.browser.screenshot().await;
+        std::fs::write(dir.join(file), png).expect("writing a screenshot");
+    }
+    std::fs::write(root.join(SCREENSHOT_RECORD), screenshot_sources()).expect("the record");
 }
