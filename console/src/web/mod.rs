@@ -340,8 +340,14 @@ fn cross_site(parts: &Parts) -> bool {
 
 async fn read_form(req: Request) -> Result<(Parts, Fields), Refusal> {
     let (parts, body) = req.into_parts();
-    let bytes = axum::body::to_bytes(body, MAX_FORM_BYTES)
-        .await
+    // The API's deadline for a body: a trickled form cannot hold a connection.
+    let read = tokio::time::timeout(
+        crate::api::BODY_READ_TIMEOUT,
+        axum::body::to_bytes(body, MAX_FORM_BYTES),
+    )
+    .await
+    .map_err(|_| Refusal::BadForm("The form did not arrive in time.".into()))?;
+    let bytes = read
         .map_err(|_| Refusal::BadForm(format!("A form must be at most {MAX_FORM_BYTES} bytes.")))?;
     let fields = form_urlencoded::parse(&bytes).into_owned().collect();
     Ok((parts, Fields(fields)))

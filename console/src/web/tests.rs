@@ -280,3 +280,21 @@ async fn every_page_loads_nothing_from_elsewhere() {
         assert_eq!(res.status, StatusCode::OK, "{asset}");
     }
 }
+
+#[tokio::test]
+async fn a_form_too_large_is_refused_unread() {
+    let app = testing::app();
+    let router = crate::app::router(&app);
+    let (cookie, csrf) = sign_in(&router).await;
+    let pad = "x".repeat(super::MAX_FORM_BYTES + 1);
+    let res = post(
+        &router,
+        "/administration/engines",
+        Some(&cookie),
+        &[("csrf", &csrf), ("name", &pad), ("address", "a")],
+    )
+    .await;
+    assert_eq!(res.status, StatusCode::BAD_REQUEST);
+    assert!(res.body.contains("at most"), "{}", res.body);
+    assert!(app.store.engines().await.unwrap().is_empty());
+}
