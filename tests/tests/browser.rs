@@ -673,6 +673,18 @@ async fn a_site_is_created_scanned_and_its_findings_shown() {
     b.follow("form.engine-form button[type=submit]").await;
     let error = b.text("#name-error").await;
     assert!(error.starts_with("name "), "{error}");
+    // A good one is added and the site's page says so.
+    b.fill("#name", "site-added").await;
+    b.fill("#port", "9").await;
+    b.follow("form.engine-form button[type=submit]").await;
+    assert!(
+        b.text(".notices")
+            .await
+            .contains("Added scan engine site-added"),
+        "{}",
+        b.body_text().await
+    );
+    assert!(console.engine_named("site-added").await.is_some());
 
     b.follow("form.scan-form button[type=submit]").await;
     assert!(b.path().await.starts_with("/scans/"), "{}", b.path().await);
