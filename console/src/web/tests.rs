@@ -298,3 +298,47 @@ async fn a_form_too_large_is_refused_unread() {
     assert!(res.body.contains("at most"), "{}", res.body);
     assert!(app.store.engines().await.unwrap().is_empty());
 }
+
+#[test]
+fn every_state_has_its_colour_and_words() {
+    use crate::engines::EngineStatus as S;
+    let table = [
+        (S::Active, ("green", "Active")),
+        (S::Unknown, ("orange", "Unknown")),
+        (S::PendingAuthorization, ("red", "Pending Authorization")),
+        (S::Incompatible, ("red", "Incompatible")),
+        (S::NotResponding, ("red", "Down")),
+    ];
+    for (status, want) in table {
+        assert_eq!(super::engines::look(status), want, "{status:?}");
+    }
+}
+
+#[tokio::test]
+async fn what_an_engine_reports_is_shown_as_text_never_as_markup() {
+    let app = testing::app();
+    let id = app
+        .store
+        .create_standard_engine("e1", "10.0.0.1", 40814, 0)
+        .await
+        .expect("an engine");
+    app.store
+        .observe(
+            id,
+            crate::store::Observation {
+                outcome: crate::store::Outcome::Incompatible,
+                message: "<script>alert(1)</script>".into(),
+                product_version: Some("\"><img src=x>".into()),
+                at: 1,
+            },
+        )
+        .await
+        .expect("an observation");
+    let router = crate::app::router(&app);
+    let (cookie, _) = sign_in(&router).await;
+    let page = get(&router, "/administration/engines", Some(&cookie)).await;
+    assert!(!page.body.contains("<script>alert"), "{}", page.body);
+    assert!(!page.body.contains("<img src=x>"), "{}", page.body);
+    assert!(page.body.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+    assert!(page.body.contains("Incompatible"));
+}
