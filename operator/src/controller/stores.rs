@@ -28,7 +28,8 @@ pub struct Stores {
     pub statefulsets: Store<StatefulSet>,
     pub services: Store<Service>,
     pub network_policies: Store<NetworkPolicy>,
-    /// Every Secret in the watched namespaces (a Console names its credentials and CA by name).
+    /// The Secrets in the watched namespaces (a Console names its credentials and CA by name),
+    /// but for Helm release records and ServiceAccount tokens.
     pub secrets: Store<Secret>,
     /// Every ConfigMap in the watched namespaces (an external Console's CA bundle).
     pub config_maps: Store<ConfigMap>,

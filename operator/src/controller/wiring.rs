@@ -68,6 +68,12 @@ fn managed_children() -> Config {
     Config::default().labels(&format!("{}={}", names::MANAGED_BY_LABEL, names::MANAGER))
 }
 
+/// The Secrets a Console may name: every type but Helm's release records and legacy
+/// ServiceAccount tokens, which are many, large, and never a console's credentials or CA.
+fn secrets_read() -> Config {
+    Config::default().fields("type!=helm.sh/release.v1,type!=kubernetes.io/service-account-token")
+}
+
 /// A watch of `K` into a store, with managed fields dropped (they are never read and are most
 /// of an object's size). Returns the store and the watch's stream of changed objects.
 fn watched<K>(
@@ -218,7 +224,7 @@ fn run_scope(
         shared::<Service>(client, scope, managed_children(), 2);
     let (network_policies, mut np_subs, np_watch) =
         shared::<NetworkPolicy>(client, scope, managed_children(), 2);
-    let (secrets, secret_events) = watched::<Secret>(client, scope, Config::default());
+    let (secrets, secret_events) = watched::<Secret>(client, scope, secrets_read());
     let (config_maps, config_map_events) = watched::<ConfigMap>(client, scope, Config::default());
     let engine_pods = Config::default().labels(&scan_engine::pods::watch_selector());
     let (pods, pod_events) = watched::<Pod>(client, scope, engine_pods);
