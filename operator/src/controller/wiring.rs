@@ -1,8 +1,11 @@
 //! The watches, stores and controllers, and what wakes which reconcile.
 //!
-//! One watch per kind and scope feeds one reflector store ([`super::stores`]). The kinds both
-//! controllers react to (ScanEngines, Consoles and the child kinds) are shared: one watch,
-//! one store, a subscription per controller. What wakes a reconcile:
+//! One watch per kind and scope feeds one reflector store ([`super::stores`]) and the
+//! ScanEngine controller's triggers; the Console controller has store-less watches of its own
+//! for the kinds both react to. (kube-runtime's shared streams would save those watches, but
+//! with them a newly elected leader did not reconcile the objects of its first listing, which
+//! a restarted operator must do; the leader-election control-plane test shows it.) What wakes
+//! a reconcile:
 //!
 //! | ScanEngine reconcile | Console reconcile |
 //! |---|---|
@@ -37,9 +40,6 @@ use crate::console_api::ConsoleApiFactory;
 use crate::controller::shared::reconcile::error_policy;
 use crate::crd::{Console, ScanEngine};
 use crate::metrics::Metrics;
-
-/// Events buffered per subscriber of a shared watch before the watch waits for it.
-const SHARED_BUFFER: usize = 1024;
 
 /// What the controllers are made of, besides the stores.
 pub struct Parts {
@@ -102,39 +102,6 @@ where
     (store, stream)
 }
 
-/// A shared watch of `K` into a store: the store, `n` subscriptions, and the watch itself
-/// (a task to run).
-fn shared<K>(
-    client: &Client,
-    scope: Option<&str>,
-    config: Config,
-    n: usize,
-) -> (Store<K>, Vec<reflector::ReflectHandle<K>>, Task)
-where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + std::fmt::Debug
-        + DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
-{
-    let (store, writer) = reflector::store_shared::<K>(SHARED_BUFFER);
-    let subscribers = (0..n).filter_map(|_| writer.subscribe()).collect();
-    let task: Task = Box::pin(
-        watch(scoped::<K>(client, scope), config)
-            .default_backoff()
-            .modify(|o: &mut K| o.managed_fields_mut().clear())
-            .reflect_shared(writer)
-            .for_each(|event| async move {
-                if let Err(e) = event {
-                    tracing::debug!(kind = %K::kind(&()), error = %e, "watch");
-                }
-            }),
-    );
-    (store, subscribers, task)
-}
-
 fn hash_of(value: impl Hash) -> u64 {
     let mut h = DefaultHasher::new();
     value.hash(&mut h);
@@ -169,20 +136,6 @@ fn published_to_engines(c: &Console) -> Option<u64> {
     )))
 }
 
-/// `stream` of shared objects, without those whose `predicate` hash did not change.
-fn filtered<K>(
-    stream: impl Stream<Item = Arc<K>> + Send + 'static,
-    predicate: fn(&K) -> Option<u64>,
-) -> impl Stream<Item = Arc<K>> + Send + 'static
-where
-    K: Resource + Clone + Send + Sync + 'static,
-{
-    stream
-        .map(|o| Ok::<K, watcher::Error>(o.as_ref().clone()))
-        .predicate_filter(predicate, kube::runtime::PredicateConfig::default())
-        .filter_map(|o| async move { o.ok().map(Arc::new) })
-}
-
 /// Runs both controllers on `namespaces` (all namespaces when empty) until `shutdown`.
 pub async fn run(
     parts: Parts,
@@ -214,16 +167,12 @@ fn run_scope(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + Clone + 'static,
 ) -> Task {
     let client = &parts.client;
-    let (engines, mut engine_subs, engines_watch) =
-        shared::<ScanEngine>(client, scope, Config::default().any_semantic(), 3);
-    let (consoles, mut console_subs, consoles_watch) =
-        shared::<Console>(client, scope, Config::default().any_semantic(), 2);
-    let (statefulsets, mut sts_subs, sts_watch) =
-        shared::<StatefulSet>(client, scope, managed_children(), 2);
-    let (services, mut svc_subs, svc_watch) =
-        shared::<Service>(client, scope, managed_children(), 2);
-    let (network_policies, mut np_subs, np_watch) =
-        shared::<NetworkPolicy>(client, scope, managed_children(), 2);
+    let any = || Config::default().any_semantic();
+    let (engines, engine_events) = watched::<ScanEngine>(client, scope, any());
+    let (consoles, console_events) = watched::<Console>(client, scope, any());
+    let (statefulsets, sts_events) = watched::<StatefulSet>(client, scope, managed_children());
+    let (services, svc_events) = watched::<Service>(client, scope, managed_children());
+    let (network_policies, np_events) = watched::<NetworkPolicy>(client, scope, managed_children());
     let (secrets, secret_events) = watched::<Secret>(client, scope, secrets_read());
     let (config_maps, config_map_events) = watched::<ConfigMap>(client, scope, Config::default());
     let engine_pods = Config::default().labels(&scan_engine::pods::watch_selector());
@@ -250,49 +199,31 @@ fn run_scope(
     ));
     let limits = kube::runtime::controller::Config::default()
         .concurrency(ctx.settings.max_concurrent_reconciles);
-    let (Some(se_self), Some(se_for_console), Some(se_spare)) =
-        (engine_subs.pop(), engine_subs.pop(), engine_subs.pop())
-    else {
-        return Box::pin(async {});
-    };
-    let (Some(c_self), Some(c_for_engines)) = (console_subs.pop(), console_subs.pop()) else {
-        return Box::pin(async {});
-    };
-    let (Some(sts_e), Some(sts_c), Some(svc_e), Some(svc_c), Some(np_e), Some(np_c)) = (
-        sts_subs.pop(),
-        sts_subs.pop(),
-        svc_subs.pop(),
-        svc_subs.pop(),
-        np_subs.pop(),
-        np_subs.pop(),
-    ) else {
-        return Box::pin(async {});
-    };
+    let predicates = kube::runtime::PredicateConfig::default;
 
-    let engine_controller = Controller::for_shared_stream(
-        filtered(
-            se_self,
-            own_changes::<ScanEngine> as fn(&ScanEngine) -> Option<u64>,
-        ),
-        engines.clone(),
-    )
-    .with_config(limits.clone())
-    .owns_shared_stream(sts_e)
-    .owns_shared_stream(svc_e)
-    .owns_shared_stream(np_e)
-    .watches_stream(pod_events, |pod: Pod| {
-        let ns = pod.namespace()?;
-        let engine = scan_engine::pods::engine_of(&pod)?;
-        Some(ObjectRef::<ScanEngine>::new(&engine).within(&ns))
-    })
-    .watches_shared_stream(
-        filtered(
-            c_for_engines,
-            published_to_engines as fn(&Console) -> Option<u64>,
-        ),
-        {
+    // The ScanEngine controller consumes the watches whose stores the reconciles read; the
+    // Console controller has watches of its own for the kinds both react to (they only
+    // trigger, they keep no store).
+    let own_engine_changes = engine_events
+        .filter(|e| futures::future::ready(!matches!(e, Ok(se) if se.metadata.deletion_timestamp.is_some() && se.metadata.finalizers.as_ref().is_none_or(Vec::is_empty))))
+        .predicate_filter(own_changes::<ScanEngine>, predicates());
+    let console_published = watch(scoped::<Console>(client, scope), any())
+        .default_backoff()
+        .touched_objects()
+        .predicate_filter(published_to_engines, predicates());
+    let engine_controller = Controller::for_stream(own_engine_changes, engines.clone())
+        .with_config(limits.clone())
+        .owns_stream(sts_events)
+        .owns_stream(svc_events)
+        .owns_stream(np_events)
+        .watches_stream(pod_events, |pod: Pod| {
+            let ns = pod.namespace()?;
+            let engine = scan_engine::pods::engine_of(&pod)?;
+            Some(ObjectRef::<ScanEngine>::new(&engine).within(&ns))
+        })
+        .watches_stream(console_published, {
             let engines = engines.clone();
-            move |console: Arc<Console>| {
+            move |console: Console| {
                 let ns = console.namespace();
                 let name = console.name_any();
                 engines
@@ -302,68 +233,51 @@ fn run_scope(
                     .map(|se| ObjectRef::from_obj(se.as_ref()))
                     .collect::<Vec<_>>()
             }
-        },
-    )
-    .reconcile_on(ctx.console_engines.engine_triggers())
-    .graceful_shutdown_on(shutdown.clone())
-    .run(scan_engine::reconcile, error_policy, ctx.clone())
-    .for_each(|res| async move {
-        if let Err(e) = res {
-            tracing::debug!(error = %e, "ScanEngine controller event");
-        }
-    });
+        })
+        .reconcile_on(ctx.console_engines.engine_triggers())
+        .graceful_shutdown_on(shutdown.clone())
+        .run(scan_engine::reconcile, error_policy, ctx.clone())
+        .for_each(|res| async move {
+            if let Err(e) = res {
+                tracing::debug!(error = %e, "ScanEngine controller event");
+            }
+        });
 
-    let console_controller = Controller::for_shared_stream(
-        filtered(
-            c_self,
-            own_changes::<Console> as fn(&Console) -> Option<u64>,
-        ),
-        consoles.clone(),
-    )
-    .with_config(limits)
-    .owns_shared_stream(sts_c)
-    .owns_shared_stream(svc_c)
-    .owns_shared_stream(np_c)
-    .watches_stream(secret_events, {
-        let consoles = consoles.clone();
-        move |secret: Secret| referring_consoles(&consoles, &secret.metadata, true)
-    })
-    .watches_stream(config_map_events, {
-        let consoles = consoles.clone();
-        move |cm: ConfigMap| referring_consoles(&consoles, &cm.metadata, false)
-    })
-    .watches_shared_stream(se_for_console, |se: Arc<ScanEngine>| {
-        // Only an engine being deleted concerns its Console (a cleanup waits for it).
-        se.metadata.deletion_timestamp.as_ref()?;
-        let ns = se.namespace()?;
-        Some(ObjectRef::<Console>::new(&se.spec.console_ref.name).within(&ns))
-    })
-    .reconcile_on(ctx.console_engines.console_triggers())
-    .graceful_shutdown_on(shutdown)
-    .run(console::reconcile, error_policy, ctx.clone())
-    .for_each(|res| async move {
-        if let Err(e) = res {
-            tracing::debug!(error = %e, "Console controller event");
-        }
-    });
+    let own_console_changes = console_events.predicate_filter(own_changes::<Console>, predicates());
+    let console_controller = Controller::for_stream(own_console_changes, consoles.clone())
+        .with_config(limits)
+        .owns(scoped::<StatefulSet>(client, scope), managed_children())
+        .owns(scoped::<Service>(client, scope), managed_children())
+        .owns(scoped::<NetworkPolicy>(client, scope), managed_children())
+        .watches_stream(secret_events, {
+            let consoles = consoles.clone();
+            move |secret: Secret| referring_consoles(&consoles, &secret.metadata, true)
+        })
+        .watches_stream(config_map_events, {
+            let consoles = consoles.clone();
+            move |cm: ConfigMap| referring_consoles(&consoles, &cm.metadata, false)
+        })
+        .watches(
+            scoped::<ScanEngine>(client, scope),
+            Config::default(),
+            |se: ScanEngine| {
+                // Only an engine being deleted concerns its Console (a cleanup waits for it).
+                se.metadata.deletion_timestamp.as_ref()?;
+                let ns = se.namespace()?;
+                Some(ObjectRef::<Console>::new(&se.spec.console_ref.name).within(&ns))
+            },
+        )
+        .reconcile_on(ctx.console_engines.console_triggers())
+        .graceful_shutdown_on(shutdown)
+        .run(console::reconcile, error_policy, ctx.clone())
+        .for_each(|res| async move {
+            if let Err(e) = res {
+                tracing::debug!(error = %e, "Console controller event");
+            }
+        });
 
-    // The spare subscription is drained so the shared watch never waits for it; it exists so
-    // that adding a third consumer (engine pools) needs no new watch.
-    let spare = se_spare.for_each(|_| async {});
-    let watches: Vec<Task> = vec![
-        engines_watch,
-        consoles_watch,
-        sts_watch,
-        svc_watch,
-        np_watch,
-        Box::pin(spare),
-    ];
     Box::pin(async move {
-        // The watches end with the controllers (they would otherwise watch forever).
-        tokio::select! {
-            _ = futures::future::join(engine_controller, console_controller) => {}
-            _ = futures::future::join_all(watches) => {}
-        }
+        futures::future::join(engine_controller, console_controller).await;
     })
 }
 

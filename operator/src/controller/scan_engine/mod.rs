@@ -79,6 +79,7 @@ fn problem_of(error: &Error) -> Problem {
 async fn apply_engine(engine: Arc<ScanEngine>, ctx: &Context) -> Result<Action> {
     let ns = engine.namespace().unwrap_or_default();
     let name = engine.name_any();
+    tracing::debug!(generation = ?engine.metadata.generation, "reconciling");
     let communication = engine.spec.communication;
     let mut observed = Observed {
         engine: &engine,

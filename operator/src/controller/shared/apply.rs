@@ -78,6 +78,7 @@ where
             if live.meta().deletion_timestamp.is_none() && in_sync(&desired, live) {
                 return Ok(Ensured::Unchanged);
             }
+            tracing::debug!(kind = %K::kind(&()), name = %live.name_any(), "differs from its store copy: applying");
         }
         None => check_ours(client, &desired).await?,
     }
