@@ -300,12 +300,17 @@ async fn apply_engine(engine: Arc<ScanEngine>, ctx: &Context) -> Result<Action> 
     // Pairing, or just fallen out of Active: the console's state may change any second, so
     // the Console lists early (one listing serves all its engines that wait).
     let stalled = conditions::is_true(&new.conditions, conditions::STALLED);
-    let listing_soon = state != EngineState::Active
+    let pairing_or_fallen = state != EngineState::Active
         && !stalled
         && pairing::within_window(
             super::shared::reconcile::failing_since(&new.conditions),
             ctx.now(),
         );
+    // The console says Active, but the pod just stopped being Ready (deleted, restarted): the
+    // console is about to see it go, and the status should say so within seconds.
+    let pod_gone_quiet = state == EngineState::Active
+        && pairing::within_window(pods::not_ready_since(&pods), ctx.now());
+    let listing_soon = pairing_or_fallen || pod_gone_quiet;
     if listing_soon {
         ctx.console_engines.want_listing(&ns, &console_name);
     }

@@ -84,6 +84,26 @@ pub fn ready_since(pods: &[Pod]) -> Option<k8s_openapi::jiff::Timestamp> {
         })
 }
 
+/// Since when the engine's pod is not Ready (its `Ready` condition's last transition to False,
+/// or its creation), when there is a pod and none is Ready.
+pub fn not_ready_since(pods: &[Pod]) -> Option<k8s_openapi::jiff::Timestamp> {
+    if pods.is_empty() || ready_since(pods).is_some() {
+        return None;
+    }
+    pods.iter()
+        .filter_map(|p| {
+            let ready = p
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
+                .and_then(|c| c.last_transition_time.as_ref())
+                .map(|t| t.0);
+            ready.or(p.metadata.creation_timestamp.as_ref().map(|t| t.0))
+        })
+        .max()
+}
+
 /// The first cause found in `pods` (pods being deleted are left out: their successor counts).
 pub fn diagnose(pods: &[Pod]) -> Option<PodCause> {
     pods.iter()
@@ -304,5 +324,32 @@ mod tests {
             message.len()
         );
         assert!(!message.contains('\n'), "{message}");
+    }
+
+    #[cfg(test)]
+    mod readiness {
+        use super::testing::pod;
+        use super::*;
+        use serde_json::json;
+
+        #[test]
+        fn a_pod_that_stopped_being_ready_says_since_when() {
+            let ready = pod(
+                json!({"conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": "2026-01-01T00:00:00Z"}]}),
+            );
+            let not = pod(
+                json!({"conditions": [{"type": "Ready", "status": "False", "lastTransitionTime": "2026-01-01T00:01:00Z"}]}),
+            );
+            assert!(not_ready_since(std::slice::from_ref(&ready)).is_none());
+            assert!(ready_since(std::slice::from_ref(&ready)).is_some());
+            assert_eq!(
+                not_ready_since(&[not]).map(|t| t.to_string()),
+                Some("2026-01-01T00:01:00Z".to_string())
+            );
+            assert!(
+                not_ready_since(&[]).is_none(),
+                "no pod: its watch event comes next"
+            );
+        }
     }
 }
