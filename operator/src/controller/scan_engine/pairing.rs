@@ -34,6 +34,8 @@ use crate::crd::{Communication, EngineState, ScanEngine};
 pub const PAIRING_WINDOW: Duration = Duration::from_secs(60);
 /// How often, within [`PAIRING_WINDOW`].
 pub const RETRY_GAP: Duration = Duration::from_secs(2);
+/// How often after it, while the console still cannot reach an engine whose pod is Ready.
+pub const SLOW_RETRY: Duration = Duration::from_secs(30);
 
 /// What the console should know about the engine.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -162,7 +164,9 @@ pub fn refresh_due(engine: &Engine, ready_since: Option<Timestamp>, now: Timesta
         k8s_openapi::jiff::SignedDuration::try_from(d).is_ok_and(|d| now.duration_since(ready) < d)
     };
     let since_last = Duration::try_from(now.duration_since(last)).unwrap_or(Duration::ZERO);
-    unreachable && within(PAIRING_WINDOW) && since_last >= RETRY_GAP
+    // After the window, an engine the console cannot reach is looked at again every
+    // SLOW_RETRY: the console may not try on its own until asked.
+    unreachable && ((within(PAIRING_WINDOW) && since_last >= RETRY_GAP) || since_last >= SLOW_RETRY)
 }
 
 /// Whether `since` (when the engine's Ready condition became False) is less than
@@ -354,9 +358,14 @@ mod tests {
             "looked 1 s ago"
         );
         assert!(plan(&t, &just, &situation(Some(0), 3)).refresh, "2 s later");
+        let late = Seen::Present(registered("unknown", "console-to-engine", 50));
         assert!(
-            !plan(&t, &just, &situation(Some(0), 61)).refresh,
-            "window over"
+            !plan(&t, &late, &situation(Some(0), 61)).refresh,
+            "window over: every 30 s"
+        );
+        assert!(
+            plan(&t, &late, &situation(Some(0), 80)).refresh,
+            "30 s later"
         );
         let active = Seen::Present(registered("active", "console-to-engine", -5));
         assert!(!plan(&t, &active, &situation(Some(0), 1)).refresh);
