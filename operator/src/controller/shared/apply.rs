@@ -27,6 +27,26 @@ use crate::{Error, Result};
 /// Annotation of every child: a hash of the body the operator last applied.
 pub const APPLIED_HASH_ANNOTATION: &str = "scanengine.dev/applied-hash";
 
+/// A namespaced kind the operator reads, writes or deletes (every child kind and its own
+/// custom resources).
+pub trait Child:
+    Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+    + Clone
+    + Debug
+    + Serialize
+    + DeserializeOwned
+{
+}
+
+impl<K> Child for K where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + Debug
+        + Serialize
+        + DeserializeOwned
+{
+}
+
 /// What [`ensure`] did.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Ensured<K> {
@@ -57,11 +77,7 @@ pub fn stamped<K: Resource + Serialize>(mut desired: K) -> K {
 /// holds it. A child missing from the store is checked first ([`check_ours`]).
 pub async fn ensure<K>(client: &Client, live: Option<&K>, desired: K) -> Result<Ensured<K>>
 where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + Debug
-        + Serialize
-        + DeserializeOwned,
+    K: Child,
 {
     let desired = stamped(desired);
     match live {
@@ -90,10 +106,7 @@ where
 /// left alone); an object already being deleted is left to finish.
 pub async fn ensure_absent<K>(client: &Client, live: Option<&K>, owner_uid: &str) -> Result<()>
 where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + Debug
-        + DeserializeOwned,
+    K: Child,
 {
     match live {
         Some(obj)
@@ -183,11 +196,7 @@ fn quantity(s: &str) -> Option<f64> {
 /// holds afterwards.
 pub async fn apply<K>(client: &Client, obj: &K) -> Result<K>
 where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + Debug
-        + Serialize
-        + DeserializeOwned,
+    K: Child,
 {
     let ns = obj.namespace().unwrap_or_default();
     let name = obj.name_any();
@@ -222,10 +231,7 @@ fn owner_of<K: Resource>(obj: &K) -> (String, String) {
 /// operator's (see [`names::is_ours`]); absent or ours is fine.
 pub async fn check_ours<K>(client: &Client, obj: &K) -> Result<()>
 where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + Debug
-        + DeserializeOwned,
+    K: Child,
 {
     let ns = obj.namespace().unwrap_or_default();
     let name = obj.name_any();
@@ -242,10 +248,7 @@ where
 /// resourceVersion, so an object replaced or changed since is not deleted (409). Gone is fine.
 pub async fn delete_exactly<K>(client: &Client, existing: &K) -> Result<()>
 where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + Debug
-        + DeserializeOwned,
+    K: Child,
 {
     let namespace = existing.namespace().unwrap_or_default();
     let name = existing.name_any();
@@ -267,10 +270,7 @@ where
 /// Gets a namespaced object; `None` when absent.
 pub async fn get_opt<K>(client: &Client, namespace: &str, name: &str) -> Result<Option<K>>
 where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + Debug
-        + DeserializeOwned,
+    K: Child,
 {
     let api: Api<K> = Api::namespaced(client.clone(), namespace);
     api.get_opt(name).await.map_err(Error::kube(format!(
@@ -282,11 +282,7 @@ where
 /// Writes `status` of a custom resource with server-side apply.
 pub async fn apply_status<K>(client: &Client, obj: &K, status: &impl Serialize) -> Result<()>
 where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + Debug
-        + Serialize
-        + DeserializeOwned,
+    K: Child,
 {
     let ns = obj.namespace().unwrap_or_default();
     let name = obj.name_any();
