@@ -118,6 +118,7 @@ pub async fn run(cli: Cli) -> Result<()> {
     );
 
     let mut engine_task = tokio::spawn(listener::serve(app.clone(), engine_listener));
+    tokio::spawn(crate::scans::dispatcher(app.clone()));
     let api_task = tokio::spawn(crate::tls::serve(
         api_listener,
         api_tls,

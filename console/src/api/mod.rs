@@ -1,8 +1,8 @@
 //! The REST API (docs/contracts.md §4): InsightVM API v3 shapes under `/api/3/`, Basic auth on
 //! every route, JSON errors `{status, message, links}` with the matching HTTP status.
 //!
-//! One file per resource: [`info`], [`engines`], [`shared_secret`], [`sites`] (sites, scans),
-//! [`assets`]. Request bodies are parsed by hand from JSON values so that a 400 names the field
+//! One file per resource: [`info`], [`engines`], [`pools`], [`shared_secret`], [`sites`],
+//! [`scans`], [`assets`]. Request bodies are parsed by hand from JSON values so that a 400 names the field
 //! at fault; they must be declared `application/json` (415), are bounded in size (413) and in
 //! time (408). Lists are paged in the store, with checked page arithmetic. Wrong logins are
 //! throttled per source address ([`throttle`], in `crate::auth`); the source comes from the [`ConnectInfo`] that
@@ -11,6 +11,8 @@
 mod assets;
 mod engines;
 mod info;
+mod pools;
+mod scans;
 mod shared_secret;
 mod sites;
 
@@ -102,6 +104,24 @@ impl IntoResponse for ApiError {
 pub type ApiResult = Result<Response, ApiError>;
 
 const JSON_CONTENT_TYPE: &str = "application/json;charset=UTF-8";
+
+/// A `text/plain` response (the spec's media type for the shared secret).
+pub fn plain(status: StatusCode, body: String) -> Response {
+    (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain;charset=UTF-8"),
+        )],
+        body,
+    )
+        .into_response()
+}
+
+/// `{"links": [...]}`: the spec's `Links` answer of an update or a delete.
+pub fn links_only(path: &str) -> ApiResult {
+    ok(json!({"links": self_links(path)}))
+}
 
 /// A JSON response with the API's content type.
 pub fn reply(status: StatusCode, body: &Value) -> Response {
@@ -274,7 +294,11 @@ fn is_json(content_type: Option<&HeaderValue>) -> bool {
 /// [`BODY_READ_TIMEOUT`] is a 408; anything else that is not a JSON object is a 400.
 pub struct Body(pub Map<String, Value>);
 
-impl<S: Send + Sync> FromRequest<S> for Body {
+/// A request body as any JSON value (an empty body reads as `null`), with the same checks as
+/// [`Body`]: for the spec's bodies that are arrays.
+pub struct AnyJson(pub Value);
+
+impl<S: Send + Sync> FromRequest<S> for AnyJson {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, _state: &S) -> Result<Self, ApiError> {
@@ -282,7 +306,7 @@ impl<S: Send + Sync> FromRequest<S> for Body {
         // The body's own size hint: exact from Content-Length, open-ended when chunked.
         let hint = req.body().size_hint();
         if hint.exact() == Some(0) {
-            return Ok(Body(Map::new()));
+            return Ok(AnyJson(Value::Null));
         }
         if !is_json(req.headers().get(header::CONTENT_TYPE)) {
             return Err(ApiError::new(
@@ -305,16 +329,24 @@ impl<S: Send + Sync> FromRequest<S> for Body {
                 )
             })??;
         if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Ok(Body(Map::new()));
+            return Ok(AnyJson(Value::Null));
         }
-        match serde_json::from_slice::<Value>(&bytes) {
-            Ok(Value::Object(map)) => Ok(Body(map)),
-            Ok(_) => Err(ApiError::bad_request(
+        serde_json::from_slice::<Value>(&bytes)
+            .map(AnyJson)
+            .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))
+    }
+}
+
+impl<S: Send + Sync> FromRequest<S> for Body {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match AnyJson::from_request(req, state).await?.0 {
+            Value::Null => Ok(Body(Map::new())),
+            Value::Object(map) => Ok(Body(map)),
+            _ => Err(ApiError::bad_request(
                 "the request body must be a JSON object",
             )),
-            Err(e) => Err(ApiError::bad_request(format!(
-                "the request body is not valid JSON: {e}"
-            ))),
         }
     }
 }
@@ -454,10 +486,33 @@ pub fn router(app: App) -> Router {
             get(engines::get).delete(engines::delete),
         )
         .route("/api/3/scan_engines/{id}/refresh", post(engines::refresh))
+        .route(
+            "/api/3/scan_engines/{id}/scan_engine_pools",
+            get(pools::of_engine),
+        )
+        .route(
+            "/api/3/scan_engine_pools",
+            get(pools::list).post(pools::create),
+        )
+        .route(
+            "/api/3/scan_engine_pools/{id}",
+            get(pools::get).put(pools::update).delete(pools::delete),
+        )
+        .route(
+            "/api/3/scan_engine_pools/{id}/engines",
+            get(pools::engines).put(pools::set_engines),
+        )
+        .route(
+            "/api/3/scan_engine_pools/{id}/engines/{engine_id}",
+            axum::routing::put(pools::add_engine).delete(pools::remove_engine),
+        )
+        .route("/api/3/scan_engine_pools/{id}/sites", get(pools::sites))
         .route("/api/3/sites", get(sites::list).post(sites::create))
         .route("/api/3/sites/{id}", get(sites::get))
         .route("/api/3/sites/{id}/scans", post(sites::start_scan))
-        .route("/api/3/scans/{id}", get(sites::get_scan))
+        .route("/api/3/scans", get(scans::list))
+        .route("/api/3/scans/{id}", get(scans::get))
+        .route("/api/3/scans/{id}/{status}", post(scans::control))
         .route("/api/3/assets", get(assets::list))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

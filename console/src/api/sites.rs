@@ -1,4 +1,4 @@
-//! `/api/3/sites`, `/api/3/sites/{id}/scans` and `/api/3/scans/{id}`.
+//! `/api/3/sites` and `/api/3/sites/{id}/scans`.
 
 use axum::{
     extract::{Path, State},
@@ -10,37 +10,24 @@ use super::{
     ApiError, ApiResult, Body, Paging, ok, page, parse_id, reply, required_text, self_links,
 };
 use crate::{
-    clock::rfc3339,
     context::App,
     scans::{self, StartError},
-    store::{NewSite, ScanRecord, SiteRecord},
+    store::{NewSite, SiteRecord},
 };
 
+/// The spec's `Site`; `engineId` (as in `SiteCreateResource`), `scan`, `ports` and `timeoutMs`
+/// are extensions. `scanEngine` names an engine or a pool (one id space).
 fn site_json(s: &SiteRecord) -> Value {
     json!({
         "id": s.id,
         "name": s.name,
+        "type": "static",
         "scanEngine": s.engine_id,
         "engineId": s.engine_id,
         "scan": {"assets": {"includedTargets": {"addresses": s.targets}}},
         "ports": s.ports,
         "timeoutMs": s.timeout_ms,
         "links": self_links(&format!("/api/3/sites/{}", s.id)),
-    })
-}
-
-fn scan_json(s: &ScanRecord) -> Value {
-    json!({
-        "id": s.id,
-        "siteId": s.site_id,
-        "engineId": s.engine_id,
-        "status": s.status.as_str(),
-        "assets": s.assets,
-        "progress": {"done": s.done, "total": s.total},
-        "message": s.message,
-        "startTime": rfc3339(s.started_at),
-        "endTime": s.finished_at.map(rfc3339),
-        "links": self_links(&format!("/api/3/scans/{}", s.id)),
     })
 }
 
@@ -68,20 +55,23 @@ pub async fn get(State(app): State<App>, Path(id): Path<String>) -> ApiResult {
 
 fn targets(body: &Body) -> Result<Vec<String>, ApiError> {
     const FIELD: &str = "scan.assets.includedTargets.addresses";
-    let addresses = body
+    // Optional, as in the spec's `SiteCreateResource`: a site without targets has nothing to
+    // scan until it gets some.
+    let Some(addresses) = body
         .0
         .get("scan")
         .and_then(|v| v.get("assets"))
         .and_then(|v| v.get("includedTargets"))
         .and_then(|v| v.get("addresses"))
-        .ok_or_else(|| ApiError::bad_request(format!("{FIELD} is required")))?;
+        .filter(|v| !v.is_null())
+    else {
+        return Ok(Vec::new());
+    };
     let list = addresses
         .as_array()
         .ok_or_else(|| ApiError::bad_request(format!("{FIELD} must be an array of strings")))?;
     if list.is_empty() {
-        return Err(ApiError::bad_request(format!(
-            "{FIELD} must name at least one target"
-        )));
+        return Ok(Vec::new());
     }
     let targets: Vec<String> = list
         .iter()
@@ -124,15 +114,17 @@ fn ports(body: &Body) -> Result<Vec<u16>, ApiError> {
     }
 }
 
-/// Creates a site.
+/// Creates a site: only `name` is required (the spec's `SiteCreateResource`); `engineId` names
+/// an engine or a pool.
 pub async fn create(State(app): State<App>, body: Body) -> ApiResult {
     let name = required_text(body.string("name")?, "name")?;
-    let engine_id = body
-        .integer("engineId", 1..=i64::MAX)?
-        .ok_or_else(|| ApiError::bad_request("engineId is required"))?;
-    if app.store.engine(engine_id).await?.is_none() {
+    let engine_id = body.integer("engineId", 1..=i64::MAX)?;
+    if let Some(id) = engine_id
+        && app.store.engine(id).await?.is_none()
+        && app.store.pool(id).await?.is_none()
+    {
         return Err(ApiError::bad_request(format!(
-            "engineId: scan engine {engine_id} does not exist"
+            "engineId: no scan engine or engine pool has id {id}"
         )));
     }
     let targets = targets(&body)?;
@@ -157,30 +149,20 @@ pub async fn create(State(app): State<App>, body: Body) -> ApiResult {
     ))
 }
 
-/// Starts a scan of a site on its engine (or on `engineId`); 409 when that engine is not active.
+/// Starts a scan of a site on its engine or pool (or on `engineId`, either): `200` with `{id,
+/// links}` as the spec says; 409 when an engine is not active.
 pub async fn start_scan(State(app): State<App>, Path(id): Path<String>, body: Body) -> ApiResult {
     let site_id = parse_id(&id, "id")?;
     let engine_override = body.integer("engineId", 1..=i64::MAX)?;
     match scans::start(&app, site_id, engine_override).await {
-        Ok(scan_id) => Ok(reply(
-            StatusCode::CREATED,
-            &json!({"id": scan_id, "links": self_links(&format!("/api/3/scans/{scan_id}"))}),
-        )),
+        Ok(scan_id) => {
+            ok(json!({"id": scan_id, "links": self_links(&format!("/api/3/scans/{scan_id}"))}))
+        }
         Err(StartError::NoSite(id)) => {
             Err(ApiError::not_found(format!("site {id} does not exist")))
         }
         Err(StartError::EngineNotReady(message)) => Err(ApiError::conflict(message)),
+        Err(e @ StartError::NothingToScan(_)) => Err(ApiError::bad_request(e.to_string())),
         Err(StartError::Console(e)) => Err(e.into()),
     }
-}
-
-/// One scan.
-pub async fn get_scan(State(app): State<App>, Path(id): Path<String>) -> ApiResult {
-    let id = parse_id(&id, "id")?;
-    let scan = app
-        .store
-        .scan(id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("scan {id} does not exist")))?;
-    ok(scan_json(&scan))
 }

@@ -67,8 +67,14 @@ async fn call_from(
     let bytes = axum::body::to_bytes(res.into_body(), 1 << 20)
         .await
         .unwrap();
+    let plain = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/plain"));
     let value = if bytes.is_empty() {
         Value::Null
+    } else if plain {
+        Value::String(String::from_utf8(bytes.to_vec()).expect("UTF-8 text"))
     } else {
         serde_json::from_slice(&bytes)
             .unwrap_or_else(|e| panic!("{path}: not JSON ({e}): {bytes:?}"))
@@ -168,9 +174,23 @@ async fn shared_secret_lifecycle_over_the_api() {
     .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
 
-    let (s, created) = call(&app, "POST", "/api/3/scan_engines/shared_secret", None).await;
-    assert_eq!(s, StatusCode::OK);
-    let secret = created.as_str().expect("a JSON string").to_owned();
+    let (s, created, headers) = call_as(
+        &app,
+        "POST",
+        "/api/3/scan_engines/shared_secret",
+        None,
+        Some(basic(USER, PASSWORD)),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "the spec's 201");
+    assert_eq!(
+        headers[header::CONTENT_TYPE],
+        "text/plain;charset=UTF-8",
+        "the spec's media type"
+    );
+    let secret = created.as_str().expect("the secret as text").to_owned();
+    assert_eq!(secret.trim(), secret, "no quotes, no new line");
+    assert!(!secret.starts_with('"'), "{secret}");
     let (_, again) = call(&app, "POST", "/api/3/scan_engines/shared_secret", None).await;
     assert_eq!(
         again,
@@ -480,20 +500,13 @@ async fn sites_scans_and_assets() {
 
     // Bad sites name their field.
     for (body, field) in [
-        (
-            json!({"name": "x", "scan": {"assets": {"includedTargets": {"addresses": ["a"]}}}}),
-            "engineId",
-        ),
+        (json!({"engineId": engine}), "name"),
         (
             json!({"name": "x", "engineId": 999, "scan": {"assets": {"includedTargets": {"addresses": ["a"]}}}}),
             "engineId",
         ),
         (
-            json!({"name": "x", "engineId": engine}),
-            "scan.assets.includedTargets.addresses",
-        ),
-        (
-            json!({"name": "x", "engineId": engine, "scan": {"assets": {"includedTargets": {"addresses": []}}}}),
+            json!({"name": "x", "scan": {"assets": {"includedTargets": {"addresses": "a"}}}}),
             "addresses",
         ),
         (
@@ -510,16 +523,39 @@ async fn sites_scans_and_assets() {
         assert_error(&v, StatusCode::BAD_REQUEST, field);
     }
 
+    // Only a name is needed (the spec's SiteCreateResource); with no targets and no engine
+    // there is nothing to scan yet.
+    let (s, bare) = call(&app, "POST", "/api/3/sites", Some(json!({"name": "bare"}))).await;
+    assert_eq!(s, StatusCode::CREATED, "{bare}");
+    let bare = bare["id"].as_i64().unwrap();
+    let (_, v) = call(&app, "GET", &format!("/api/3/sites/{bare}"), None).await;
+    assert_eq!(
+        (&v["name"], &v["scanEngine"]),
+        (&json!("bare"), &Value::Null),
+        "{v}"
+    );
+    let (s, v) = call(&app, "POST", &format!("/api/3/sites/{bare}/scans"), None).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_error(&v, StatusCode::BAD_REQUEST, "no targets");
+
     // A scan recorded directly shows through the API.
     let scan = app
         .store
-        .create_scan(site, engine, app.clock.now())
+        .create_scan(
+            site,
+            engine,
+            false,
+            vec!["10.0.0.0/30".into()],
+            app.clock.now(),
+        )
         .await
         .unwrap();
-    app.store.scan_progress(scan, engine, 3, 8).await.unwrap();
+    let job = app.store.jobs(scan).await.unwrap()[0].id;
+    assert!(app.store.assign_job(job, engine).await.unwrap());
+    app.store.scan_progress(job, engine, 3, 8).await.unwrap();
     app.store
         .scan_finding(
-            scan,
+            job,
             engine,
             "10.0.0.1".into(),
             None,
@@ -588,7 +624,7 @@ async fn a_scan_started_through_the_api_reaches_the_engine_and_its_results_show(
     .await;
     let site = site["id"].as_i64().unwrap();
     let (s, scan) = call(&app, "POST", &format!("/api/3/sites/{site}/scans"), None).await;
-    assert_eq!(s, StatusCode::CREATED, "{scan}");
+    assert_eq!(s, StatusCode::OK, "the spec's 200: {scan}");
     let scan = scan["id"].as_i64().unwrap();
     testing::eventually("scan finished", || {
         let app = app.clone();

@@ -137,9 +137,7 @@ pub async fn remove(app: &App, e: &EngineRecord) -> Result<()> {
     app.supervisors.stop(e.id);
     app.sessions.close(e.id);
     app.store.delete_engine(e.id).await?;
-    app.store
-        .fail_running_scans(Some(e.id), "the engine was deleted".into(), app.clock.now())
-        .await?;
+    crate::scans::engine_lost(app, e.id, "the engine was deleted").await?;
     tracing::info!(engine_id = e.id, engine = %e.name, "engine deleted");
     Ok(())
 }

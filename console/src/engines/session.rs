@@ -131,8 +131,8 @@ async fn contact(app: &App, engine_id: i64, direction: Direction) {
     }
 }
 
-/// Records that an engine's session ended (unless the console itself is stopping) and fails
-/// the scans it was running.
+/// Records that an engine's session ended (unless the console itself is stopping): its engine
+/// scans fail, its pool work moves to other engines.
 pub async fn ended(app: &App, engine_id: i64, reason: &str) {
     if app.shutdown.is_cancelled() {
         return;
@@ -147,22 +147,14 @@ pub async fn ended(app: &App, engine_id: i64, reason: &str) {
     if let Err(e) = app.store.observe(engine_id, obs).await {
         tracing::error!(engine_id, error = %e, "cannot record an engine's state");
     }
-    match app
-        .store
-        .fail_running_scans(
-            Some(engine_id),
-            format!("the engine's session closed: {reason}"),
-            now,
-        )
-        .await
+    if let Err(e) = crate::scans::engine_lost(
+        app,
+        engine_id,
+        &format!("the engine's session closed: {reason}"),
+    )
+    .await
     {
-        Ok(0) => {}
-        Ok(n) => tracing::warn!(
-            engine_id,
-            scans = n,
-            "scans failed because the engine's session closed"
-        ),
-        Err(e) => tracing::error!(engine_id, error = %e, "cannot record failed scans"),
+        tracing::error!(engine_id, error = %e, "cannot record the scans of an engine that went");
     }
 }
 

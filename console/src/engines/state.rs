@@ -8,7 +8,7 @@ use crate::{
     store::{Direction, EngineRecord, Outcome},
 };
 
-/// The API's `status` values.
+/// The API's `status` values (the spec's `ScanEngine.status` enum).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EngineStatus {
     /// Recent successful exchange (green).
@@ -29,7 +29,7 @@ impl EngineStatus {
             EngineStatus::Active => "active",
             EngineStatus::Unknown => "unknown",
             EngineStatus::PendingAuthorization => "pending-authorization",
-            EngineStatus::Incompatible => "incompatible",
+            EngineStatus::Incompatible => "incompatible-version",
             EngineStatus::NotResponding => "not-responding",
         }
     }
@@ -156,7 +156,7 @@ mod tests {
                 "active",
                 "unknown",
                 "pending-authorization",
-                "incompatible",
+                "incompatible-version",
                 "not-responding"
             ]
         );

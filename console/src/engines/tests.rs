@@ -410,7 +410,7 @@ async fn a_scan_runs_over_a_standard_session_and_stores_results() {
         .store
         .create_site(crate::store::NewSite {
             name: "lab".into(),
-            engine_id: engine,
+            engine_id: Some(engine),
             targets: vec!["localhost".into()],
             ports: vec![22],
             timeout_ms: 100,

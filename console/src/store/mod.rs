@@ -14,6 +14,7 @@
 //! Lists are read a page at a time (`LIMIT`/`OFFSET` and a `COUNT`).
 
 mod engines;
+mod pools;
 mod scans;
 mod secrets;
 
@@ -26,13 +27,17 @@ use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
 pub use engines::{Direction, EngineRecord, NewReverseEngine, Observation, Outcome};
-pub use scans::{AssetRecord, NewSite, ScanRecord, ScanStatus, ServiceRecord, SiteRecord};
+pub use pools::{PoolChange, PoolRecord};
+pub use scans::{
+    AssetRecord, JobRecord, NewSite, ScanControl, ScanRecord, ScanStatus, ServiceRecord, SiteRecord,
+};
 pub use secrets::SecretRecord;
 
 use crate::error::{Error, Result};
 
 /// Schema migrations; entry `i` moves `user_version` from `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE engines (
     id              INTEGER PRIMARY KEY AUTOINCREMENT,
     name            TEXT NOT NULL UNIQUE,
@@ -87,7 +92,44 @@ CREATE TABLE services (
     banner   TEXT,
     PRIMARY KEY (asset_id, port, protocol)
 );
-"#];
+"#,
+    r#"
+CREATE TABLE engine_pools (
+    id   INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE
+);
+CREATE TABLE engine_pool_members (
+    pool_id   INTEGER NOT NULL REFERENCES engine_pools(id) ON DELETE CASCADE,
+    engine_id INTEGER NOT NULL REFERENCES engines(id) ON DELETE CASCADE,
+    PRIMARY KEY (pool_id, engine_id)
+);
+CREATE TABLE sites_v2 (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    name       TEXT NOT NULL,
+    engine_id  INTEGER,
+    targets    TEXT NOT NULL,
+    ports      TEXT NOT NULL,
+    timeout_ms INTEGER NOT NULL
+);
+INSERT INTO sites_v2 (id, name, engine_id, targets, ports, timeout_ms)
+    SELECT id, name, engine_id, targets, ports, timeout_ms FROM sites;
+DROP TABLE sites;
+ALTER TABLE sites_v2 RENAME TO sites;
+ALTER TABLE scans ADD COLUMN pool INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE scan_jobs (
+    id        INTEGER PRIMARY KEY AUTOINCREMENT,
+    scan_id   INTEGER NOT NULL,
+    target    TEXT NOT NULL,
+    engine_id INTEGER,
+    status    TEXT NOT NULL DEFAULT 'pending',
+    done      INTEGER NOT NULL DEFAULT 0,
+    total     INTEGER NOT NULL DEFAULT 0,
+    message   TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX scan_jobs_by_scan ON scan_jobs (scan_id, status);
+CREATE INDEX scan_jobs_by_engine ON scan_jobs (engine_id, status);
+"#,
+];
 
 /// One page of a list, and the length of the whole list.
 #[derive(Debug, Clone, PartialEq, Eq)]

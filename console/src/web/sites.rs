@@ -50,12 +50,18 @@ fn problem_of<'a>(form: &'a SiteForm, field: &str) -> Option<&'a str> {
 
 async fn engine_options(app: &App, selected: &str) -> Result<Markup, PageError> {
     let all = app.store.engines().await?;
+    let pools = app.store.pools().await?;
     let now = app.clock.now();
     Ok(html! {
         @for e in &all {
             @let (_, words) = engines::look(state::status(e, now, &app.settings.thresholds()));
             option value=(e.id) selected[selected == e.id.to_string()] {
                 (e.name) " (" (method_words(e.direction)) ", " (words) ")"
+            }
+        }
+        @for p in &pools {
+            option value=(p.id) selected[selected == p.id.to_string()] {
+                (p.name) " (engine pool of " (p.engines.len()) ")"
             }
         }
     })
@@ -93,7 +99,7 @@ async fn list_page(
                                         th scope="row" data-label="Name" { a href={"/sites/" (s.id)} { (s.name) } }
                                         td data-label="Targets" { (s.targets.join(", ")) }
                                         td data-label="Ports" { (s.ports.len()) " ports" }
-                                        td data-label="Engine" { (s.engine_id) }
+                                        td data-label="Engine" { (s.engine_id.map_or_else(|| "—".to_owned(), |id| id.to_string())) }
                                     }
                                 }
                             }
@@ -184,7 +190,7 @@ fn check_site(form: &SiteForm) -> Result<NewSite, (&'static str, String)> {
         .map_err(|_| ("engine", "choose a scan engine (add one first)".to_owned()))?;
     Ok(NewSite {
         name,
-        engine_id,
+        engine_id: Some(engine_id),
         targets,
         ports,
         timeout_ms: scans::DEFAULT_TIMEOUT_MS,
@@ -202,10 +208,15 @@ pub async fn create(State(web): State<Web>, posted: Posted) -> PageResult {
         problem: None,
     };
     let checked = match check_site(&form) {
-        Ok(site) => match web.app.store.engine(site.engine_id).await? {
-            Some(_) => Ok(site),
-            None => Err(("engine", "that scan engine does not exist".to_owned())),
-        },
+        Ok(site) => {
+            let id = site.engine_id.unwrap_or_default();
+            if web.app.store.engine(id).await?.is_some() || web.app.store.pool(id).await?.is_some()
+            {
+                Ok(site)
+            } else {
+                Err(("engine", "that scan engine does not exist".to_owned()))
+            }
+        }
         Err(p) => Err(p),
     };
     match checked {
@@ -234,8 +245,16 @@ async fn site_page(
         .site(id)
         .await?
         .ok_or_else(|| PageError::not_found("There is no such site."))?;
-    let engine = app.store.engine(site.engine_id).await?;
-    let options = engine_options(app, &site.engine_id.to_string()).await?;
+    let uses = site.engine_id.unwrap_or_default();
+    let engine = match app.store.engine(uses).await? {
+        Some(e) => Some(e.name),
+        None => app
+            .store
+            .pool(uses)
+            .await?
+            .map(|p| format!("engine pool {}", p.name)),
+    };
+    let options = engine_options(app, &uses.to_string()).await?;
     Ok(document(
         &site.name,
         Some(Tab::Sites),
@@ -254,8 +273,8 @@ async fn site_page(
                 p {
                     "Scans of this site use "
                     @match &engine {
-                        Some(e) => { strong { (e.name) } },
-                        None => { "an engine that was removed" },
+                        Some(name) => { strong { (name) } },
+                        None => { "no engine (or one that was removed)" },
                     }
                     " unless you choose another below."
                 }
@@ -316,7 +335,8 @@ pub async fn start_scan(
     match scans::start(&web.app, site_id, engine).await {
         Ok(scan_id) => Ok(see_other(&format!("/scans/{scan_id}"))),
         Err(StartError::NoSite(_)) => Err(PageError::not_found("There is no such site.")),
-        Err(StartError::EngineNotReady(why)) => {
+        Err(e @ (StartError::EngineNotReady(_) | StartError::NothingToScan(_))) => {
+            let why = e.to_string();
             web.sessions.flash(
                 &posted.session,
                 Flash::Problem(format!("The scan did not start: {why}")),
@@ -330,6 +350,9 @@ pub async fn start_scan(
 fn status_words(s: ScanStatus) -> &'static str {
     match s {
         ScanStatus::Running => "Running",
+        ScanStatus::Dispatched => "Waiting for an engine",
+        ScanStatus::Paused => "Paused",
+        ScanStatus::Stopped => "Stopped",
         ScanStatus::Finished => "Finished",
         ScanStatus::Error => "Failed",
     }

@@ -59,6 +59,9 @@
     setTimeout(tick, POLL_MS);
   }
 
+  // The scan statuses that have not ended (running, waiting for an engine, paused).
+  const ACTIVE_SCAN = ["running", "dispatched", "paused"];
+
   // A scan's progress, until it ends; then the page reloads to show what it found.
   function pollScan(section) {
     const url = section.getAttribute("data-poll");
@@ -74,7 +77,7 @@
           setText(document.getElementById("scan-counts"),
             s.done + " of " + s.total + " checks, " + s.assets + " assets found");
           setText(document.getElementById("scan-message"), s.message);
-          if (s.status !== "running") { window.location.reload(); return; }
+          if (ACTIVE_SCAN.indexOf(s.status) < 0) { window.location.reload(); return; }
         }
       } catch (_) { /* retry */ }
       setTimeout(tick, 1000);
@@ -118,7 +121,7 @@
     const rows = document.getElementById("engine-rows");
     if (rows) pollEngines(rows);
     const scan = document.getElementById("scan");
-    if (scan && scan.getAttribute("data-status") === "running") pollScan(scan);
+    if (scan && ACTIVE_SCAN.indexOf(scan.getAttribute("data-status")) >= 0) pollScan(scan);
     for (const el of document.querySelectorAll("[data-countdown]")) countdown(el);
     for (const b of document.querySelectorAll("button[data-copy]")) {
       b.addEventListener("click", function () { copy(b); });
