@@ -7,7 +7,8 @@
 //! * [`browser`]: headless Chromium through WebDriver, for the web-page tests;
 //! * [`control_plane`]: an envtest-like Kubernetes control plane (etcd, kube-apiserver,
 //!   kube-controller-manager) on loopback, with an admin client, clients impersonating
-//!   ServiceAccounts, and a namespace per test.
+//!   ServiceAccounts, and a namespace per test;
+//! * [`spec`]: the published InsightVM API v3 excerpt, and answers checked against it.
 //!
 //! Helpers panic with a message that says what went wrong and what to do: they are meant to be
 //! called from tests, where a panic is a failure with a good explanation.
@@ -16,6 +17,7 @@ pub mod browser;
 pub mod control_plane;
 pub mod logs;
 pub mod procs;
+pub mod spec;
 
 use std::path::PathBuf;
 

@@ -334,7 +334,7 @@ async fn engines_in_every_state(logs: &TestLogs, console: &Console) -> Vec<Engin
     console
         .wait_status("std-pending", "pending-authorization")
         .await;
-    console.wait_status("std-old", "incompatible").await;
+    console.wait_status("std-old", "incompatible-version").await;
     console.wait_status("std-down", "active").await;
     vec![reverse, standard, pending, old, doomed]
 }

@@ -189,7 +189,9 @@ async fn api(
     }
     let resp = req.send().await.unwrap();
     assert!(resp.status().is_success(), "{path}: {}", resp.status());
-    resp.json().await.unwrap_or(Value::Null)
+    // JSON, or the text/plain of the shared secret as a string.
+    let text = resp.text().await.unwrap_or_default();
+    serde_json::from_str(&text).unwrap_or(Value::String(text))
 }
 
 async fn status_of(client: &reqwest::Client, addr: SocketAddr, name: &str) -> Option<String> {

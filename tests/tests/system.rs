@@ -213,7 +213,9 @@ async fn a_mismatched_version_is_incompatible() {
     );
     engine.wait_for_log("for tests only").await;
     console.add_engine("old-engine", port).await;
-    let e = console.wait_status("old-engine", "incompatible").await;
+    let e = console
+        .wait_status("old-engine", "incompatible-version")
+        .await;
     assert_eq!(e["productVersion"], "9.9.9", "{e}");
     engine.proc.assert_running();
 }

@@ -470,6 +470,14 @@ impl Runner {
                 integration_test("hostile"),
             );
         }
+        // Engine pools and global scans, answers checked against the published v3 spec.
+        if self.test_file("pools").is_some() {
+            self.step(
+                "system",
+                "engine pools and scans (tests/tests/pools.rs)",
+                integration_test("pools"),
+            );
+        }
         // The web pages in headless Chromium; the suite fails, saying what to install, when
         // the browser is missing.
         if self.test_file("browser").is_some() {

@@ -123,9 +123,24 @@ pub fn links_only(path: &str) -> ApiResult {
     ok(json!({"links": self_links(path)}))
 }
 
-/// A JSON response with the API's content type.
+/// `value` without the object members that are `null`: the spec types every property, so an
+/// unknown value (an engine never refreshed, a scan not ended) is left out rather than `null`.
+fn without_nulls(value: &Value) -> Value {
+    match value {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k.clone(), without_nulls(v)))
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(without_nulls).collect()),
+        other => other.clone(),
+    }
+}
+
+/// A JSON response with the API's content type (members that are `null` left out).
 pub fn reply(status: StatusCode, body: &Value) -> Response {
-    let bytes = serde_json::to_vec(body).unwrap_or_else(|_| b"null".to_vec());
+    let bytes = serde_json::to_vec(&without_nulls(body)).unwrap_or_else(|_| b"null".to_vec());
     (
         status,
         [(

@@ -63,7 +63,9 @@ pub async fn list(State(app): State<App>, paging: Paging, RawQuery(q): RawQuery)
     ))
 }
 
-/// One scan.
+/// One scan, with (an extension) `targets`: each target with the engine it went to and how
+/// that ended (`pending`, `running`, `finished`, `error`, `stopped`, or `moved` when it went to
+/// another engine of the pool).
 pub async fn get(State(app): State<App>, Path(id): Path<String>) -> ApiResult {
     let id = parse_id(&id, "id")?;
     let scan = app
@@ -71,7 +73,13 @@ pub async fn get(State(app): State<App>, Path(id): Path<String>) -> ApiResult {
         .scan(id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("scan {id} does not exist")))?;
-    ok(scan_json(&scan))
+    let jobs = app.store.jobs(id).await?;
+    let mut v = scan_json(&scan);
+    v["targets"] = jobs
+        .iter()
+        .map(|j| json!({"address": j.target, "engineId": j.engine_id, "status": j.status}))
+        .collect();
+    ok(v)
 }
 
 /// `stop`, `pause` or `resume` a scan; a word the scan's status does not allow is a 400.

@@ -161,6 +161,9 @@ pub struct HttpConsoleApi {
     observer: Option<RequestObserver>,
 }
 
+/// The longest shared secret read from a `text/plain` answer.
+const MAX_SECRET: usize = 1024;
+
 #[derive(Deserialize, Default)]
 #[serde(default)]
 struct ErrorBody {
@@ -271,6 +274,21 @@ impl HttpConsoleApi {
         body: Option<&serde_json::Value>,
         idempotent: bool,
     ) -> ApiResult<(StatusCode, Vec<u8>)> {
+        let (status, _, bytes) = self
+            .send_typed(call, method, path, body, idempotent)
+            .await?;
+        Ok((status, bytes))
+    }
+
+    /// [`Self::send`], also returning whether the answer was declared `text/plain`.
+    async fn send_typed(
+        &self,
+        call: Call,
+        method: Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+        idempotent: bool,
+    ) -> ApiResult<(StatusCode, bool, Vec<u8>)> {
         let attempts = if idempotent {
             self.retry.attempts.max(1)
         } else {
@@ -287,7 +305,10 @@ impl HttpConsoleApi {
                 .http
                 .request(method.clone(), format!("{}/api/3/{}", self.base, path))
                 .basic_auth(&self.username, Some(self.password.expose()))
-                .header(reqwest::header::ACCEPT, "application/json");
+                .header(
+                    reqwest::header::ACCEPT,
+                    "application/json, text/plain;q=0.9",
+                );
             if let Some(b) = body {
                 req = req.json(b);
             }
@@ -297,6 +318,12 @@ impl HttpConsoleApi {
             match req.send().await {
                 Ok(resp) => {
                     let status = resp.status();
+                    let plain = resp
+                        .headers()
+                        .get(reqwest::header::CONTENT_TYPE)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.split(';').next())
+                        .is_some_and(|m| m.trim().eq_ignore_ascii_case("text/plain"));
                     match read_body(resp, MAX_BODY).await {
                         Ok(bytes) => {
                             if (status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS)
@@ -306,7 +333,7 @@ impl HttpConsoleApi {
                                 last = Some(self.status_error(call, status, &bytes));
                                 continue;
                             }
-                            return Ok((status, bytes));
+                            return Ok((status, plain, bytes));
                         }
                         Err(BodyError::TooLarge) => {
                             // Not retried: the same console answers the same way.
@@ -342,6 +369,27 @@ impl HttpConsoleApi {
                 message,
             },
         )
+    }
+
+    /// A shared secret as consoles send it: `text/plain` (the published spec) or a JSON string
+    /// (older consoles). Never echoes the body.
+    fn decode_secret(&self, call: Call, plain: bool, body: &[u8]) -> ApiResult<SecretString> {
+        if !plain {
+            return self.decode::<String>(call, body).map(SecretString::new);
+        }
+        let text = std::str::from_utf8(body)
+            .ok()
+            .map(str::trim)
+            .filter(|t| !t.is_empty() && t.len() <= MAX_SECRET && !t.chars().any(char::is_control))
+            .ok_or_else(|| {
+                self.error(
+                    call,
+                    ApiErrorKind::Decode(format!(
+                        "the text/plain shared secret is empty, over {MAX_SECRET} bytes, or not printable UTF-8"
+                    )),
+                )
+            })?;
+        Ok(SecretString::new(text.to_owned()))
     }
 
     fn decode<T: DeserializeOwned>(&self, call: Call, body: &[u8]) -> ApiResult<T> {
@@ -545,20 +593,30 @@ impl ConsoleApi for HttpConsoleApi {
 
     fn shared_secret(&self) -> BoxFuture<'_, ApiResult<Option<SecretString>>> {
         Box::pin(async move {
-            Ok(self
-                .get_json::<String>(Call::SharedSecret, "scan_engines/shared_secret")
-                .await?
-                .map(SecretString::new))
+            let call = Call::SharedSecret;
+            let (status, plain, body) = self
+                .send_typed(call, Method::GET, "scan_engines/shared_secret", None, true)
+                .await?;
+            if status == StatusCode::NOT_FOUND {
+                return Ok(None);
+            }
+            if !status.is_success() {
+                return Err(self.status_error(call, status, &body));
+            }
+            self.decode_secret(call, plain, &body).map(Some)
         })
     }
 
     fn create_shared_secret(&self) -> BoxFuture<'_, ApiResult<SecretString>> {
         Box::pin(async move {
             let call = Call::CreateSharedSecret;
-            let body = self
-                .expect_success(call, Method::POST, "scan_engines/shared_secret", true)
+            let (status, plain, body) = self
+                .send_typed(call, Method::POST, "scan_engines/shared_secret", None, true)
                 .await?;
-            self.decode::<String>(call, &body).map(SecretString::new)
+            if !status.is_success() {
+                return Err(self.status_error(call, status, &body));
+            }
+            self.decode_secret(call, plain, &body)
         })
     }
 
@@ -731,6 +789,91 @@ mod tests {
             .route("/api/3/scan_engines/shared_secret/time_to_live", get(|| async { Json(json!(1800)) }))
             .route("/api/3/unused", delete(|| async { "" }).post(|| async { "" }))
             .with_state(counters)
+    }
+
+    /// A console as the published spec has it: the secret as `text/plain` (201 on POST), the
+    /// `incompatible-version` spelling, errors with `status` as a string.
+    fn spec_router() -> Router {
+        let text = |status: AxStatus, body: &'static str| {
+            (
+                status,
+                [(axum::http::header::CONTENT_TYPE, "text/plain;charset=UTF-8")],
+                body,
+            )
+        };
+        Router::new()
+            .route(
+                "/api/3/scan_engines/shared_secret",
+                get(move || async move { text(AxStatus::OK, "7B1D-BA4C-12AB-34CD") })
+                    .post(move || async move { text(AxStatus::CREATED, "7B1D-BA4C-12AB-34CD\n") }),
+            )
+            .route(
+                "/api/3/scan_engines/{id}",
+                get(|Path(id): Path<i64>| async move {
+                    if id == 3 {
+                        (AxStatus::OK, Json(json!({"id": 3, "name": "old.ns", "address": "a", "port": 40814, "status": "incompatible-version"})))
+                    } else {
+                        (AxStatus::BAD_REQUEST, Json(json!({"status": "400", "message": "bad id", "links": []})))
+                    }
+                }),
+            )
+    }
+
+    #[tokio::test]
+    async fn reads_the_spec_spellings_as_well_as_the_older_ones() {
+        let api = client(serve(spec_router()).await);
+        let secret = api.shared_secret().await.ok().flatten();
+        assert_eq!(
+            secret.as_ref().map(SecretString::expose),
+            Some("7B1D-BA4C-12AB-34CD"),
+            "text/plain read as the secret"
+        );
+        let created = api.create_shared_secret().await.ok();
+        assert_eq!(
+            created.as_ref().map(SecretString::expose),
+            Some("7B1D-BA4C-12AB-34CD"),
+            "201 and a trailing new line are fine"
+        );
+        let e = api.get_engine(3).await.ok().flatten();
+        assert_eq!(
+            e.and_then(|e| e.status),
+            Some("incompatible".to_owned()),
+            "incompatible-version reads as the operator's incompatible"
+        );
+        let err = api
+            .get_engine(4)
+            .await
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            err.contains("HTTP 400: bad id"),
+            "a string status is an error body too: {err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_text_secret_is_an_error_that_does_not_echo_it() {
+        let router = Router::new().route(
+            "/api/3/scan_engines/shared_secret",
+            get(|| async {
+                (
+                    [(axum::http::header::CONTENT_TYPE, "text/plain")],
+                    "line\u{7}bell-secret",
+                )
+            }),
+        );
+        let api = client(serve(router).await);
+        let err = api
+            .shared_secret()
+            .await
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            err.contains("not printable") && !err.contains("bell-secret"),
+            "{err}"
+        );
     }
 
     #[tokio::test]

@@ -182,6 +182,11 @@ impl Engine {
         self.name = bounded(&self.name, MAX_FIELD);
         cut(&mut self.address, MAX_FIELD);
         cut(&mut self.status, MAX_FIELD);
+        // The published spec spells it `incompatible-version`; older consoles `incompatible`.
+        // The rest of the operator reads the older spelling.
+        if self.status.as_deref() == Some("incompatible-version") {
+            self.status = Some("incompatible".into());
+        }
         cut(&mut self.product_version, MAX_FIELD);
         cut(&mut self.last_refreshed_date, MAX_FIELD);
         cut(&mut self.direction, MAX_FIELD);

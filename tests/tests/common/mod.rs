@@ -23,6 +23,15 @@ pub const DEADLINE: Duration = Duration::from_secs(30);
 
 const PASSWORD: &str = "system-test-password";
 
+/// What the console answered.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub content_type: String,
+    /// JSON; a string for `text/plain`; Null when empty.
+    pub body: Value,
+}
+
 /// A running `security-console` and an API client for it.
 pub struct Console {
     pub proc: Proc,
@@ -115,17 +124,30 @@ impl Console {
         format!("https://{}{path}", self.api)
     }
 
-    /// A request; returns the status and the JSON body (Null when empty or not JSON).
+    /// A request; returns the status and the JSON body (Null when empty; a string when the
+    /// body is `text/plain`, such as the shared secret).
     pub async fn call(
         &self,
         method: reqwest::Method,
         path: &str,
         body: Option<Value>,
     ) -> (u16, Value) {
-        let mut req = self
-            .client
-            .request(method.clone(), self.url(path))
-            .basic_auth("admin", Some(PASSWORD));
+        let r = self.request(method, path, body, true).await;
+        (r.status, r.body)
+    }
+
+    /// A request, signed in or not, with everything of its answer a test checks.
+    pub async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+        signed_in: bool,
+    ) -> Answer {
+        let mut req = self.client.request(method.clone(), self.url(path));
+        if signed_in {
+            req = req.basic_auth("admin", Some(PASSWORD));
+        }
         if let Some(b) = body {
             req = req.json(&b);
         }
@@ -134,8 +156,23 @@ impl Console {
             .await
             .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
         let status = resp.status().as_u16();
+        let content_type = resp
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
         let text = resp.text().await.unwrap_or_default();
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+        let body = if content_type.starts_with("text/plain") {
+            Value::String(text)
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::Null)
+        };
+        Answer {
+            status,
+            content_type,
+            body,
+        }
     }
 
     pub async fn get(&self, path: &str) -> Value {
@@ -168,7 +205,7 @@ impl Console {
             .post("/api/3/scan_engines/shared_secret", Value::Null)
             .await;
         v.as_str()
-            .unwrap_or_else(|| panic!("shared secret is not a JSON string: {v}"))
+            .unwrap_or_else(|| panic!("shared secret is not text/plain: {v}"))
             .to_owned()
     }
 

@@ -273,7 +273,16 @@ impl ExternalConsole {
             .await
             .unwrap_or_else(|e| panic!("GET {path}: {e}"));
         let status = resp.status().as_u16();
+        // The shared secret comes as text/plain: a string.
+        let plain = resp
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/plain"));
         let text = resp.text().await.unwrap_or_default();
+        if plain {
+            return (status, Value::String(text));
+        }
         (status, serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 

@@ -102,8 +102,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .danger_accept_invalid_certs(true)
         .timeout(TIMEOUT)
         .build()?;
-    let secret: String =
-        console_api(http.post(format!("https://{api}/api/3/scan_engines/shared_secret"))).await?;
+    // The shared secret comes as text/plain.
+    let secret = http
+        .post(format!("https://{api}/api/3/scan_engines/shared_secret"))
+        .basic_auth("admin", Some(PASSWORD))
+        .send()
+        .await?
+        .error_for_status()?
+        .text()
+        .await?;
     let secret = SharedSecret::new(secret);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss_idle = proc_status_kib(pid, "VmRSS")?;
