@@ -1252,9 +1252,6 @@ async fn writes_snapshot(h: &Harness, ns: &str) -> (Vec<(String, String)>, Vec<S
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known bug on the store-based core: a new leader paused within seconds of taking over \
-            does not apply a ScanEngine change made while it was paused within 60 s (cause not \
-            found yet); passed once under debug logging, fails under load. Run with --ignored."]
 async fn a_paused_leader_steps_down_unheard_while_the_standby_takes_over() {
     use k8s_openapi::api::coordination::v1::Lease;
 

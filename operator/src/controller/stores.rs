@@ -17,8 +17,40 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::Resource;
 use kube::runtime::reflector::{ObjectRef, Store};
 use std::sync::Arc;
+use tokio::sync::watch;
 
 use crate::crd::{Console, ScanEngine};
+
+/// Whether every store holds its first complete listing: one flag per store, raised by its
+/// watch stream when the listing is done ([`kube::runtime::watcher::Event::InitDone`]).
+///
+/// Kept here rather than taken from kube-runtime's `Store::wait_until_ready`, whose one-shot
+/// channel keeps a single waker: of several reconciles waiting at once only the last is woken,
+/// and the others wait forever, holding their object's slot so that no later change of it is
+/// reconciled either. A newly elected leader, whose first reconciles start before its stores
+/// are listed, lost its first objects exactly that way. A `watch` channel wakes every waiter.
+#[derive(Clone, Default)]
+pub struct Listed {
+    flags: Vec<watch::Receiver<bool>>,
+}
+
+impl Listed {
+    /// A new flag, lowered; the store is listed once the returned sender says `true`.
+    pub fn flag(&mut self) -> watch::Sender<bool> {
+        let (tx, rx) = watch::channel(false);
+        self.flags.push(rx);
+        tx
+    }
+
+    /// Resolves once every flag is raised (or its watch is gone, which happens only at
+    /// shutdown).
+    pub async fn wait(&self) {
+        for flag in &self.flags {
+            let mut flag = flag.clone();
+            let _ = flag.wait_for(|listed| *listed).await;
+        }
+    }
+}
 
 /// Readers of every store (cheap to clone).
 #[derive(Clone)]
@@ -35,6 +67,8 @@ pub struct Stores {
     pub config_maps: Store<ConfigMap>,
     /// The operator's engine pods.
     pub pods: Store<Pod>,
+    /// Whether the stores above hold their first listings.
+    pub listed: Listed,
 }
 
 /// A namespaced object of `K` from `store`.
@@ -49,17 +83,7 @@ impl Stores {
     /// Resolves once every store holds its first complete listing: before that, an absent
     /// object may only not be listed yet.
     pub async fn ready(&self) {
-        // An error means the watch was dropped, which happens only at shutdown.
-        let _ = futures::join!(
-            self.engines.wait_until_ready(),
-            self.consoles.wait_until_ready(),
-            self.statefulsets.wait_until_ready(),
-            self.services.wait_until_ready(),
-            self.network_policies.wait_until_ready(),
-            self.secrets.wait_until_ready(),
-            self.config_maps.wait_until_ready(),
-            self.pods.wait_until_ready(),
-        );
+        self.listed.wait().await;
     }
 
     pub fn console(&self, namespace: &str, name: &str) -> Option<Arc<Console>> {
@@ -119,6 +143,43 @@ pub mod testing {
             secrets: store(objects),
             config_maps: store(objects),
             pods: store(objects),
+            listed: super::Listed::default(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::Listed;
+
+    #[tokio::test]
+    async fn every_reconcile_waiting_for_the_listings_is_woken_when_they_are_done() {
+        let mut listed = Listed::default();
+        let flags: Vec<_> = (0..3).map(|_| listed.flag()).collect();
+        // Many reconciles wait at once, as a new leader's first ones do.
+        let waiting: Vec<_> = (0..8)
+            .map(|_| {
+                let listed = listed.clone();
+                tokio::spawn(async move { listed.wait().await })
+            })
+            .collect();
+        tokio::task::yield_now().await;
+        flags[0].send_replace(true);
+        flags[1].send_replace(true);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(
+            waiting.iter().all(|w| !w.is_finished()),
+            "no reconcile goes on before every store is listed"
+        );
+        flags[2].send_replace(true);
+        let all = futures::future::join_all(waiting);
+        assert!(
+            tokio::time::timeout(Duration::from_secs(10), all)
+                .await
+                .is_ok_and(|r| r.iter().all(Result::is_ok)),
+            "every waiting reconcile goes on once the last store is listed"
+        );
     }
 }

@@ -4,8 +4,9 @@
 //! ScanEngine controller's triggers; the Console controller has store-less watches of its own
 //! for the kinds both react to. (kube-runtime's shared streams would save those watches, but
 //! with them a newly elected leader did not reconcile the objects of its first listing, which
-//! a restarted operator must do; the leader-election control-plane test shows it.) What wakes
-//! a reconcile:
+//! a restarted operator must do; the leader-election control-plane test shows it. That failure
+//! may well have been the lost wake-up of kube-runtime's store readiness that [`Listed`] now
+//! avoids; shared streams have not been tried again since.) What wakes a reconcile:
 //!
 //! | ScanEngine reconcile | Console reconcile |
 //! |---|---|
@@ -34,7 +35,7 @@ use kube::runtime::{Controller, WatchStreamExt};
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
-use super::stores::Stores;
+use super::stores::{Listed, Stores};
 use super::{Context, Settings, console, names, scan_engine};
 use crate::console_api::ConsoleApiFactory;
 use crate::controller::shared::reconcile::error_policy;
@@ -75,11 +76,13 @@ fn secrets_read() -> Config {
 }
 
 /// A watch of `K` into a store, with managed fields dropped (they are never read and are most
-/// of an object's size). Returns the store and the watch's stream of changed objects.
+/// of an object's size), raising a flag of `listed` once the store holds its first listing.
+/// Returns the store and the watch's stream of changed objects.
 fn watched<K>(
     client: &Client,
     scope: Option<&str>,
     config: Config,
+    listed: &mut Listed,
 ) -> (
     Store<K>,
     impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
@@ -94,10 +97,17 @@ where
         + 'static,
 {
     let (store, writer) = reflector::store::<K>();
+    let flag = listed.flag();
     let stream = watch(scoped::<K>(client, scope), config)
         .default_backoff()
         .modify(|o: &mut K| o.managed_fields_mut().clear())
         .reflect(writer)
+        .inspect(move |event| {
+            // After `reflect`: the store already holds the whole listing.
+            if matches!(event, Ok(watcher::Event::InitDone)) {
+                flag.send_replace(true);
+            }
+        })
         .touched_objects();
     (store, stream)
 }
@@ -168,15 +178,19 @@ fn run_scope(
 ) -> Task {
     let client = &parts.client;
     let any = || Config::default().any_semantic();
-    let (engines, engine_events) = watched::<ScanEngine>(client, scope, any());
-    let (consoles, console_events) = watched::<Console>(client, scope, any());
-    let (statefulsets, sts_events) = watched::<StatefulSet>(client, scope, managed_children());
-    let (services, svc_events) = watched::<Service>(client, scope, managed_children());
-    let (network_policies, np_events) = watched::<NetworkPolicy>(client, scope, managed_children());
-    let (secrets, secret_events) = watched::<Secret>(client, scope, secrets_read());
-    let (config_maps, config_map_events) = watched::<ConfigMap>(client, scope, Config::default());
+    let mut listed = Listed::default();
+    let (engines, engine_events) = watched::<ScanEngine>(client, scope, any(), &mut listed);
+    let (consoles, console_events) = watched::<Console>(client, scope, any(), &mut listed);
+    let (statefulsets, sts_events) =
+        watched::<StatefulSet>(client, scope, managed_children(), &mut listed);
+    let (services, svc_events) = watched::<Service>(client, scope, managed_children(), &mut listed);
+    let (network_policies, np_events) =
+        watched::<NetworkPolicy>(client, scope, managed_children(), &mut listed);
+    let (secrets, secret_events) = watched::<Secret>(client, scope, secrets_read(), &mut listed);
+    let (config_maps, config_map_events) =
+        watched::<ConfigMap>(client, scope, Config::default(), &mut listed);
     let engine_pods = Config::default().labels(&scan_engine::pods::watch_selector());
-    let (pods, pod_events) = watched::<Pod>(client, scope, engine_pods);
+    let (pods, pod_events) = watched::<Pod>(client, scope, engine_pods, &mut listed);
 
     let stores = Stores {
         engines: engines.clone(),
@@ -187,6 +201,7 @@ fn run_scope(
         secrets,
         config_maps,
         pods,
+        listed,
     };
     parts.metrics.add_engine_store(engines.clone());
     let ctx = Arc::new(Context::new(
