@@ -843,7 +843,7 @@ async fn a_mismatched_engine_build_is_incompatible() {
         .engine_named(&format!("old.{ns}"))
         .await
         .expect("registered");
-    assert_eq!(at_console["status"], "incompatible", "{at_console}");
+    assert_eq!(at_console["status"], "incompatible-version", "{at_console}");
     assert_eq!(at_console["productVersion"], "9.9.9", "{at_console}");
     h.assert_operator_never_forbidden();
 }
