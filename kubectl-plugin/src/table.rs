@@ -380,6 +380,11 @@ mod tests {
                 authorization: Default::default(),
                 advertised_address: None,
                 service_type: None,
+                image_pull_secrets: None,
+                priority_class_name: None,
+                pod_labels: None,
+                pod_annotations: None,
+                env: None,
             },
         );
         e.metadata.namespace = Some("scanning".into());

@@ -305,6 +305,11 @@ async fn engines_configured_by_the_operator_pair_in_both_directions() {
         authorization: Authorization::Automatic,
         advertised_address: None,
         service_type: None,
+        image_pull_secrets: None,
+        priority_class_name: None,
+        pod_labels: None,
+        pod_annotations: None,
+        env: None,
     };
 
     // Reverse: the engine dials the console with the shared secret the operator stores.

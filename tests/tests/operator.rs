@@ -554,14 +554,75 @@ async fn reconciles_engines_in_both_directions_to_active_and_down() {
     let (standard, port) = h
         .engine_cr(ns, "standard", json!({"communication": "ConsoleToEngine"}))
         .await;
+    // The reverse engine asks for the pod knobs users set: a priority class (which must exist
+    // for its pod to be admitted), a pull secret, extra labels, annotations and environment.
+    let priority_class = format!("{ns}-scans");
+    create(
+        &Api::<DynamicObject>::all_with(
+            client.clone(),
+            &kube::api::ApiResource::erase::<k8s_openapi::api::scheduling::v1::PriorityClass>(&()),
+        ),
+        json!({
+            "apiVersion": "scheduling.k8s.io/v1",
+            "kind": "PriorityClass",
+            "metadata": {"name": priority_class},
+            "value": 1000,
+        }),
+    )
+    .await;
     let (reverse, _) = h
-        .engine_cr(ns, "reverse", json!({"communication": "EngineToConsole"}))
+        .engine_cr(
+            ns,
+            "reverse",
+            json!({
+                "communication": "EngineToConsole",
+                "priorityClassName": priority_class,
+                "imagePullSecrets": [{"name": "registry-creds"}],
+                "podLabels": {"team": "red"},
+                "podAnnotations": {"example.com/owner": "secops"},
+                "env": [{"name": "TZ", "value": "Europe/Berlin"}],
+            }),
+        )
         .await;
     // The namespace enforces the restricted Pod Security Standard: the StatefulSet controller's
     // pods for both engines (and the Console's, if managed) are admitted.
     for engine in ["standard", "reverse"] {
         h.admitted_pod(ns, &format!("{engine}-scan-engine-0")).await;
     }
+    let pod = Api::<k8s_openapi::api::core::v1::Pod>::namespaced(client.clone(), ns)
+        .get("reverse-scan-engine-0")
+        .await
+        .expect("the reverse engine's pod");
+    let pod_spec = pod.spec.clone().unwrap_or_default();
+    assert_eq!(
+        (pod_spec.priority_class_name.as_deref(), pod_spec.priority),
+        (Some(priority_class.as_str()), Some(1000)),
+        "the pod runs at the priority class's priority"
+    );
+    assert_eq!(
+        pod_spec
+            .image_pull_secrets
+            .unwrap_or_default()
+            .iter()
+            .map(|s| s.name.clone())
+            .collect::<Vec<_>>(),
+        vec!["registry-creds".to_owned()]
+    );
+    assert_eq!(pod.labels().get("team").map(String::as_str), Some("red"));
+    assert_eq!(
+        pod.annotations()
+            .get("example.com/owner")
+            .map(String::as_str),
+        Some("secops")
+    );
+    assert!(
+        pod_spec.containers[0]
+            .env
+            .iter()
+            .flatten()
+            .any(|e| e.name == "TZ" && e.value.as_deref() == Some("Europe/Berlin")),
+        "the extra environment reaches the container"
+    );
 
     // The objects, each controlled by its ScanEngine.
     let sts_std = h.statefulset(ns, "standard", "console-to-engine").await;

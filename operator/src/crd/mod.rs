@@ -17,6 +17,8 @@ use kube::CustomResourceExt;
 
 /// API group of every custom resource of the operator.
 pub const GROUP: &str = "scanengine.dev";
+/// The prefix of the operator's own labels and annotations.
+pub const GROUP_PREFIX: &str = "scanengine.dev/";
 /// Finalizer that removes a ScanEngine's registration from its console before it is deleted.
 pub const ENGINE_FINALIZER: &str = "scanengine.dev/console-cleanup";
 /// Finalizer that revokes an external console's pairing shared secret before its Console is
@@ -77,7 +79,7 @@ pub fn render_yaml(crd: &CustomResourceDefinition) -> Result<String, serde_yaml:
 /// without checking first (an invalid quantity fails it with an evaluation error next to the
 /// rule that names the field): checking too would double its cost, beyond the budget.
 pub(crate) mod pod_schema {
-    use k8s_openapi::api::core::v1::{ResourceRequirements, Toleration};
+    use k8s_openapi::api::core::v1::{EnvVar, ResourceRequirements, Toleration};
     use schemars::{JsonSchema, Schema, SchemaGenerator};
     use serde_json::{Value, json};
 
@@ -197,6 +199,126 @@ pub(crate) mod pod_schema {
                     format!(
                         "{path} values must be label values: at most 63 letters, digits, '-', '_' or '.', beginning and ending with a letter or digit"
                     ),
+                ),
+            ],
+        );
+        schema
+    }
+
+    /// Most extra pod labels or annotations.
+    pub const MAX_POD_METADATA: u64 = 32;
+    /// Most image pull secrets.
+    pub const MAX_PULL_SECRETS: u64 = 16;
+    /// Most extra environment variables.
+    pub const MAX_ENV: u64 = 64;
+    /// A DNS subdomain (the name of a Secret or a PriorityClass).
+    pub const DNS_SUBDOMAIN: &str =
+        "^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+    /// The label keys the operator selects, fences and describes its pods by.
+    const RESERVED_LABELS: &str = "['app.kubernetes.io/name', 'app.kubernetes.io/instance', 'app.kubernetes.io/component', 'app.kubernetes.io/part-of', 'app.kubernetes.io/managed-by', 'app.kubernetes.io/version']";
+
+    /// Image pull secrets at `path`: names of Secrets.
+    pub fn image_pull_secrets(path: &str) -> Schema {
+        let mut schema = schemars::json_schema!({
+            "type": "array",
+            "nullable": true,
+            "maxItems": MAX_PULL_SECRETS,
+            "items": {
+                "type": "object",
+                "required": ["name"],
+                "properties": {"name": {"type": "string", "maxLength": 253}},
+            },
+        });
+        add_rules(
+            &mut schema,
+            vec![rule(
+                format!("self.all(s, s.name.matches('{DNS_SUBDOMAIN}'))"),
+                format!(
+                    "{path}[].name must be the name of a Secret: lowercase letters, digits, '-' and '.'"
+                ),
+            )],
+        );
+        schema
+    }
+
+    /// Extra pod labels at `path`: label keys and values, none the operator's own.
+    pub fn pod_labels(path: &str) -> Schema {
+        let mut schema = node_selector(path);
+        schema.insert("maxProperties".into(), json!(MAX_POD_METADATA));
+        add_rules(
+            &mut schema,
+            vec![rule(
+                format!(
+                    "self.all(k, !(k in {RESERVED_LABELS}) && !k.startsWith('scanengine.dev/'))"
+                ),
+                format!(
+                    "{path} must not set the operator's own labels (app.kubernetes.io/name, instance, component, part-of, managed-by, version, or a scanengine.dev/ key): it selects and fences the engine's pod by them"
+                ),
+            )],
+        );
+        schema
+    }
+
+    /// Extra pod annotations at `path`: qualified keys, none under `scanengine.dev/`.
+    pub fn pod_annotations(path: &str) -> Schema {
+        let mut schema = schemars::json_schema!({
+            "type": "object",
+            "nullable": true,
+            "maxProperties": MAX_POD_METADATA,
+            "additionalProperties": {"type": "string", "maxLength": 4096},
+        });
+        add_rules(
+            &mut schema,
+            vec![
+                rule(
+                    format!("self.all(k, size(k) <= 317 && k.matches('{LABEL_KEY}'))"),
+                    format!("{path} keys must be annotation keys such as example.com/team"),
+                ),
+                rule(
+                    "self.all(k, !k.startsWith('scanengine.dev/'))".into(),
+                    format!("{path} keys under scanengine.dev/ are the operator's"),
+                ),
+            ],
+        );
+        schema
+    }
+
+    /// Extra environment variables at `path`, none named with the operator's `reserved`
+    /// prefix.
+    pub fn env(generator: &mut SchemaGenerator, path: &str, reserved: &str) -> Schema {
+        let mut schema = Vec::<EnvVar>::json_schema(generator);
+        schema.insert("nullable".into(), Value::Bool(true));
+        schema.insert("maxItems".into(), json!(MAX_ENV));
+        set(
+            &mut schema,
+            "/items/properties/name",
+            "maxLength",
+            json!(256),
+        );
+        set(
+            &mut schema,
+            "/items/properties/value",
+            "maxLength",
+            json!(32768),
+        );
+        add_rules(
+            &mut schema,
+            vec![
+                rule(
+                    "self.all(e, e.name.matches('^[-._a-zA-Z][-._a-zA-Z0-9]*$'))".into(),
+                    format!(
+                        "{path}[].name must be an environment variable name: letters, digits, '_', '-' and '.', not beginning with a digit"
+                    ),
+                ),
+                rule(
+                    format!("self.all(e, !e.name.startsWith('{reserved}'))"),
+                    format!(
+                        "{path}[].name must not begin with {reserved}: the operator sets those from the rest of the spec"
+                    ),
+                ),
+                rule(
+                    "self.all(e, !has(e.value) || !has(e.valueFrom))".into(),
+                    format!("{path}[] may have value or valueFrom, not both"),
                 ),
             ],
         );

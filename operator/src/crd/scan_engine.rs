@@ -3,7 +3,9 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use k8s_openapi::api::core::v1::{Affinity, ResourceRequirements, Toleration};
+use k8s_openapi::api::core::v1::{
+    Affinity, EnvVar, LocalObjectReference, ResourceRequirements, Toleration,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
@@ -144,6 +146,39 @@ pub struct ScanEngineSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub affinity: Option<Affinity>,
 
+    /// Secrets (in the engine's namespace) with credentials for the registry of `image`: the
+    /// pod's `imagePullSecrets`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "image_pull_secrets_schema")]
+    pub image_pull_secrets: Option<Vec<LocalObjectReference>>,
+
+    /// PriorityClass of the engine pod, so that a scan in progress is not the first pod evicted
+    /// when its node runs short.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')").message("spec.priorityClassName must be the name of a PriorityClass: lowercase letters, digits, '-' and '.'"))]
+    #[schemars(length(min = 1, max = 253))]
+    pub priority_class_name: Option<String>,
+
+    /// Extra labels of the engine pod (not of its StatefulSet or Service). The labels the
+    /// operator selects and fences the pod by are its own: `app.kubernetes.io/name`,
+    /// `instance`, `component`, `part-of`, `managed-by`, `version` and every `scanengine.dev/`
+    /// key are refused here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "pod_labels_schema")]
+    pub pod_labels: Option<BTreeMap<String, String>>,
+
+    /// Extra annotations of the engine pod (`scanengine.dev/` keys are the operator's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "pod_annotations_schema")]
+    pub pod_annotations: Option<BTreeMap<String, String>>,
+
+    /// Extra environment variables of the engine container (a time zone, a value from a
+    /// Secret or ConfigMap). Names beginning with `SCAN_ENGINE_` are the operator's, set from
+    /// the rest of this spec, and are refused here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "env_schema")]
+    pub env: Option<Vec<EnvVar>>,
+
     /// How the engine comes to trust its console (ConsoleToEngine): `Automatic` (the operator
     /// tells the engine the console's certificate fingerprint) or `Manual` (an administrator
     /// sets `enabled="1"` in `consoles.xml` on the engine's volume and restarts the pod).
@@ -179,6 +214,22 @@ fn node_selector_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
 
 fn tolerations_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
     pod_schema::tolerations(generator, "spec.tolerations")
+}
+
+fn image_pull_secrets_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    pod_schema::image_pull_secrets("spec.imagePullSecrets")
+}
+
+fn pod_labels_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    pod_schema::pod_labels("spec.podLabels")
+}
+
+fn pod_annotations_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    pod_schema::pod_annotations("spec.podAnnotations")
+}
+
+fn env_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    pod_schema::env(generator, "spec.env", "SCAN_ENGINE_")
 }
 
 /// Reference to a Console in the same namespace.

@@ -40,6 +40,9 @@ fn env(name: &str, value: impl Into<String>) -> EnvVar {
 }
 
 /// Environment of the engine container. Secrets are passed as files, never as values.
+/// The prefix of the environment variables the operator sets on an engine.
+pub const RESERVED_ENV_PREFIX: &str = "SCAN_ENGINE_";
+
 pub fn environment(inputs: &Inputs<'_>) -> Vec<EnvVar> {
     let mut vars = vec![
         env("SCAN_ENGINE_DATA_DIR", DATA_DIR),
@@ -80,6 +83,18 @@ pub fn environment(inputs: &Inputs<'_>) -> Vec<EnvVar> {
             ));
         }
     }
+    // The user's extra variables after the operator's, without the operator's prefix (which
+    // admission refuses too): the engine's settings come from the rest of the spec.
+    vars.extend(
+        inputs
+            .engine
+            .spec
+            .env
+            .iter()
+            .flatten()
+            .filter(|v| !v.name.starts_with(RESERVED_ENV_PREFIX))
+            .cloned(),
+    );
     vars
 }
 

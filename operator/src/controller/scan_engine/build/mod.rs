@@ -119,6 +119,11 @@ pub(crate) mod testing {
                 authorization: Authorization::Automatic,
                 advertised_address: None,
                 service_type: None,
+                image_pull_secrets: None,
+                priority_class_name: None,
+                pod_labels: None,
+                pod_annotations: None,
+                env: None,
             },
         );
         se.metadata.namespace = Some("scanning".into());

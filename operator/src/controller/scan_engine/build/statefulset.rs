@@ -61,7 +61,18 @@ pub fn statefulset(inputs: &Inputs<'_>) -> StatefulSet {
     let spec = &inputs.engine.spec;
     let meta = inputs.meta();
     let name = names::engine_objects(inputs.name);
-    let labels = meta.labels.clone().unwrap_or_default();
+    // The user's extra pod labels first: the operator's own, which select and fence the pod,
+    // always win (admission refuses them anyway).
+    let mut labels = spec.pod_labels.clone().unwrap_or_default();
+    labels.extend(meta.labels.clone().unwrap_or_default());
+    let annotations = spec
+        .pod_annotations
+        .clone()
+        .filter(|a| !a.is_empty())
+        .map(|mut a| {
+            a.retain(|k, _| !k.starts_with(crate::crd::GROUP_PREFIX));
+            a
+        });
     let (resources, _) = config::resources(inputs);
 
     let mut ports = vec![ContainerPort {
@@ -151,6 +162,7 @@ pub fn statefulset(inputs: &Inputs<'_>) -> StatefulSet {
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(labels),
+                    annotations,
                     ..ObjectMeta::default()
                 }),
                 spec: Some(PodSpec {
@@ -163,6 +175,8 @@ pub fn statefulset(inputs: &Inputs<'_>) -> StatefulSet {
                     tolerations: spec.tolerations.clone(),
                     affinity: Some(spec.affinity.clone().unwrap_or_else(default_affinity)),
                     termination_grace_period_seconds: Some(30),
+                    image_pull_secrets: spec.image_pull_secrets.clone().filter(|s| !s.is_empty()),
+                    priority_class_name: spec.priority_class_name.clone(),
                     ..PodSpec::default()
                 }),
             },
@@ -195,6 +209,77 @@ mod tests {
         assert_golden(
             "engine-statefulset-engine-to-console",
             &statefulset(&inputs(&se, &console)),
+        );
+    }
+
+    #[test]
+    fn pod_knobs_reach_the_pod_but_never_the_operators_own_labels_or_variables() {
+        use k8s_openapi::api::core::v1::{EnvVar, LocalObjectReference};
+        use std::collections::BTreeMap;
+        let mut se = engine(Communication::EngineToConsole);
+        se.spec.image_pull_secrets = Some(vec![LocalObjectReference {
+            name: "registry-creds".into(),
+        }]);
+        se.spec.priority_class_name = Some("scanning-high".into());
+        se.spec.pod_labels = Some(BTreeMap::from([
+            ("team".to_owned(), "red".to_owned()),
+            (names::INSTANCE_LABEL.to_owned(), "hijacked".to_owned()),
+        ]));
+        se.spec.pod_annotations = Some(BTreeMap::from([
+            ("example.com/owner".to_owned(), "secops".to_owned()),
+            ("scanengine.dev/refresh".to_owned(), "x".to_owned()),
+        ]));
+        se.spec.env = Some(vec![
+            EnvVar {
+                name: "TZ".into(),
+                value: Some("Europe/Berlin".into()),
+                value_from: None,
+            },
+            EnvVar {
+                name: "SCAN_ENGINE_NAME".into(),
+                value: Some("spoofed".into()),
+                value_from: None,
+            },
+        ]);
+        let console = console_side();
+        let sts = statefulset(&inputs(&se, &console));
+        let template = sts.spec.map(|s| s.template).unwrap_or_default();
+        let meta = template.metadata.unwrap_or_default();
+        let labels = meta.labels.unwrap_or_default();
+        assert_eq!(labels.get("team").map(String::as_str), Some("red"));
+        assert_eq!(
+            labels.get(names::INSTANCE_LABEL).map(String::as_str),
+            Some("edge"),
+            "the operator's selector label wins"
+        );
+        let annotations = meta.annotations.unwrap_or_default();
+        assert_eq!(
+            annotations.get("example.com/owner").map(String::as_str),
+            Some("secops")
+        );
+        assert!(!annotations.contains_key("scanengine.dev/refresh"));
+        let pod = template.spec.unwrap_or_default();
+        assert_eq!(pod.priority_class_name.as_deref(), Some("scanning-high"));
+        assert_eq!(
+            pod.image_pull_secrets
+                .unwrap_or_default()
+                .iter()
+                .map(|s| s.name.as_str())
+                .collect::<Vec<_>>(),
+            vec!["registry-creds"]
+        );
+        let env = pod.containers[0].env.clone().unwrap_or_default();
+        let value = |name: &str| {
+            env.iter()
+                .filter(|v| v.name == name)
+                .map(|v| v.value.clone().unwrap_or_default())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(value("TZ"), vec!["Europe/Berlin"]);
+        assert_eq!(
+            value("SCAN_ENGINE_NAME"),
+            vec![se.console_engine_name()],
+            "the operator's variable, once"
         );
     }
 
